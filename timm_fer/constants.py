@@ -1,0 +1,13 @@
+"""Label names of the FER benchmarks, in each dataset's own label order."""
+
+RAFDB_LABELS = ('surprise', 'fear', 'disgust', 'happiness', 'sadness', 'anger', 'neutral')
+"""RAF-DB basic: labels 1..7 of ``list_patition_label.txt``, shifted to 0..6."""
+
+FERPLUS_LABELS = ('neutral', 'happiness', 'surprise', 'sadness', 'anger', 'disgust', 'fear', 'contempt')
+"""FERPlus: the first eight vote columns of ``fer2013new.csv`` (unknown and not-a-face are dropped)."""
+
+AFFECTNET7_LABELS = ('neutral', 'happiness', 'sadness', 'surprise', 'fear', 'disgust', 'anger')
+"""AffectNet expression labels 0..6 of ``training.csv`` / ``validation.csv``."""
+
+AFFECTNET8_LABELS = AFFECTNET7_LABELS + ('contempt',)
+"""AffectNet expression labels 0..7 (label 7 is contempt)."""

@@ -1,0 +1,73 @@
+"""Multi-Attention Dropping (MAD), the branch-dropping regulariser of TransFER (Xue et al., ICCV 2021).
+
+MAD takes a group of B branches (attention maps, attention heads, ...) held on one axis of a tensor and, in
+training, for every sample independently, with probability ``p`` sets one uniformly chosen branch entirely to
+zero. Unlike dropout it never rescales what is kept, and it is the identity in eval.
+"""
+import torch
+from torch import nn
+
+
+def _check_drop_prob(p: float) -> float:
+    if not 0. <= p <= 1.:
+        raise ValueError(f'drop probability must lie in [0, 1], got {p}; pass e.g. p=0.6 (0 disables dropping).')
+    return float(p)
+
+
+def multi_attention_dropping(x: torch.Tensor, p: float = 0.5, dim: int = 1, training: bool = False) -> torch.Tensor:
+    """Zero one uniformly chosen branch per sample with probability ``p``, in training only.
+
+    The random draws stay on ``x``'s device: no host-device synchronisation and no loop over the batch.
+
+    Args:
+        x: Tensor whose axis 0 is the batch and whose axis ``dim`` holds the branches.
+        p: Probability that a sample has one branch dropped.
+        dim: Branch axis (negative values count from the end); must not be the batch axis.
+        training: Drop only when True; otherwise ``x`` is returned as it is.
+
+    Returns:
+        A tensor of ``x``'s shape and dtype. Dropped branches are exact zeros and pass no gradient back.
+    """
+    p = _check_drop_prob(p)
+    if not training or p == 0.:
+        return x
+    ndim = x.dim()
+    branch_dim = dim + ndim if dim < 0 else dim
+    if branch_dim <= 0 or branch_dim >= ndim:
+        raise ValueError(
+            f'branch axis dim={dim} must be a non-batch axis of a tensor with {ndim} dims; '
+            f'choose an axis in [1, {ndim - 1}] (axis 0 is the batch).')
+    num_branches = x.shape[branch_dim]
+    if num_branches < 2:
+        raise ValueError(
+            f'multi-attention dropping needs at least 2 branches on axis {dim}, got {num_branches}; '
+            f'use p=0 for a single branch.')
+    batch_size = x.shape[0]
+    drop_sample = torch.rand(batch_size, 1, device=x.device) < p
+    dropped_branch = torch.randint(num_branches, (batch_size, 1), device=x.device)
+    branch_ids = torch.arange(num_branches, device=x.device).unsqueeze(0)
+    drop_mask = drop_sample & (branch_ids == dropped_branch)
+    mask_shape = [1] * ndim
+    mask_shape[0] = batch_size
+    mask_shape[branch_dim] = num_branches
+    return x.masked_fill(drop_mask.view(mask_shape), 0.)
+
+
+class MultiAttentionDropping(nn.Module):
+    """Drop-in module form of :func:`multi_attention_dropping`.
+
+    Args:
+        p: Probability that a sample has one branch dropped in training.
+        dim: Axis holding the branches (axis 0 is the batch).
+    """
+
+    def __init__(self, p: float = 0.5, dim: int = 1) -> None:
+        super().__init__()
+        self.p = _check_drop_prob(p)
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return multi_attention_dropping(x, self.p, self.dim, self.training)
+
+    def extra_repr(self) -> str:
+        return f'p={self.p}, dim={self.dim}'

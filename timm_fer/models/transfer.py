@@ -1,0 +1,325 @@
+"""TransFER: Learning Relation-aware Facial Expression Representations with Transformers.
+
+Xue, Wang, Guo, ICCV 2021 (arXiv:2108.11116). An IR-50 stem (first three stages) feeds local CNNs (B LANets whose
+maps are guided by Multi-Attention Dropping, MAD, and max-aggregated into the features), a 1x1 projection to
+tokens, and an 8-block ViT encoder whose self-attention drops whole heads in training (MSAD).
+
+Where the paper is silent, sizes follow the authors' released code. One deliberate difference from that code:
+its head-dropping line indexes the token axis of the qkv tensor (zeroing q, k and v of one of the first
+``num_heads`` tokens); here MSAD drops a head, as the paper describes.
+"""
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import _assert, to_2tuple, trunc_normal_
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from ..constants import FERPLUS_LABELS, RAFDB_LABELS
+from ..layers import LocalCNN, apply_msad
+from .irnet import IR_STAGE_CHANNELS, create_ir_stages, create_ir_stem
+
+__all__ = ['TransFER']
+
+
+class TransFER(nn.Module):
+    """TransFER and its ablations (ViT-FER baseline, no MAD, no MSAD, other stem depths and branch counts).
+
+    Args:
+        img_size: Input face size, an int for a square face or (height, width).
+        in_chans: Input image channels.
+        num_classes: Number of expression classes; 0 gives pre-logits features.
+        global_pool: Pooling of the encoder output for the head: 'token' (cls token, the paper's), 'avg' or ''.
+        stem_layers: ``bottleneck_IR`` units per IR stage; the stem uses the first ``stem_depth`` stages.
+        stem_channels: Output channels of each IR stage.
+        stem_depth: Number of IR stages in the stem (2, 3 or 4 in the paper's ablation; 3 is TransFER).
+        use_se: Use IR-SE units in the stem.
+        num_branches: Number B of LANet branches in the local CNNs; 0 removes the local CNNs (ViT-FER).
+        lanet_reduction: Channel reduction ratio r of each LANet.
+        mad_prob: MAD probability p1 over the LANet maps.
+        msad_prob: MSAD probability p2 over the attention heads of every block.
+        embed_dim: Token dimension of the encoder.
+        depth: Number of encoder blocks.
+        num_heads: Attention heads per block.
+        mlp_ratio: MLP hidden size as a multiple of ``embed_dim``.
+        qkv_bias: Add a bias to the qkv projections.
+        drop_rate: Dropout before the classifier.
+        pos_drop_rate: Dropout after adding the position embedding.
+        proj_drop_rate: Dropout after the attention and MLP projections.
+        attn_drop_rate: Dropout on the attention weights.
+        drop_path_rate: Stochastic depth rate of the encoder blocks, growing linearly with depth.
+    """
+
+    def __init__(
+            self,
+            img_size: Union[int, Tuple[int, int]] = 112,
+            in_chans: int = 3,
+            num_classes: int = 7,
+            global_pool: str = 'token',
+            stem_layers: Sequence[int] = (3, 4, 14, 3),
+            stem_channels: Sequence[int] = IR_STAGE_CHANNELS,
+            stem_depth: int = 3,
+            use_se: bool = False,
+            num_branches: int = 2,
+            lanet_reduction: int = 16,
+            mad_prob: float = 0.6,
+            msad_prob: float = 0.3,
+            embed_dim: int = 768,
+            depth: int = 8,
+            num_heads: int = 8,
+            mlp_ratio: float = 3.,
+            qkv_bias: bool = False,
+            drop_rate: float = 0.,
+            pos_drop_rate: float = 0.,
+            proj_drop_rate: float = 0.,
+            attn_drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
+    ) -> None:
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        if global_pool not in ('token', 'avg', ''):
+            raise ValueError(f"global_pool must be 'token', 'avg' or '', got '{global_pool}'.")
+        if not 1 <= stem_depth <= min(len(stem_layers), len(stem_channels)):
+            raise ValueError(
+                f'stem_depth must be between 1 and the {len(stem_layers)} IR stages, got {stem_depth}.')
+        reduction = 2 ** stem_depth
+        img_size = to_2tuple(img_size)
+        if img_size[0] % reduction or img_size[1] % reduction:
+            raise ValueError(f'img_size must be a multiple of {reduction} for stem_depth={stem_depth}, got {img_size}.')
+        self.num_classes = num_classes
+        self.global_pool = global_pool
+        self.img_size = img_size
+        self.grid_size = (img_size[0] // reduction, img_size[1] // reduction)
+        self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
+        self.num_prefix_tokens = 1
+        self.grad_checkpointing = False
+        stem_chs = stem_channels[stem_depth - 1]
+
+        self.stem = create_ir_stem(in_chans, stem_channels[0], **dd)
+        self.stages = create_ir_stages(stem_layers[:stem_depth], stem_channels, stem_channels[0], use_se, **dd)
+        self.local_cnn = LocalCNN(
+            stem_chs, num_branches, lanet_reduction, mad_prob, **dd) if num_branches > 0 else nn.Identity()
+        self.proj = nn.Conv2d(stem_chs, embed_dim, kernel_size=1, **dd)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim, **dd))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size[0] * self.grid_size[1] + 1, embed_dim, **dd))
+        self.pos_drop = nn.Dropout(pos_drop_rate)
+        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]
+        self.blocks = nn.Sequential(*[
+            Block(
+                embed_dim,
+                num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                proj_drop=proj_drop_rate,
+                attn_drop=attn_drop_rate,
+                drop_path=dpr[i],
+                norm_layer=nn.LayerNorm,
+                **dd,
+            ) for i in range(depth)])
+        apply_msad(self.blocks, msad_prob)
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6, **dd)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.feature_info = [
+            dict(module=f'blocks.{i}', num_chs=embed_dim, reduction=reduction) for i in range(depth)]
+        if device != torch.device('meta'):
+            self.init_weights()
+
+    def init_weights(self) -> None:
+        """ViT initialisation for the encoder, head and tokens; the CNN parts keep PyTorch's defaults."""
+        trunc_normal_(self.pos_embed, std=.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        for module in (self.blocks, self.head):
+            for m in module.modules():
+                if isinstance(m, nn.Linear):
+                    trunc_normal_(m.weight, std=.02)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        return {'pos_embed', 'cls_token'}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(
+            stem=r'^cls_token|^pos_embed|^stem|^stages|^local_cnn|^proj',
+            blocks=[(r'^blocks\.(\d+)', None), (r'^norm', (99999,))],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            if global_pool not in ('token', 'avg', ''):
+                raise ValueError(f"global_pool must be 'token', 'avg' or '', got '{global_pool}'.")
+            self.global_pool = global_pool
+        device, dtype = self.norm.weight.device, self.norm.weight.dtype
+        self.head = nn.Linear(self.embed_dim, num_classes, device=device, dtype=dtype) if num_classes > 0 \
+            else nn.Identity()
+
+    def _check_input_size(self, x: torch.Tensor) -> None:
+        _assert(
+            x.shape[-2] == self.img_size[0] and x.shape[-1] == self.img_size[1],
+            f'TransFER expects {self.img_size[0]}x{self.img_size[1]} faces, got {x.shape[-2]}x{x.shape[-1]}: resize '
+            f'the aligned face (timm.data.resolve_data_config gives the transform) or build the model with '
+            f'img_size={x.shape[-2]}.')
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """IR stem: input layer and the first ``stem_depth`` IR stages."""
+        self._check_input_size(x)
+        x = self.stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.stages, x)
+        return self.stages(x)
+
+    def embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Project the re-weighted stem features to tokens, prepend the cls token, add position embeddings."""
+        x = self.proj(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.pos_drop(x + self.pos_embed)
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            return_prefix_tokens: bool = False,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Forward pass that also returns the outputs of the encoder blocks selected by ``indices``.
+
+        Args:
+            x: Input faces.
+            indices: Last n blocks if an int, all if None, else the block indices to return.
+            return_prefix_tokens: Return (spatial, cls token) pairs instead of spatial tokens only.
+            norm: Apply the final norm to the intermediates.
+            stop_early: Stop after the last block needed.
+            output_fmt: 'NCHW' (tokens reshaped to the 14x14 grid) or 'NLC'.
+            intermediates_only: Return only the intermediate features.
+        """
+        if output_fmt not in ('NCHW', 'NLC'):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got '{output_fmt}'.")
+        intermediates = []
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        x = self.embed_tokens(self.local_cnn(self.forward_stem(x)))
+        blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[:max_index + 1]
+        for i, block in enumerate(blocks):
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint_seq(block, x)
+            else:
+                x = block(x)
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm else x)
+
+        prefix_tokens = [y[:, :self.num_prefix_tokens] for y in intermediates]
+        intermediates = [y[:, self.num_prefix_tokens:] for y in intermediates]
+        if output_fmt == 'NCHW':
+            height, width = self.grid_size
+            intermediates = [y.reshape(y.shape[0], height, width, -1).permute(0, 3, 1, 2).contiguous()
+                             for y in intermediates]
+        if not torch.jit.is_scripting() and return_prefix_tokens:
+            intermediates = list(zip(intermediates, prefix_tokens))
+        if intermediates_only:
+            return intermediates
+        return self.norm(x), intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the blocks after the last one that ``indices`` needs, and optionally the norm and head."""
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[:max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed_tokens(self.local_cnn(self.forward_stem(x)))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == 'token':
+            x = x[:, 0]
+        elif self.global_pool == 'avg':
+            x = x[:, self.num_prefix_tokens:].mean(dim=1)
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _create_transfer(variant: str, pretrained: bool = False, **kwargs: Any) -> TransFER:
+    out_indices = kwargs.pop('out_indices', 3)
+    return build_model_with_cfg(
+        TransFER,
+        variant,
+        pretrained,
+        feature_cfg=dict(out_indices=out_indices, feature_cls='getter'),
+        **kwargs,
+    )
+
+
+def _cfg(label_names: Sequence[str] = RAFDB_LABELS, **kwargs: Any) -> Dict[str, Any]:
+    return {
+        'url': '',
+        'num_classes': len(label_names),
+        'label_names': tuple(label_names),
+        'input_size': (3, 112, 112),
+        'fixed_input_size': True,
+        'pool_size': None,
+        'crop_pct': 1.0,
+        'interpolation': 'bilinear',
+        'mean': IMAGENET_DEFAULT_MEAN,
+        'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.conv',
+        'classifier': 'head',
+        'paper_ids': 'arXiv:2108.11116',
+        'paper_name': 'TransFER: Learning Relation-aware Facial Expression Representations with Transformers',
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'transfer_fer_ir50.rafdb': _cfg(RAFDB_LABELS, description='RAF-DB basic, 7 classes; paper top-1 90.91'),
+    'transfer_fer_ir50.ferplus': _cfg(FERPLUS_LABELS, description='FERPlus, 8 classes; paper top-1 90.83'),
+    'vit_fer_ir50.rafdb': _cfg(RAFDB_LABELS, description='RAF-DB basic, 7 classes; paper top-1 89.93'),
+})
+
+
+@register_model
+def transfer_fer_ir50(pretrained: bool = False, **kwargs: Any) -> TransFER:
+    """TransFER: IR-50 stem (3 stages), 2 LANets with MAD p1=0.6, 8-block ViT-S-like encoder with MSAD p2=0.3."""
+    model_args = dict(stem_depth=3, num_branches=2, mad_prob=0.6, msad_prob=0.3)
+    return _create_transfer('transfer_fer_ir50', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def vit_fer_ir50(pretrained: bool = False, **kwargs: Any) -> TransFER:
+    """ViT-FER, the paper's baseline: IR-50 stem (3 stages) and encoder; no local CNNs, no MAD, no MSAD."""
+    model_args = dict(stem_depth=3, num_branches=0, mad_prob=0., msad_prob=0.)
+    return _create_transfer('vit_fer_ir50', pretrained=pretrained, **dict(model_args, **kwargs))
