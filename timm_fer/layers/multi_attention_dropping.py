@@ -5,6 +5,7 @@ training, for every sample independently, with probability ``p`` sets one unifor
 zero. Unlike dropout it never rescales what is kept, and it is the identity in eval.
 """
 import torch
+from timm.layers import register_notrace_module
 from torch import nn
 
 
@@ -53,6 +54,7 @@ def multi_attention_dropping(x: torch.Tensor, p: float = 0.5, dim: int = 1, trai
     return x.masked_fill(drop_mask.view(mask_shape), 0.)
 
 
+@register_notrace_module  # a leaf for FX: its checks depend on the input's shape
 class MultiAttentionDropping(nn.Module):
     """Drop-in module form of :func:`multi_attention_dropping`.
 

@@ -171,11 +171,9 @@ class TransFER(nn.Module):
             else nn.Identity()
 
     def _check_input_size(self, x: torch.Tensor) -> None:
-        _assert(
-            x.shape[-2] == self.img_size[0] and x.shape[-1] == self.img_size[1],
-            f'TransFER expects {self.img_size[0]}x{self.img_size[1]} faces, got {x.shape[-2]}x{x.shape[-1]}: resize '
-            f'the aligned face (timm.data.resolve_data_config gives the transform) or build the model with '
-            f'img_size={x.shape[-2]}.')
+        fix = 'resize the aligned face (timm.data.resolve_data_config gives the transform) or build the model with img_size'
+        _assert(x.shape[-2] == self.img_size[0], f'TransFER expects faces of height {self.img_size[0]}, got {x.shape[-2]}: {fix}.')
+        _assert(x.shape[-1] == self.img_size[1], f'TransFER expects faces of width {self.img_size[1]}, got {x.shape[-1]}: {fix}.')
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """IR stem: input layer and the first ``stem_depth`` IR stages."""
