@@ -38,17 +38,28 @@ def list_and_classify(batch_size: int = 2, seed: int = 0) -> None:
               f'{ms_per_image:>7.1f}  {top}')
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='timm-fer', description='Facial expression recognition for timm.')
-    subparsers = parser.add_subparsers(dest='command')
-    models_parser = subparsers.add_parser(
-        'models', help='list the registered models with params and MACs, and classify a random batch with each')
-    models_parser.add_argument('--batch-size', type=int, default=2, help='images in the random batch')
-    models_parser.add_argument('--seed', type=int, default=0, help='seed of the random batch')
-    args = parser.parse_args(argv)
-    if args.command in (None, 'models'):
-        list_and_classify(getattr(args, 'batch_size', 2), getattr(args, 'seed', 0))
+def _run_models(args: argparse.Namespace) -> int:
+    list_and_classify(args.batch_size, args.seed)
     return 0
+
+
+def add_models_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``timm-fer models``."""
+    parser = subparsers.add_parser(
+        'models', help='list the registered models with params and MACs, and classify a random batch with each')
+    parser.add_argument('--batch-size', type=int, default=2, help='images in the random batch')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the random batch')
+    parser.set_defaults(func=_run_models)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``timm-fer``: each sub-command registers itself with an ``add_*_parser`` function."""
+    parser = argparse.ArgumentParser(prog='timm-fer', description='Facial expression recognition for timm.')
+    subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
+    for add_parser in (add_models_parser,):
+        add_parser(subparsers)
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:] or ['models'])
+    return args.func(args)
 
 
 if __name__ == '__main__':
