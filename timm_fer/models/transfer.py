@@ -8,6 +8,7 @@ Where the paper is silent, sizes follow the authors' released code. One delibera
 its head-dropping line indexes the token axis of the qkv tensor (zeroing q, k and v of one of the first
 ``num_heads`` tokens); here MSAD drops a head, as the paper describes.
 """
+from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -108,6 +109,7 @@ class TransFER(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim, **dd))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size[0] * self.grid_size[1] + 1, embed_dim, **dd))
         self.pos_drop = nn.Dropout(pos_drop_rate)
+        norm_layer = partial(nn.LayerNorm, eps=1e-6)
         dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]
         self.blocks = nn.Sequential(*[
             Block(
@@ -118,11 +120,11 @@ class TransFER(nn.Module):
                 proj_drop=proj_drop_rate,
                 attn_drop=attn_drop_rate,
                 drop_path=dpr[i],
-                norm_layer=nn.LayerNorm,
+                norm_layer=norm_layer,
                 **dd,
             ) for i in range(depth)])
         apply_msad(self.blocks, msad_prob)
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6, **dd)
+        self.norm = norm_layer(embed_dim, **dd)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
         self.feature_info = [
@@ -166,7 +168,7 @@ class TransFER(nn.Module):
             if global_pool not in ('token', 'avg', ''):
                 raise ValueError(f"global_pool must be 'token', 'avg' or '', got '{global_pool}'.")
             self.global_pool = global_pool
-        device, dtype = self.norm.weight.device, self.norm.weight.dtype
+        device, dtype = self.cls_token.device, self.cls_token.dtype
         self.head = nn.Linear(self.embed_dim, num_classes, device=device, dtype=dtype) if num_classes > 0 \
             else nn.Identity()
 

@@ -1,0 +1,252 @@
+"""The timm model contract for every registered timm-fer model, in the spirit of timm's tests/test_models.py."""
+import pytest
+import timm
+import torch
+from timm.layers import create_feature_extractor, get_graph_node_names
+from timm.models import group_parameters
+
+import timm_fer
+from timm_fer.__main__ import registered_models
+from timm_fer.layers import LocalCNN, MultiHeadSelfAttentionDropping
+from timm_fer.models.irnet import Subsample2d
+
+MODELS = registered_models()
+TRANSFER_MODELS = [name for name in MODELS if 'fer' in name]
+IR_MODELS = [name for name in MODELS if name.startswith('ir_')]
+# Small members of each family for the slow checks (TorchScript, FX, compile).
+SCRIPT_MODELS = ['ir_18', 'ir_se_50', 'transfer_fer_ir50', 'vit_fer_ir50']
+TINY_TRANSFER = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=4)
+
+
+def _input(model: torch.nn.Module, batch_size: int = 2) -> torch.Tensor:
+    return torch.randn(batch_size, *model.pretrained_cfg['input_size'])
+
+
+def test_importing_timm_fer_registers_every_model():
+    assert set(timm.list_models('*fer*')) == {'transfer_fer_ir50', 'vit_fer_ir50'}
+    assert {'ir_18', 'ir_34', 'ir_50', 'ir_100', 'ir_se_50'} <= set(MODELS)
+    assert timm.is_model('transfer_fer_ir50') and timm_fer.TransFER is timm_fer.models.TransFER
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_forward_and_default_cfg(name):
+    model = timm.create_model(name).eval()
+    cfg = model.pretrained_cfg
+    assert cfg['input_size'] == (3, 112, 112)
+    assert len(cfg['mean']) == len(cfg['std']) == 3 and cfg['crop_pct'] == 1.0
+    assert cfg['interpolation'] in ('bilinear', 'bicubic')
+    first_conv = model.get_submodule(cfg['first_conv'])
+    assert isinstance(first_conv, torch.nn.Conv2d) and first_conv.in_channels == 3
+    if cfg.get('label_names'):
+        assert len(cfg['label_names']) == cfg['num_classes'] == model.num_classes
+    x = _input(model)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        logits = model.forward_head(features)
+        pre_logits = model.forward_head(features, pre_logits=True)
+        assert torch.equal(model(x), logits)
+    assert pre_logits.shape == (2, model.num_features) == (2, model.head_hidden_size)
+    if model.num_classes:
+        assert logits.shape == (2, model.num_classes)
+        assert model.get_classifier() is model.get_submodule(cfg['classifier'])
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_reset_classifier_and_in_chans(name):
+    model = timm.create_model(name, num_classes=5, in_chans=1).eval()
+    x = torch.randn(2, 1, 112, 112)
+    with torch.no_grad():
+        assert model(x).shape == (2, 5)
+        model.reset_classifier(0)
+        assert model(x).shape == (2, model.num_features)
+        model.reset_classifier(3)
+        assert model(x).shape == (2, 3) and model.num_classes == 3
+        assert model.get_classifier().out_features == 3
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_every_parameter_gets_a_gradient_in_training(name):
+    kwargs = dict(mad_prob=1., msad_prob=1.) if name == 'transfer_fer_ir50' else {}
+    model = timm.create_model(name, num_classes=4, drop_rate=0.1, drop_path_rate=0.1, **kwargs).train()
+    loss = model(_input(model, 4)).logsumexp(dim=-1).mean()
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_group_matcher_and_no_weight_decay_cover_real_parameters(name):
+    model = timm.create_model(name)
+    names = {n for n, _ in model.named_parameters()}
+    for coarse in (True, False):
+        groups = group_parameters(model, model.group_matcher(coarse=coarse))
+        assert sorted(n for group in groups.values() for n in group) == sorted(names)
+        assert len(groups) > 2
+    assert model.no_weight_decay() <= names
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_grad_checkpointing_gives_the_same_output(name):
+    model = timm.create_model(name, num_classes=3)
+    x = _input(model)
+    model.eval()
+    with torch.no_grad():
+        expected = model(x)
+        model.set_grad_checkpointing()
+        assert torch.allclose(model(x), expected, atol=1e-5)
+    model.train()
+    outputs = []
+    for enable in (False, True):
+        model.set_grad_checkpointing(enable)
+        torch.manual_seed(0)
+        out = model(x)
+        out.sum().backward()
+        outputs.append((out.detach(), model.get_classifier().weight.grad.clone()))
+        model.zero_grad()
+    assert torch.allclose(outputs[0][0], outputs[1][0], atol=1e-5)
+    assert torch.allclose(outputs[0][1], outputs[1][1], atol=1e-4)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_features_only_and_forward_intermediates_match_feature_info(name):
+    model = timm.create_model(name).eval()
+    x = _input(model, 1)
+    with torch.no_grad():
+        final, intermediates = model.forward_intermediates(x)
+        assert torch.allclose(final, model.forward_features(x), atol=1e-5)
+        assert len(intermediates) == len(model.feature_info)
+        for feature, info in zip(intermediates, model.feature_info):
+            assert feature.shape == (1, info['num_chs'], 112 // info['reduction'], 112 // info['reduction'])
+        last = model.forward_intermediates(x, indices=1, intermediates_only=True, stop_early=True)
+        assert len(last) == 1 and torch.allclose(last[0], intermediates[-1], atol=1e-5)
+
+        extractor = timm.create_model(name, features_only=True).eval()
+        features = extractor(x)
+        assert [f.shape[1] for f in features] == extractor.feature_info.channels()
+        assert [112 // f.shape[-1] for f in features] == extractor.feature_info.reduction()
+        if name in IR_MODELS:
+            assert extractor.feature_info.channels() == [64, 128, 256, 512]
+            assert extractor.feature_info.reduction() == [2, 4, 8, 16]
+
+
+@pytest.mark.parametrize('name', IR_MODELS[:1] + TRANSFER_MODELS[:1])
+def test_prune_intermediate_layers_keeps_requested_features(name):
+    model = timm.create_model(name).eval()
+    x = _input(model, 1)
+    with torch.no_grad():
+        expected = model.forward_intermediates(x, indices=[1], intermediates_only=True)
+        model.prune_intermediate_layers([1])
+        assert model.num_classes == 0
+        assert torch.allclose(model.forward_intermediates(x, indices=[1], intermediates_only=True)[0], expected[0])
+
+
+@pytest.mark.parametrize('name', SCRIPT_MODELS)
+def test_torchscript_and_fx_match_eager_in_eval(name):
+    model = timm.create_model(name).eval()
+    x = _input(model, 1)
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.allclose(torch.jit.script(model)(x), expected, atol=1e-5)
+        _, eval_nodes = get_graph_node_names(model)
+        traced = create_feature_extractor(model, return_nodes=[eval_nodes[-1]])
+        assert torch.allclose(next(iter(traced(x).values())), expected, atol=1e-5)
+
+
+def test_torch_compile_matches_eager_in_eval():
+    model = timm.create_model('transfer_fer_ir50', **TINY_TRANSFER).eval()
+    x = _input(model)
+    with torch.no_grad():
+        assert torch.allclose(torch.compile(model, fullgraph=True)(x), model(x), atol=1e-4)
+
+
+def test_transfer_fer_ir50_size_matches_the_paper():
+    """65.22 M parameters and 15.28 G MACs per 112x112 face (facts file), with the split by part."""
+    model = timm.create_model('transfer_fer_ir50')
+
+    def millions(*prefixes: str) -> float:
+        return sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefixes)) / 1e6
+
+    assert abs(timm_fer.count_params(model) / 1e6 - 65.22) <= 0.05
+    assert abs(timm_fer.count_macs(model) / 1e9 - 15.28) <= 0.1
+    assert abs(millions('stem', 'stages') - 17.61) <= 0.01
+    assert abs(millions('cls_token', 'pos_embed', 'blocks', 'norm') - 47.40) <= 0.01
+    assert abs(millions('proj') - 0.197) <= 0.001
+    assert abs(millions('local_cnn') - 0.008) <= 0.001
+    assert abs(millions('head') - 0.005) <= 0.001
+    assert model.pos_embed.shape == (1, 197, 768) and len(model.blocks) == 8
+    attn = model.blocks[0].attn
+    assert isinstance(attn, MultiHeadSelfAttentionDropping) and attn.num_heads == 8 and attn.head_dim == 96
+    assert attn.qkv.bias is None and model.blocks[0].mlp.fc1.out_features == 2304
+    assert model.norm.eps == 1e-6 and model.blocks[0].norm1.eps == 1e-6
+
+
+def test_registered_variants_set_the_paper_defaults():
+    transfer = timm.create_model('transfer_fer_ir50')
+    assert isinstance(transfer.local_cnn, LocalCNN) and len(transfer.local_cnn.branches) == 2
+    assert transfer.local_cnn.attn_drop.p == 0.6
+    assert all(block.attn.head_drop.p == 0.3 for block in transfer.blocks)
+    baseline = timm.create_model('vit_fer_ir50')
+    assert isinstance(baseline.local_cnn, torch.nn.Identity)
+    assert all(block.attn.head_drop.p == 0. for block in baseline.blocks)
+
+
+@pytest.mark.parametrize('num_branches', [0, 1, 2, 4, 8])
+def test_branch_count_ablation(num_branches):
+    model = timm.create_model(
+        'transfer_fer_ir50', num_branches=num_branches, mad_prob=0.6 if num_branches > 1 else 0., **TINY_TRANSFER)
+    branches = 0 if num_branches == 0 else len(model.local_cnn.branches)
+    assert branches == num_branches
+    assert model.train()(torch.randn(2, 3, 112, 112)).shape == (2, 7)
+
+
+@pytest.mark.parametrize('stem_depth, tokens, channels', [(2, 28 * 28, 128), (3, 14 * 14, 256), (4, 7 * 7, 512)])
+def test_stem_depth_ablation(stem_depth, tokens, channels):
+    model = timm.create_model('transfer_fer_ir50', stem_depth=stem_depth, embed_dim=32, depth=1, num_heads=2).eval()
+    assert len(model.stages) == stem_depth and model.proj.in_channels == channels
+    assert model.pos_embed.shape == (1, tokens + 1, 32)
+    assert model.feature_info[0]['reduction'] == 2 ** stem_depth
+    with torch.no_grad():
+        assert model.forward_features(torch.randn(1, 3, 112, 112)).shape == (1, tokens + 1, 32)
+
+
+def test_global_pool_options():
+    model = timm.create_model('transfer_fer_ir50', global_pool='avg', **TINY_TRANSFER).eval()
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert torch.allclose(model.forward_head(features, pre_logits=True), features[:, 1:].mean(1))
+        model.reset_classifier(0, global_pool='')
+        assert model(x).shape == features.shape
+    ir = timm.create_model('ir_18', global_pool='max', num_classes=0).eval()
+    with torch.no_grad():
+        assert torch.allclose(ir(x), ir.forward_features(x).amax(dim=(2, 3)))
+    with pytest.raises(ValueError, match='global_pool'):
+        timm.create_model('transfer_fer_ir50', global_pool='mean', **TINY_TRANSFER)
+
+
+def test_wrong_image_size_names_the_size_and_the_fix():
+    model = timm.create_model('transfer_fer_ir50', **TINY_TRANSFER).eval()
+    with pytest.raises(AssertionError, match=r'height 112, got 96.*resize'):
+        model(torch.randn(1, 3, 96, 112))
+    with pytest.raises(AssertionError, match=r'width 112, got 128'):
+        model(torch.randn(1, 3, 112, 128))
+    resized = timm.create_model('transfer_fer_ir50', img_size=64, **TINY_TRANSFER).eval()
+    assert resized(torch.randn(1, 3, 64, 64)).shape == (1, 7)
+
+
+def test_bad_constructor_arguments_are_rejected():
+    with pytest.raises(ValueError, match='stem_depth'):
+        timm.create_model('transfer_fer_ir50', stem_depth=5)
+    with pytest.raises(ValueError, match='multiple of 8'):
+        timm.create_model('transfer_fer_ir50', img_size=100, **TINY_TRANSFER)
+
+
+def test_ir_shortcut_subsample_equals_face_evolve_max_pool():
+    x = torch.randn(2, 8, 9, 9, requires_grad=True)
+    subsampled = Subsample2d(2)(x)
+    assert torch.equal(subsampled, torch.nn.MaxPool2d(1, 2)(x))
+    subsampled.sum().backward()
+    expected_grad = torch.zeros_like(x)
+    expected_grad[:, :, ::2, ::2] = 1
+    assert torch.equal(x.grad, expected_grad)
