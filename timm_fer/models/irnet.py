@@ -15,9 +15,27 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 from torch import nn
 
-__all__ = ['BottleneckIR', 'IRNet', 'create_ir_stages', 'create_ir_stem']
+__all__ = ['BottleneckIR', 'IRNet', 'Subsample2d', 'create_ir_stages', 'create_ir_stem']
 
 IR_STAGE_CHANNELS = (64, 128, 256, 512)
+
+
+class Subsample2d(nn.Module):
+    """Keep every ``stride``-th row and column: face.evoLVe's ``MaxPool2d(1, stride)`` shortcut as a strided view.
+
+    A 1x1 max pool is a subsample; as a view it gives the same values and gradients without computing and
+    storing pooling indices in training.
+    """
+
+    def __init__(self, stride: int = 2) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, ::self.stride, ::self.stride]
+
+    def extra_repr(self) -> str:
+        return f'stride={self.stride}'
 
 
 class BottleneckIR(nn.Module):
@@ -54,7 +72,7 @@ class BottleneckIR(nn.Module):
         self.se = SEModule(out_chs, rd_channels=out_chs // 16, bias=False, **dd) if use_se else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         if in_chs == out_chs:
-            self.shortcut = nn.MaxPool2d(1, stride) if stride > 1 else nn.Identity()
+            self.shortcut = Subsample2d(stride) if stride > 1 else nn.Identity()
         else:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_chs, out_chs, 1, stride=stride, bias=False, **dd),

@@ -1,0 +1,65 @@
+"""The `timm-fer` command line and the runner for timm's own scripts."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from timm_fer.__main__ import main, registered_models
+from timm_fer.run_timm_script import main as run_timm_script
+
+
+def test_models_command_lists_every_model_with_size_and_prediction(capsys):
+    assert main(['models', '--batch-size', '1']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert set(rows) == set(registered_models())
+    assert rows['transfer_fer_ir50'][1:3] == ['65.22', '15.28']
+    label = rows['transfer_fer_ir50'][5]
+    assert label in ('surprise', 'fear', 'disgust', 'happiness', 'sadness', 'anger', 'neutral')
+
+
+def test_timm_script_runner_registers_models_and_passes_arguments(tmp_path):
+    """A stand-in for timm's train.py: builds the model the way train.py does, then takes an optimiser step."""
+    script = tmp_path / 'train.py'
+    script.write_text(textwrap.dedent('''
+        import sys
+        import timm
+        import torch
+        from timm.data import resolve_data_config
+        from timm.optim import create_optimizer_v2
+
+        name, out = sys.argv[1], sys.argv[2]
+        model = timm.create_model(
+            name, pretrained=False, in_chans=3, num_classes=5, drop_rate=0.1, drop_path_rate=0.1,
+            drop_block_rate=None, global_pool=None, bn_momentum=None, bn_eps=None, scriptable=None,
+            checkpoint_path='', stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2,
+            num_heads=2)
+        config = resolve_data_config({}, model=model)
+        model.set_grad_checkpointing(True)
+        model = model.to(memory_format=torch.channels_last).train()
+        optimizer = create_optimizer_v2(model, opt='sgd', lr=0.1, momentum=0.9, weight_decay=0.05,
+                                        layer_decay=0.65)
+        images = torch.randn(4, *config['input_size']).to(memory_format=torch.channels_last)
+        loss = torch.nn.functional.cross_entropy(model(images), torch.arange(4))
+        loss.backward()
+        optimizer.step()
+        open(out, 'w').write(f"{config['input_size']} {len(optimizer.param_groups)} {loss.item():.4f}")
+    '''))
+    out = tmp_path / 'out.txt'
+    assert run_timm_script([str(script), 'transfer_fer_ir50', str(out)]) == 0
+    input_size, groups, loss = out.read_text().rsplit(' ', 2)
+    assert input_size == '(3, 112, 112)'
+    assert int(groups) > 4  # layer decay split the parameters into per-block groups via group_matcher
+    assert float(loss) > 0
+
+
+def test_timm_script_runner_reports_a_missing_script(tmp_path, capsys):
+    assert run_timm_script([str(tmp_path / 'train.py')]) == 2
+    assert 'no script at' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('module', ['timm_fer', 'timm_fer.run_timm_script'])
+def test_modules_run_with_help(module):
+    result = subprocess.run([sys.executable, '-m', module, '--help'], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and 'timm' in result.stdout
