@@ -11,3 +11,6 @@ AFFECTNET7_LABELS = ('neutral', 'happiness', 'sadness', 'surprise', 'fear', 'dis
 
 AFFECTNET8_LABELS = AFFECTNET7_LABELS + ('contempt',)
 """AffectNet expression labels 0..7 (label 7 is contempt)."""
+
+HF_HUB_ORG = 'timm-fer'
+"""Hugging Face Hub organisation that holds timm-fer's weights: each tag lives at ``{HF_HUB_ORG}/{model}.{tag}``."""

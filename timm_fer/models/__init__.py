@@ -1,5 +1,14 @@
 """timm-fer model families; importing this registers every model with timm."""
+from typing import List
+
+import timm
+
 from .irnet import BottleneckIR, IRNet, create_ir_stages, create_ir_stem
 from .transfer import TransFER
 
-__all__ = ['BottleneckIR', 'IRNet', 'TransFER', 'create_ir_stages', 'create_ir_stem']
+__all__ = ['BottleneckIR', 'IRNet', 'TransFER', 'create_ir_stages', 'create_ir_stem', 'registered_models']
+
+
+def registered_models() -> List[str]:
+    """Names of the models that timm-fer registers with timm."""
+    return timm.list_models(module=['irnet', 'transfer'])

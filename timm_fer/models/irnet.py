@@ -6,16 +6,23 @@ halves the resolution (56, 28, 14, 7). Parameter layout follows face.evoLVe's ``
 face-embedding output layer (BN, dropout, flatten, linear 512*7*7 -> 512, BN) is replaced here by timm's usual
 global pool + linear classifier, so the models can be fine-tuned like any timm CNN.
 """
+import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from timm.data import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from timm.layers import ClassifierHead, DropPath, SEModule
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from torch import nn
 
-__all__ = ['BottleneckIR', 'IRNet', 'Subsample2d', 'create_ir_stages', 'create_ir_stem']
+from ..constants import HF_HUB_ORG
+from ._pretrained import CheckpointMismatchError, build_fer_model, check_state_dict_fits, unwrap_state_dict
+
+__all__ = ['BottleneckIR', 'IRNet', 'Subsample2d', 'checkpoint_filter_fn', 'convert_face_evolve_state_dict',
+           'create_ir_stages', 'create_ir_stem', 'is_face_evolve_state_dict']
+
+_logger = logging.getLogger(__name__)
 
 IR_STAGE_CHANNELS = (64, 128, 256, 512)
 
@@ -264,11 +271,82 @@ class IRNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+# face.evoLVe's ``res_layer`` indices -> BottleneckIR names.
+_FACE_EVOLVE_RESIDUAL = {'0': 'bn1', '1': 'conv1', '2': 'act1', '3': 'conv2', '4': 'bn2', '5': 'se'}
+_FACE_EVOLVE_INPUT = {'0': 'conv', '1': 'bn', '2': 'act'}
+
+
+def is_face_evolve_state_dict(state_dict: Dict[str, torch.Tensor]) -> bool:
+    """Whether ``state_dict`` uses face.evoLVe's IR layout (``input_layer.*``, flat ``body.N.*``)."""
+    return any(k.startswith(('input_layer.', 'body.')) for k in state_dict)
+
+
+def convert_face_evolve_state_dict(
+        state_dict: Dict[str, torch.Tensor],
+        stage_depths: Sequence[int],
+) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Rename face.evoLVe IR / IR-SE tensors to timm-fer's IR layout.
+
+    face.evoLVe numbers its units flat across stages (``body.0`` ... ``body.23`` for IR-50); they are mapped in
+    order onto stages of ``stage_depths`` units. Units past those stages (e.g. IR-50's stage 4 for a TransFER
+    stem of three stages) and the face-embedding ``output_layer`` are dropped.
+
+    Args:
+        state_dict: face.evoLVe tensors (keys of other layouts pass through unchanged).
+        stage_depths: Units per stage of the target, e.g. ``(3, 4, 14, 3)``.
+
+    Returns:
+        The renamed tensors, and the source keys that were dropped.
+    """
+    unit_positions = [(stage, unit) for stage, depth in enumerate(stage_depths) for unit in range(depth)]
+    converted, dropped = {}, []
+    for key, value in state_dict.items():
+        parts = key.split('.')
+        if parts[0] == 'input_layer' and parts[1] in _FACE_EVOLVE_INPUT:
+            converted['.'.join(['stem', _FACE_EVOLVE_INPUT[parts[1]], *parts[2:]])] = value
+        elif parts[0] == 'body' and len(parts) > 4:
+            index = int(parts[1])
+            if index >= len(unit_positions):
+                dropped.append(key)
+                continue
+            stage, unit = unit_positions[index]
+            if parts[2] == 'res_layer' and parts[3] in _FACE_EVOLVE_RESIDUAL:
+                name = [_FACE_EVOLVE_RESIDUAL[parts[3]]]
+            elif parts[2] == 'shortcut_layer':
+                name = ['shortcut', parts[3]]
+            else:
+                raise CheckpointMismatchError(f'unknown face.evoLVe unit tensor {key}')
+            converted['.'.join(['stages', str(stage), str(unit), *name, *parts[4:]])] = value
+        elif parts[0] == 'output_layer':
+            dropped.append(key)
+        else:
+            converted[key] = value
+    return converted, dropped
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, Any], model: 'IRNet') -> Dict[str, torch.Tensor]:
+    """Accept timm-fer IR checkpoints and face.evoLVe IR / IR-SE checkpoints (converted on the fly)."""
+    state_dict = unwrap_state_dict(state_dict)
+    source = 'checkpoint'
+    if is_face_evolve_state_dict(state_dict):
+        source = 'face.evoLVe checkpoint'
+        state_dict, dropped = convert_face_evolve_state_dict(state_dict, [len(stage) for stage in model.stages])
+        extra_units = [k for k in dropped if k.startswith('body.')]
+        if extra_units:
+            raise CheckpointMismatchError(
+                f'{source} has more IR units than the model ({sum(len(s) for s in model.stages)}): '
+                f'{extra_units[0]} ...; pick the matching architecture (ir_50, ir_100, ir_se_50, ...).')
+        _logger.info(f'Converted {source}; dropped its face-embedding output layer ({len(dropped)} tensors).')
+    check_state_dict_fits(state_dict, model, source, adaptable=('stem.conv', 'head.fc'))
+    return state_dict
+
+
 def _create_irnet(variant: str, pretrained: bool = False, **kwargs: Any) -> IRNet:
-    return build_model_with_cfg(
+    return build_fer_model(
         IRNet,
         variant,
         pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(flatten_sequential=True, out_indices=(0, 1, 2, 3)),
         **kwargs,
     )
@@ -296,7 +374,13 @@ def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
 default_cfgs = generate_default_cfgs({
     'ir_18': _cfg(),
     'ir_34': _cfg(),
-    'ir_50': _cfg(),
+    'ir_50.ms1m': _cfg(
+        hf_hub_id=f'{HF_HUB_ORG}/ir_50.ms1m',
+        license='mit',
+        origin_url='https://github.com/ZhaoJ9014/face.evoLVe',
+        description='face.evoLVe IR-50 trained on MS-Celeb-1M (backbone_ir50_ms1m_epoch120.pth), converted; '
+                    'the stem initialisation of TransFER.',
+    ),
     'ir_100': _cfg(),
     'ir_se_50': _cfg(),
     'ir_se_100': _cfg(),

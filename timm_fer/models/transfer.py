@@ -8,22 +8,32 @@ Where the paper is silent, sizes follow the authors' released code. One delibera
 its head-dropping line indexes the token axis of the qkv tensor (zeroing q, k and v of one of the first
 ``num_heads`` tokens); here MSAD drops a head, as the paper describes.
 """
+import logging
 from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import _assert, to_2tuple, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.layers import _assert, resample_abs_pos_embed, to_2tuple, trunc_normal_
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from ..constants import FERPLUS_LABELS, RAFDB_LABELS
+from ..constants import AFFECTNET7_LABELS, FERPLUS_LABELS, HF_HUB_ORG, RAFDB_LABELS
 from ..layers import LocalCNN, apply_msad
-from .irnet import IR_STAGE_CHANNELS, create_ir_stages, create_ir_stem
+from ._pretrained import build_fer_model, check_state_dict_fits, unwrap_state_dict
+from .irnet import (
+    IR_STAGE_CHANNELS,
+    convert_face_evolve_state_dict,
+    create_ir_stages,
+    create_ir_stem,
+    is_face_evolve_state_dict,
+)
 
-__all__ = ['TransFER']
+__all__ = ['TransFER', 'checkpoint_filter_fn', 'convert_timm_legacy_vit_state_dict', 'is_timm_vit_state_dict']
+
+_logger = logging.getLogger(__name__)
 
 
 class TransFER(nn.Module):
@@ -173,9 +183,10 @@ class TransFER(nn.Module):
             else nn.Identity()
 
     def _check_input_size(self, x: torch.Tensor) -> None:
-        fix = 'resize the aligned face (timm.data.resolve_data_config gives the transform) or build the model with img_size'
-        _assert(x.shape[-2] == self.img_size[0], f'TransFER expects faces of height {self.img_size[0]}, got {x.shape[-2]}: {fix}.')
-        _assert(x.shape[-1] == self.img_size[1], f'TransFER expects faces of width {self.img_size[1]}, got {x.shape[-1]}: {fix}.')
+        fix = 'resize the aligned face (timm.data.resolve_data_config gives the transform) or set img_size'
+        height, width = self.img_size
+        _assert(x.shape[-2] == height, f'TransFER expects faces of height {height}, got {x.shape[-2]}: {fix}.')
+        _assert(x.shape[-1] == width, f'TransFER expects faces of width {width}, got {x.shape[-1]}: {fix}.')
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """IR stem: input layer and the first ``stem_depth`` IR stages."""
@@ -273,12 +284,73 @@ class TransFER(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+def is_timm_vit_state_dict(state_dict: Dict[str, torch.Tensor]) -> bool:
+    """Whether ``state_dict`` is a timm ViT checkpoint (patch embedding + blocks), e.g. the legacy ViT-S."""
+    return 'patch_embed.proj.weight' in state_dict and any(k.startswith('blocks.') for k in state_dict)
+
+
+def convert_timm_legacy_vit_state_dict(
+        state_dict: Dict[str, torch.Tensor],
+        model: 'TransFER',
+) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Take the TransFER encoder from a timm ViT checkpoint (``vit_small_p16_224-15ec54c9.pth`` layout).
+
+    Keeps the cls token, the position embedding (resampled when the token grid differs from 14x14), the first
+    ``len(model.blocks)`` blocks and the final norm; drops the patch embedding and the ImageNet head.
+
+    Returns:
+        The encoder tensors, named as in ``model``, and the source keys that were dropped.
+    """
+    converted, dropped = {}, []
+    for key, value in state_dict.items():
+        if key.startswith('blocks.') and int(key.split('.')[1]) < len(model.blocks) or \
+                key.startswith('norm.') or key == 'cls_token':
+            converted[key] = value
+        elif key == 'pos_embed':
+            converted[key] = resample_abs_pos_embed(value, new_size=model.grid_size, num_prefix_tokens=1)
+        else:
+            dropped.append(key)
+    return converted, dropped
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, Any], model: 'TransFER') -> Dict[str, torch.Tensor]:
+    """Accept TransFER checkpoints, and the paper's initialisation sources converted on the fly.
+
+    Besides timm-fer's own layout this takes a face.evoLVe IR-50 checkpoint (for the stem), a timm legacy ViT-S
+    checkpoint (for the encoder), or one dict holding both. Parts that such a source does not cover (local CNNs,
+    projection, head, and the stem or the encoder when only one source is given) keep the model's
+    initialisation, as in the paper, and are logged.
+    """
+    state_dict = unwrap_state_dict(state_dict)
+    face_evolve = {k: v for k, v in state_dict.items() if k.startswith(('input_layer.', 'body.', 'output_layer.'))}
+    vit = {k: v for k, v in state_dict.items() if k not in face_evolve}
+    sources, converted = [], {}
+    if is_face_evolve_state_dict(face_evolve):
+        stem, _ = convert_face_evolve_state_dict(face_evolve, [len(stage) for stage in model.stages])
+        converted.update(stem)
+        sources.append('face.evoLVe IR stem')
+    if is_timm_vit_state_dict(vit):
+        encoder, _ = convert_timm_legacy_vit_state_dict(vit, model)
+        converted.update(encoder)
+        sources.append('timm ViT encoder')
+    if not sources:
+        check_state_dict_fits(state_dict, model, 'checkpoint', adaptable=('stem.conv', 'head'))
+        return state_dict
+    source = ' + '.join(sources)
+    check_state_dict_fits(converted, model, source, allow_missing=True)
+    initialised = {k: v for k, v in model.state_dict().items() if k not in converted}
+    _logger.info(f'Loaded {len(converted)} tensors from {source}; {len(initialised)} keep their initialisation '
+                 f'({", ".join(sorted({k.split(".")[0] for k in initialised}))}).')
+    return {**initialised, **converted}
+
+
 def _create_transfer(variant: str, pretrained: bool = False, **kwargs: Any) -> TransFER:
-    out_indices = kwargs.pop('out_indices', 3)
-    return build_model_with_cfg(
+    out_indices = kwargs.pop('out_indices', min(3, kwargs.get('depth', 8)))  # the last 3 blocks
+    return build_fer_model(
         TransFER,
         variant,
         pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=out_indices, feature_cls='getter'),
         **kwargs,
     )
@@ -288,7 +360,7 @@ def _cfg(label_names: Sequence[str] = RAFDB_LABELS, **kwargs: Any) -> Dict[str, 
     return {
         'url': '',
         'num_classes': len(label_names),
-        'label_names': tuple(label_names),
+        'label_names': tuple(label_names) or None,
         'input_size': (3, 112, 112),
         'fixed_input_size': True,
         'pool_size': None,
@@ -304,17 +376,53 @@ def _cfg(label_names: Sequence[str] = RAFDB_LABELS, **kwargs: Any) -> Dict[str, 
     }
 
 
+PAPER_ACCURACY = {
+    'rafdb': 'RAF-DB basic test, overall accuracy 90.91 %',
+    'ferplus': 'FERPlus test, overall accuracy 90.83 %',
+    'affectnet7': 'AffectNet-7 validation, mean class accuracy 66.23 %',
+}
+"""Accuracy reported by the paper (Table 5) for each fine-tuned tag."""
+
+# Tags whose weights were trained with other constructor arguments than the architecture's defaults.
+_TAG_MODEL_ARGS = {'affectnet7': dict(num_branches=4, mad_prob=0.2, msad_prob=0.6)}
+
+
+def _finetuned_cfg(tag: str, label_names: Sequence[str], dataset: str) -> Dict[str, Any]:
+    return _cfg(
+        label_names,
+        hf_hub_id=f'{HF_HUB_ORG}/transfer_fer_ir50.{tag}',
+        license='cc-by-nc-4.0',
+        description=f'TransFER fine-tuned on {dataset} with the paper\'s protocol.',
+        notes=(f'paper: {PAPER_ACCURACY[tag]}', f'dataset terms: {dataset} is for non-commercial research only'),
+    )
+
+
 default_cfgs = generate_default_cfgs({
-    'transfer_fer_ir50.rafdb': _cfg(RAFDB_LABELS, description='RAF-DB basic, 7 classes; paper top-1 90.91'),
-    'transfer_fer_ir50.ferplus': _cfg(FERPLUS_LABELS, description='FERPlus, 8 classes; paper top-1 90.83'),
-    'vit_fer_ir50.rafdb': _cfg(RAFDB_LABELS, description='RAF-DB basic, 7 classes; paper top-1 89.93'),
+    'transfer_fer_ir50.rafdb': _finetuned_cfg('rafdb', RAFDB_LABELS, 'RAF-DB basic (7 classes)'),
+    'transfer_fer_ir50.ferplus': _finetuned_cfg('ferplus', FERPLUS_LABELS, 'FERPlus (8 classes, majority vote)'),
+    'transfer_fer_ir50.affectnet7': _finetuned_cfg('affectnet7', AFFECTNET7_LABELS, 'AffectNet (7 classes)'),
+    'transfer_fer_ir50.ms1m_in1k': _cfg(
+        (),
+        hf_hub_id=f'{HF_HUB_ORG}/transfer_fer_ir50.ms1m_in1k',
+        license='apache-2.0',
+        description='The paper\'s initialisation, no classifier: stem from face.evoLVe IR-50 (MS-Celeb-1M), '
+                    'encoder from timm\'s legacy ViT-S (ImageNet-1k), local CNNs and projection freshly '
+                    'initialised (seed 0).',
+    ),
+    'vit_fer_ir50': _cfg(RAFDB_LABELS, description='ViT-FER baseline; paper: RAF-DB 89.93 %, AffectNet-7 65.63 %'),
 })
 
 
 @register_model
 def transfer_fer_ir50(pretrained: bool = False, **kwargs: Any) -> TransFER:
-    """TransFER: IR-50 stem (3 stages), 2 LANets with MAD p1=0.6, 8-block ViT-S-like encoder with MSAD p2=0.3."""
+    """TransFER: IR-50 stem (3 stages), 2 LANets with MAD p1=0.6, 8-block ViT-S-like encoder with MSAD p2=0.3.
+
+    The ``affectnet7`` tag uses the paper's AffectNet setting: 4 LANets, p1=0.2, p2=0.6.
+    """
+    tag = kwargs.get('pretrained_cfg')
     model_args = dict(stem_depth=3, num_branches=2, mad_prob=0.6, msad_prob=0.3)
+    if isinstance(tag, str):
+        model_args.update(_TAG_MODEL_ARGS.get(tag, {}))
     return _create_transfer('transfer_fer_ir50', pretrained=pretrained, **dict(model_args, **kwargs))
 
 

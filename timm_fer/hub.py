@@ -1,0 +1,163 @@
+"""Checkpoint files and Hugging Face Hub model folders: safe loading, atomic writing, model cards, pushing.
+
+A Hub model folder is what timm's ``save_for_hf`` writes (``model.safetensors``, ``config.json``) plus a model card
+``README.md``; ``timm.create_model('hf-hub:ORG/NAME', pretrained=True)`` loads it back.
+"""
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import safetensors.torch
+import torch
+from timm.models import save_for_hf
+from timm.models._hub import generate_readme
+from torch import nn
+
+from .complexity import count_macs, count_params
+from .constants import HF_HUB_ORG
+from .errors import ConfigError
+from .models._pretrained import PretrainedWeightsError, unwrap_state_dict
+
+__all__ = ['HUB_FOLDER_FILES', 'check_hub_folder', 'default_repo_id', 'hub_folder_files', 'load_checkpoint_file',
+           'make_model_card', 'push_hub_folder', 'write_hub_folder']
+
+HUB_FOLDER_FILES = ('model.safetensors', 'config.json', 'README.md')
+
+
+def load_checkpoint_file(path: Path) -> Dict[str, torch.Tensor]:
+    """Load the tensors of a ``.safetensors`` or ``.pth``/``.bin`` file without unpickling arbitrary objects.
+
+    safetensors files are read as such; anything else only through ``torch.load(..., weights_only=True)``.
+
+    Raises:
+        PretrainedWeightsError: the file is missing or is not a tensor checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PretrainedWeightsError(f'no checkpoint file at {path}: check the path.')
+    try:
+        return unwrap_state_dict(safetensors.torch.load_file(path))
+    except safetensors.SafetensorError:
+        pass
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError or ValueError depending on the damage
+        raise PretrainedWeightsError(
+            f'{path} is neither a safetensors file nor a tensor checkpoint that loads with '
+            f'torch.load(weights_only=True) (arbitrary pickled objects are never loaded): {e}') from e
+    if not isinstance(checkpoint, dict):
+        raise PretrainedWeightsError(f'{path} holds a {type(checkpoint).__name__}, not a dict of tensors.')
+    return unwrap_state_dict(checkpoint)
+
+
+def default_repo_id(architecture: str, tag: Optional[str] = None) -> str:
+    """The Hub repo of a model tag: ``{HF_HUB_ORG}/{architecture}.{tag}``, as in the pretrained cfgs."""
+    return f'{HF_HUB_ORG}/{architecture}.{tag}' if tag else f'{HF_HUB_ORG}/{architecture}'
+
+
+def make_model_card(
+        model: nn.Module,
+        command: str,
+        metrics: Optional[Sequence[str]] = None,
+        dataset: Optional[str] = None,
+        sources: Optional[Sequence[str]] = None,
+) -> str:
+    """A model card (README.md) with timm's front matter, the model's details, metrics, licence and provenance.
+
+    Args:
+        model: The model whose weights the folder holds.
+        command: The command that produced the weights.
+        metrics: Measured results, one line each; the cfg's notes (paper results) are added.
+        dataset: Training dataset of the weights.
+        sources: Files or repos the weights came from.
+    """
+    cfg = model.pretrained_cfg
+    repo_id = default_repo_id(cfg['architecture'], cfg.get('tag'))
+    details: Dict[str, Any] = {
+        'Model Type': 'Facial expression classification' if model.num_classes else 'Face feature backbone',
+        'Model Stats': {
+            'Params (M)': f'{count_params(model) / 1e6:.2f}',
+            'MACs (G)': f'{count_macs(model) / 1e9:.2f}',
+            'Image size': 'x'.join(map(str, cfg['input_size'][1:])),
+        },
+        'Papers': [f"{cfg['paper_name']}: {cfg['paper_ids']}"] if cfg.get('paper_name') else [],
+    }
+    if dataset:
+        details['Dataset'] = dataset
+    if cfg.get('label_names'):
+        details['Classes (in output order)'] = ', '.join(cfg['label_names'])
+    card = {
+        'license': cfg.get('license') or 'apache-2.0',
+        'tags': ['image-classification', 'timm', 'timm-fer', 'facial-expression-recognition'],
+        'description': cfg.get('description') or f'{repo_id} weights for timm-fer.',
+        'details': details,
+        'usage': (
+            '```python\nimport timm\nimport timm_fer  # registers the model with timm\n\n'
+            f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()\n"
+            'config = timm.data.resolve_data_config({}, model=model)\n'
+            'transform = timm.data.create_transform(**config)  # expects an aligned face crop\n```\n'),
+    }
+    text = generate_readme(card, repo_id.split('/')[-1])
+    lines = ['', '## Metrics'] + [f'- {line}' for line in list(metrics or []) + list(cfg.get('notes') or [])]
+    if len(lines) == 2:
+        lines.append('- none measured for these weights')
+    lines += ['', '## Provenance', f'Produced with `{command}`.']
+    lines += [f'- source: {source}' for source in sources or []]
+    lines += ['', '## Licence', f"Weights: {card['license']}. Training datasets keep their own terms; RAF-DB, "
+              'FERPlus (FER2013) and AffectNet are for non-commercial research only.', '']
+    return text.rstrip('\n') + '\n' + '\n'.join(lines)
+
+
+def write_hub_folder(model: nn.Module, out_dir: Path, model_card: str, overwrite: bool = False) -> Path:
+    """Write ``model`` as a Hub model folder, atomically: a failure leaves nothing at ``out_dir``.
+
+    Args:
+        model: The model to save (weights as safetensors, timm's ``config.json``).
+        out_dir: The folder to create.
+        model_card: Text of ``README.md``.
+        overwrite: Replace an existing ``out_dir``; otherwise an existing one is an error.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise ConfigError(f'{out_dir} already exists: choose another --out or pass --overwrite.')
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
+    try:
+        save_for_hf(model, staging, safe_serialization=True)
+        (staging / 'README.md').write_text(model_card, encoding='utf-8')
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def check_hub_folder(folder: Path) -> Dict[str, Any]:
+    """Check that ``folder`` holds a complete Hub model folder and return its ``config.json``."""
+    folder = Path(folder)
+    missing = [name for name in HUB_FOLDER_FILES if not (folder / name).is_file()]
+    if missing:
+        raise ConfigError(
+            f'{folder} is not a complete Hub model folder: missing {", ".join(missing)}; write it with '
+            f'`timm-fer convert` or `timm-fer push --model ... --checkpoint ...`.')
+    return json.loads((folder / 'config.json').read_text())
+
+
+def push_hub_folder(folder: Path, repo_id: str, private: bool = False, token: Optional[str] = None,
+                    commit_message: str = 'Add timm-fer weights') -> str:
+    """Create ``repo_id`` on the Hub if needed and upload ``folder`` to it; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    check_hub_folder(folder)
+    api = HfApi(token=token, library_name='timm-fer')
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    return str(api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message))
+
+
+def hub_folder_files(folder: Path) -> List[str]:
+    """The files of a Hub folder with their sizes, for printing."""
+    return [f'{p.name} ({p.stat().st_size / 2 ** 20:.1f} MiB)' for p in sorted(Path(folder).iterdir())]

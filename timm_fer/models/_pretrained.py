@@ -1,0 +1,110 @@
+"""Shared pretrained-weight plumbing of the model families: building with clear errors, checking state dicts."""
+import pickle
+from typing import Any, Dict, Iterable
+
+import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+from timm.models import build_model_with_cfg
+from timm.models._builder import resolve_pretrained_cfg
+from torch import nn
+
+from ..errors import FerError
+
+__all__ = ['CheckpointMismatchError', 'PretrainedWeightsError', 'build_fer_model', 'check_state_dict_fits',
+           'unwrap_state_dict']
+
+
+class PretrainedWeightsError(FerError, RuntimeError):
+    """Pretrained weights could not be found, fetched or read."""
+
+
+class CheckpointMismatchError(FerError, ValueError):
+    """A checkpoint's tensors do not fit the model: the message lists every key that does not fit."""
+
+
+def _local_file_hint(name: str) -> str:
+    return (f"To load a local file instead: timm.create_model('{name}', pretrained=True, "
+            f"pretrained_cfg_overlay=dict(file='path/to/model.safetensors')).")
+
+
+def build_fer_model(model_cls: type, variant: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """``timm.models.build_model_with_cfg`` with errors that say which weights are missing and what to do."""
+    if not pretrained:
+        return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
+    cfg = resolve_pretrained_cfg(
+        variant,
+        pretrained_cfg=kwargs.get('pretrained_cfg'),
+        pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'),
+    )
+    name = f'{variant}.{cfg.tag}' if cfg.tag else variant
+    if not (cfg.state_dict or cfg.file or cfg.url or cfg.hf_hub_id):
+        raise PretrainedWeightsError(f'no pretrained weights are defined for {name}. {_local_file_hint(name)}')
+    try:
+        return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
+    except (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError) as e:
+        offline = 'this machine is offline (HF_HUB_OFFLINE is set) and the weights are not in the local Hub cache' \
+            if hf_constants.HF_HUB_OFFLINE else 'the Hub could not be reached or has no such file'
+        raise PretrainedWeightsError(
+            f"could not fetch the weights of {name} from the Hugging Face Hub repo '{cfg.hf_hub_id}': {offline} "
+            f"({type(e).__name__}). {_local_file_hint(name)}") from e
+    except (FileNotFoundError, IsADirectoryError) as e:
+        raise PretrainedWeightsError(f'no checkpoint file at {cfg.file}: {e}. {_local_file_hint(name)}') from e
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as e:
+        if not cfg.file:
+            raise
+        raise PretrainedWeightsError(
+            f'{cfg.file} is not a tensor checkpoint that loads with torch.load(weights_only=True) or safetensors '
+            f'(arbitrary pickled objects are never loaded): {e}') from e
+
+
+def unwrap_state_dict(checkpoint: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+    """The tensors of a checkpoint: unwraps ``state_dict`` / ``model`` entries and DataParallel ``module.`` prefixes."""
+    for key in ('state_dict', 'model'):
+        if isinstance(checkpoint.get(key), dict):
+            checkpoint = checkpoint[key]
+            break
+    state_dict = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in checkpoint.items()}
+    not_tensors = sorted(k for k, v in state_dict.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise CheckpointMismatchError(f'checkpoint entries that are not tensors: {_short_list(not_tensors)}')
+    return state_dict
+
+
+def _short_list(keys: Iterable[str], limit: int = 12) -> str:
+    keys = list(keys)
+    shown = ', '.join(keys[:limit])
+    return f'{shown} (and {len(keys) - limit} more)' if len(keys) > limit else shown
+
+
+def check_state_dict_fits(
+        state_dict: Dict[str, torch.Tensor],
+        model: nn.Module,
+        source: str,
+        adaptable: Iterable[str] = (),
+        allow_missing: bool = False,
+) -> None:
+    """Raise :class:`CheckpointMismatchError` listing unexpected, missing and wrongly shaped keys.
+
+    Args:
+        state_dict: Converted tensors, named as in ``model``.
+        model: The model they are for.
+        source: What the tensors came from, for the message.
+        adaptable: Key prefixes whose shapes timm adapts on load (first conv for ``in_chans``, the classifier).
+        allow_missing: Accept keys that the checkpoint lacks (they keep the model's initialisation).
+    """
+    expected = model.state_dict()
+    adaptable = tuple(adaptable)
+    unexpected = sorted(k for k in state_dict if k not in expected)
+    missing = [] if allow_missing else sorted(
+        k for k in expected if k not in state_dict and not k.startswith(adaptable) and
+        not k.endswith('num_batches_tracked'))
+    wrong_shape = sorted(
+        f'{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}' for k, v in state_dict.items()
+        if k in expected and v.shape != expected[k].shape and not k.startswith(adaptable))
+    problems = [f'{label}: {_short_list(keys)}' for label, keys in (
+        ('unexpected keys', unexpected), ('missing keys', missing), ('shape mismatches', wrong_shape)) if keys]
+    if problems:
+        raise CheckpointMismatchError(
+            f'{source} does not fit {type(model).__name__}: ' + '; '.join(problems) +
+            '. Is it a checkpoint of this architecture (and of these constructor arguments)?')
