@@ -1,5 +1,6 @@
 """Command line of timm-fer: ``timm-fer`` or ``python -m timm_fer``."""
 import argparse
+import shlex
 import sys
 import time
 from typing import List, Optional
@@ -8,11 +9,11 @@ import timm
 import torch
 
 from .complexity import count_macs, count_params
-
-
-def registered_models() -> List[str]:
-    """Names of the models that timm-fer registers with timm."""
-    return timm.list_models(module=['irnet', 'transfer'])
+from .convert import add_convert_parser, add_push_parser
+from .errors import FerError
+from .evaluate import add_eval_parser
+from .models import registered_models
+from .train import add_train_parser
 
 
 def list_and_classify(batch_size: int = 2, seed: int = 0) -> None:
@@ -56,10 +57,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``timm-fer``: each sub-command registers itself with an ``add_*_parser`` function."""
     parser = argparse.ArgumentParser(prog='timm-fer', description='Facial expression recognition for timm.')
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
-    for add_parser in (add_models_parser,):
+    for add_parser in (add_models_parser, add_train_parser, add_eval_parser, add_convert_parser, add_push_parser):
         add_parser(subparsers)
-    args = parser.parse_args(argv if argv is not None else sys.argv[1:] or ['models'])
-    return args.func(args)
+    argv = (sys.argv[1:] if argv is None else argv) or ['models']
+    args = parser.parse_args(argv)
+    args.command_line = 'timm-fer ' + shlex.join(argv)
+    try:
+        return args.func(args)
+    except FerError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
 
 
 if __name__ == '__main__':

@@ -1,0 +1,352 @@
+"""FER dataset readers on tiny copies of each official layout, their error messages, and the paper's transforms."""
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from timm_fer.constants import AFFECTNET7_LABELS, AFFECTNET8_LABELS, FERPLUS_LABELS, RAFDB_LABELS
+from timm_fer.data import (
+    AffectNet,
+    DatasetError,
+    DatasetFileNotFoundError,
+    FerImageFolder,
+    FerPlus,
+    RafDb,
+    create_fer_dataset,
+    create_fer_transform,
+    majority_vote,
+)
+from timm_fer.errors import ConfigError
+
+REAL_FERPLUS = Path(__file__).resolve().parents[2] / 'shared' / 'datasets' / 'ferplus'
+VOTE_HEADER = 'neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF'
+DATA_CONFIG = {'input_size': (3, 32, 32), 'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+               'interpolation': 'bilinear'}
+
+
+def _save_image(path: Path, size: int = 16, value: int = 128, mode: str = 'RGB') -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, (size, size), value if mode == 'L' else (value, 255 - value, value // 2)).save(path)
+
+
+# RAF-DB ------------------------------------------------------------------------------------------------------------
+
+RAFDB_ROWS = [('train_00001.jpg', 5), ('train_00002.jpg', 4), ('train_00003.jpg', 7), ('test_0001.jpg', 1),
+              ('test_0002.jpg', 4)]
+
+
+def _write_rafdb(root: Path, rows=RAFDB_ROWS) -> Path:
+    (root / 'EmoLabel').mkdir(parents=True)
+    (root / 'EmoLabel' / 'list_patition_label.txt').write_text(''.join(f'{name} {label}\n' for name, label in rows))
+    for name, _ in rows:
+        _save_image(root / 'Image' / 'aligned' / name.replace('.jpg', '_aligned.jpg'), size=100)
+    return root
+
+
+class TestRafDb:
+
+    def test_splits_labels_and_aligned_paths(self, tmp_path):
+        root = _write_rafdb(tmp_path)
+        train, test = RafDb(str(root), 'train'), RafDb(str(root), 'test')
+        assert train.classes == RAFDB_LABELS and len(train) == 3 and len(test) == 2
+        assert train.targets == [4, 3, 6]
+        assert [RAFDB_LABELS[t] for t in test.targets] == ['surprise', 'happiness']
+        assert train.paths[0].endswith('Image/aligned/train_00001_aligned.jpg')
+        assert train.class_counts == [0, 0, 0, 1, 1, 0, 1]
+        image, label = train[0]
+        assert image.mode == 'RGB' and image.size == (100, 100) and label == 4
+        assert 'RAF-DB train: 3 images in 7 classes' in train.summary()
+
+    def test_missing_label_file_names_it_and_the_layout(self, tmp_path):
+        with pytest.raises(DatasetFileNotFoundError, match=r'list_patition_label\.txt.*Image/aligned'):
+            RafDb(str(tmp_path), 'train')
+
+    def test_corrupt_row_names_file_and_line(self, tmp_path):
+        root = _write_rafdb(tmp_path)
+        label_file = root / 'EmoLabel' / 'list_patition_label.txt'
+        label_file.write_text(label_file.read_text() + 'train_00004.jpg nine\n')
+        with pytest.raises(DatasetError, match=r'list_patition_label\.txt line 6.*train_00004\.jpg nine'):
+            RafDb(str(root), 'train')
+
+    def test_missing_image_is_an_error_that_counts_and_names_it(self, tmp_path):
+        root = _write_rafdb(tmp_path)
+        (root / 'Image' / 'aligned' / 'train_00002_aligned.jpg').unlink()
+        with pytest.raises(FileNotFoundError, match=r'1 of the 3 RAF-DB train images .*train_00002_aligned\.jpg'):
+            RafDb(str(root), 'train')
+
+    def test_unreadable_image_names_the_file(self, tmp_path):
+        root = _write_rafdb(tmp_path)
+        (root / 'Image' / 'aligned' / 'test_0002_aligned.jpg').write_bytes(b'not a jpeg')
+        dataset = RafDb(str(root), 'test')
+        with pytest.raises(DatasetError, match=r'cannot read image .*test_0002_aligned\.jpg'):
+            dataset[1]
+
+    def test_unknown_split(self, tmp_path):
+        with pytest.raises(DatasetError, match="splits 'train' and 'test'"):
+            RafDb(str(_write_rafdb(tmp_path)), 'val')
+
+
+# FERPlus -----------------------------------------------------------------------------------------------------------
+
+# (usage, name, votes): labels neutral, happiness, a tie, unknown, NF, contempt, then a validation row
+FERPLUS_ROWS = [
+    ('Training', 'fer0000000.png', (6, 0, 0, 1, 3, 0, 0, 0, 0, 0)),
+    ('Training', 'fer0000001.png', (0, 9, 0, 0, 0, 0, 0, 0, 1, 0)),
+    ('Training', 'fer0000002.png', (5, 0, 0, 5, 0, 0, 0, 0, 0, 0)),
+    ('Training', 'fer0000003.png', (1, 0, 0, 0, 0, 0, 0, 0, 9, 0)),
+    ('Training', '', (0, 0, 0, 0, 0, 0, 0, 0, 0, 10)),
+    ('Training', 'fer0000005.png', (0, 0, 0, 0, 1, 0, 0, 8, 0, 1)),
+    ('PublicTest', 'fer0000006.png', (0, 0, 7, 0, 0, 0, 3, 0, 0, 0)),
+    ('PrivateTest', 'fer0000007.png', (0, 0, 0, 0, 0, 8, 2, 0, 0, 0)),
+]
+FERPLUS_FOLDERS = {'Training': 'FER2013Train', 'PublicTest': 'FER2013Valid', 'PrivateTest': 'FER2013Test'}
+
+
+def _write_ferplus_csv(root: Path, rows=FERPLUS_ROWS) -> None:
+    lines = [f'Usage,Image name,{VOTE_HEADER}\n'] + [
+        f'{usage},{name},{",".join(map(str, votes))}\n' for usage, name, votes in rows]
+    (root / 'fer2013new.csv').write_text(''.join(lines))
+
+
+def _write_ferplus_folders(root: Path, rows=FERPLUS_ROWS, label_csv: bool = True) -> Path:
+    """Layout of Microsoft's generate_training_data.py: PNGs and a header-less label.csv per split folder."""
+    _write_ferplus_csv(root, rows)
+    for usage, folder in FERPLUS_FOLDERS.items():
+        (root / folder).mkdir(parents=True)
+        named = [(name, votes) for row_usage, name, votes in rows if row_usage == usage and name]
+        for name, _ in named:
+            _save_image(root / folder / name, size=48, mode='L')
+        if label_csv:
+            (root / folder / 'label.csv').write_text(''.join(
+                f'{name},"(0, 0, 48, 48)",{",".join(map(str, votes))}\n' for name, votes in named))
+    return root
+
+
+def _write_fer2013_pixels(root: Path, rows=FERPLUS_ROWS) -> None:
+    lines = ['emotion,pixels,Usage\n'] + [
+        f'{i % 7},{" ".join(str((i * 37 + p) % 256) for p in range(48 * 48))},{usage}\n'
+        for i, (usage, _, _) in enumerate(rows)]
+    (root / 'fer2013.csv').write_text(''.join(lines))
+
+
+class TestFerPlus:
+
+    @pytest.mark.parametrize('votes, expected', [
+        ((4, 0, 0, 1, 3, 2, 0, 0, 0, 0), (0, '')),
+        ((0, 0, 0, 0, 0, 0, 0, 6, 4, 0), (7, '')),
+        ((3, 3, 0, 0, 0, 0, 0, 0, 0, 0), (None, 'with a tied majority vote')),
+        ((0, 0, 0, 0, 0, 0, 0, 0, 6, 4), (None, 'with majority vote unknown')),
+        ((0, 0, 0, 0, 0, 0, 0, 0, 0, 10), (None, 'with majority vote not-a-face (NF)')),
+    ])
+    def test_majority_vote(self, votes, expected):
+        assert majority_vote(votes) == expected
+
+    def test_folders_with_label_csv(self, tmp_path):
+        root = _write_ferplus_folders(tmp_path)
+        train = FerPlus(str(root), 'train')
+        assert train.classes == FERPLUS_LABELS and train.image_source == 'folders'
+        assert [FERPLUS_LABELS[t] for t in train.targets] == ['neutral', 'happiness', 'contempt']
+        assert train.skipped == {'with a tied majority vote': 1, 'with majority vote unknown': 1}
+        image, _ = train[0]
+        assert image.mode == 'RGB' and image.size == (48, 48)
+        assert [FERPLUS_LABELS[t] for t in FerPlus(str(root), 'valid').targets] == ['surprise']
+        assert [FERPLUS_LABELS[t] for t in FerPlus(str(root), 'test').targets] == ['disgust']
+
+    def test_folders_with_fer2013new_skip_unnamed_and_overwritten_rows(self, tmp_path):
+        rows = FERPLUS_ROWS[:2] + [('Training', 'fer0000000.png', (6, 0, 0, 1, 3, 0, 0, 0, 0, 0))] + FERPLUS_ROWS[2:]
+        root = _write_ferplus_folders(tmp_path, rows, label_csv=False)
+        train = FerPlus(str(root), 'train')
+        assert [Path(path).name for path in train.paths] == ['fer0000001.png', 'fer0000000.png', 'fer0000005.png']
+        assert train.skipped['without an image name in fer2013new.csv (not a face, removed by FERPlus)'] == 1
+        absent = [reason for reason in train.skipped if reason.startswith('absent')]
+        assert absent == ['absent (named again by a later row, whose image replaced theirs: fer0000000.png)']
+        assert 'fer0000000.png' in train.summary()
+
+    def test_missing_image_fails_unless_skipped(self, tmp_path):
+        root = _write_ferplus_folders(tmp_path)
+        (root / 'FER2013Train' / 'fer0000001.png').unlink()
+        with pytest.raises(FileNotFoundError, match=r'1 of the 3 .*fer0000001\.png.*--skip-missing-images'):
+            FerPlus(str(root), 'train')
+        train = FerPlus(str(root), 'train', skip_missing=True)
+        assert len(train) == 2 and train.skipped['with a missing image file'] == 1
+
+    def test_corrupt_vote_row(self, tmp_path):
+        root = _write_ferplus_folders(tmp_path)
+        label_csv = root / 'FER2013Valid' / 'label.csv'
+        label_csv.write_text(label_csv.read_text() + 'fer0000099.png,"(0, 0, 48, 48)",1,2,x\n')
+        with pytest.raises(DatasetError, match=r'FER2013Valid/label\.csv line 2: expected 10 vote counts'):
+            FerPlus(str(root), 'valid')
+
+    def test_pixels_of_fer2013_csv(self, tmp_path):
+        _write_ferplus_csv(tmp_path)
+        _write_fer2013_pixels(tmp_path)
+        train = FerPlus(str(tmp_path), 'train')
+        assert train.image_source == 'fer2013.csv'
+        assert [FERPLUS_LABELS[t] for t in train.targets] == ['neutral', 'happiness', 'contempt']
+        image, _ = train[1]
+        assert image.mode == 'RGB' and image.size == (48, 48)
+        assert image.getpixel((0, 0)) == (37, 37, 37)
+
+    def test_pixels_csv_cut_short_or_malformed(self, tmp_path):
+        _write_ferplus_csv(tmp_path)
+        _write_fer2013_pixels(tmp_path, FERPLUS_ROWS[:-1])
+        with pytest.raises(DatasetError, match='different numbers of image rows'):
+            FerPlus(str(tmp_path), 'train')
+        pixels = tmp_path / 'fer2013.csv'
+        _write_fer2013_pixels(tmp_path)
+        lines = pixels.read_text().splitlines(keepends=True)
+        lines[1] = '0,1 2 3,Training\n'
+        pixels.write_text(''.join(lines))
+        with pytest.raises(DatasetError, match=r'fer2013\.csv line 2: expected 2304 pixel values'):
+            FerPlus(str(tmp_path), 'train')
+
+    def test_missing_everything_names_the_layout(self, tmp_path):
+        with pytest.raises(DatasetFileNotFoundError, match=r'fer2013new\.csv.*FER2013Train'):
+            FerPlus(str(tmp_path), 'train')
+
+
+@pytest.mark.skipif(not REAL_FERPLUS.is_dir(), reason=f'real FERPlus data not found at {REAL_FERPLUS}')
+def test_real_ferplus_reads_and_loads_images():
+    valid = FerPlus(str(REAL_FERPLUS), 'valid')
+    assert valid.classes == FERPLUS_LABELS
+    assert 3000 < len(valid) < 3579 and sum(valid.skipped.values()) + len(valid) == 3579
+    assert all(count > 0 for count in valid.class_counts)
+    for index in (0, 1, len(valid) // 2, len(valid) - 1):
+        image, label = valid[index]
+        assert image.mode == 'RGB' and image.size == (48, 48) and 0 <= label < 8
+    train = FerPlus(str(REAL_FERPLUS), 'train', labels='fer2013new.csv')
+    absent = [reason for reason in train.skipped if reason.startswith('absent')]
+    assert len(absent) == 1 and all(name in absent[0] for name in ('fer0006953', 'fer0008403', 'fer0011785'))
+    assert train.skipped[absent[0]] == 3
+
+
+# AffectNet ---------------------------------------------------------------------------------------------------------
+
+AFFECTNET_HEADER = ('subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,'
+                    'arousal\n')
+LANDMARKS = ';'.join(f'{10 + i}.5' for i in range(136))
+
+
+def _write_affectnet(root: Path) -> Path:
+    train_expressions = [0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    lines = [AFFECTNET_HEADER]
+    for i, expression in enumerate(train_expressions):
+        lines.append(f'{i % 3}/img{i}.jpg,8,4,40,48,{LANDMARKS},{expression},0.5,-0.25\n')
+        _save_image(root / 'Manually_Annotated_Images' / str(i % 3) / f'img{i}.jpg', size=64)
+    (root / 'Manually_Annotated_file_lists').mkdir(parents=True)
+    (root / 'Manually_Annotated_file_lists' / 'training.csv').write_text(''.join(lines))
+    _save_image(root / 'Manually_Annotated_Images' / '9' / 'val0.png', size=64)
+    (root / 'Manually_Annotated_file_lists' / 'validation.csv').write_text(
+        f'9/val0.png,0,0,64,64,{LANDMARKS},6,0.1,0.2\n')
+    return root
+
+
+class TestAffectNet:
+
+    def test_seven_classes_drop_contempt_and_non_expressions(self, tmp_path):
+        train = AffectNet(str(_write_affectnet(tmp_path)), 'train')
+        assert train.classes == AFFECTNET7_LABELS
+        assert train.class_counts == [1, 2, 1, 1, 1, 1, 1]
+        assert train.skipped == {'contempt (not one of the 7 classes)': 1, 'labelled none': 1,
+                                 'labelled uncertain': 1, 'labelled non-face': 1}
+
+    def test_eight_classes_crop_face_and_headerless_validation(self, tmp_path):
+        root = _write_affectnet(tmp_path)
+        train = AffectNet(str(root), 'train', num_classes=8)
+        assert train.classes == AFFECTNET8_LABELS and train.class_counts[7] == 1 and len(train) == 9
+        image, _ = train[0]
+        assert image.size == (40, 48)
+        val = AffectNet(str(root), 'val')
+        assert val.targets == [6] and val[0][0].size == (64, 64)
+        assert AffectNet(str(root), 'train', crop_faces=False)[0][0].size == (64, 64)
+
+    def test_corrupt_row_and_missing_files(self, tmp_path):
+        root = _write_affectnet(tmp_path)
+        validation = root / 'Manually_Annotated_file_lists' / 'validation.csv'
+        validation.write_text(validation.read_text() + f'9/val1.png,0,0,64,64,{LANDMARKS},11,0,0\n')
+        with pytest.raises(DatasetError, match=r'validation\.csv line 2: .*expression 0\.\.10'):
+            AffectNet(str(root), 'val')
+        (root / 'Manually_Annotated_Images' / '1' / 'img4.jpg').unlink()
+        with pytest.raises(FileNotFoundError, match=r'1 of the 8 AffectNet train images .*skipped 1 contempt.*img4'):
+            AffectNet(str(root), 'train')
+        with pytest.raises(DatasetFileNotFoundError, match=r'training\.csv'):
+            AffectNet(str(tmp_path / 'elsewhere'), 'train')
+
+
+# Class-per-folder --------------------------------------------------------------------------------------------------
+
+def _write_folders(root: Path, counts: dict) -> Path:
+    for name, count in counts.items():
+        for i in range(count):
+            _save_image(root / name / ('nested' if i % 2 else '') / f'{i}.png')
+    return root
+
+
+class TestImageFolder:
+
+    def test_timm_split_layout_sorted_classes_and_skips(self, tmp_path):
+        _write_folders(tmp_path / 'train', {'sad': 2, 'happy': 3})
+        (tmp_path / 'train' / 'happy' / 'notes.txt').write_text('x')
+        (tmp_path / 'train' / 'README').write_text('x')
+        train = FerImageFolder(str(tmp_path), 'train')
+        assert train.classes == ('happy', 'sad') and train.class_counts == [3, 2]
+        assert train.skipped == {'files without an image extension': 1, 'files outside the class folders': 1}
+
+    def test_torchvision_layout_with_given_class_order(self, tmp_path):
+        _write_folders(tmp_path, {'sad': 1, 'happy': 2})
+        dataset = FerImageFolder(str(tmp_path), classes=['sad', 'happy'])
+        assert dataset.targets == [0, 1, 1]
+
+    def test_class_mismatch_errors(self, tmp_path):
+        _write_folders(tmp_path, {'sad': 1, 'happy': 1})
+        with pytest.raises(DatasetFileNotFoundError, match=r"\['angry'\] not found"):
+            FerImageFolder(str(tmp_path), classes=['sad', 'happy', 'angry'])
+        with pytest.raises(DatasetError, match=r"folders \['sad'\] that are not among the classes"):
+            FerImageFolder(str(tmp_path), classes=['happy'])
+        with pytest.raises(DatasetFileNotFoundError, match='image folder not found'):
+            FerImageFolder(str(tmp_path), 'val')
+
+    def test_empty_split_is_an_error(self, tmp_path):
+        (tmp_path / 'train' / 'happy').mkdir(parents=True)
+        with pytest.raises(DatasetError, match='has no images left'):
+            FerImageFolder(str(tmp_path), 'train')
+
+
+def test_factory_names_and_options(tmp_path):
+    root = _write_rafdb(tmp_path)
+    assert isinstance(create_fer_dataset('rafdb', str(root), 'test'), RafDb)
+    with pytest.raises(ConfigError, match="unknown dataset 'raf'; choose one of rafdb, ferplus"):
+        create_fer_dataset('raf', str(root), 'train')
+    with pytest.raises(ConfigError, match='--classes is for --dataset folder only'):
+        create_fer_dataset('rafdb', str(root), 'train', classes=['a'])
+
+
+# Transforms --------------------------------------------------------------------------------------------------------
+
+class TestTransforms:
+
+    def test_test_transform_resizes_and_normalises_only(self):
+        image = Image.new('RGB', (48, 48), (124, 116, 104))
+        tensor = create_fer_transform(DATA_CONFIG)(image)
+        assert tensor.shape == (3, 32, 32)
+        assert tensor.abs().max() < 0.01
+
+    def test_train_transform_augments_at_input_size(self):
+        image = Image.new('RGB', (48, 48), (255, 0, 0))
+        transform = create_fer_transform(DATA_CONFIG, is_training=True, erase_prob=1.)
+        torch.manual_seed(0)
+        first, second = transform(image), transform(image)
+        assert first.shape == second.shape == (3, 32, 32)
+        assert not torch.equal(first, second)
+
+    def test_sample_seed_fixes_augmentation_and_keeps_global_generator(self, tmp_path):
+        dataset = RafDb(str(_write_rafdb(tmp_path)), 'train',
+                        transform=create_fer_transform(DATA_CONFIG, is_training=True, erase_prob=1.))
+        torch.manual_seed(1)
+        state = torch.get_rng_state()
+        first, _ = dataset[(0, 1234)]
+        assert torch.equal(torch.get_rng_state(), state)
+        assert torch.equal(dataset[(0, 1234)][0], first)
+        assert not torch.equal(dataset[(0, 4321)][0], first)

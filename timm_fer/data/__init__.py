@@ -1,0 +1,27 @@
+"""FER datasets in their official layouts, the class-balanced sampler and the paper's transforms."""
+from ..errors import DatasetError, DatasetFileNotFoundError
+from .affectnet import AffectNet
+from .dataset import FerDataset, ImageFileDataset
+from .factory import DATASET_NAMES, EVAL_SPLITS, create_fer_dataset
+from .ferplus import FerPlus, majority_vote
+from .image_folder import FerImageFolder
+from .rafdb import RafDb
+from .sampler import ClassBalancedSampler
+from .transforms import create_fer_transform
+
+__all__ = [
+    'AffectNet',
+    'ClassBalancedSampler',
+    'DATASET_NAMES',
+    'DatasetError',
+    'DatasetFileNotFoundError',
+    'EVAL_SPLITS',
+    'FerDataset',
+    'FerImageFolder',
+    'FerPlus',
+    'ImageFileDataset',
+    'RafDb',
+    'create_fer_dataset',
+    'create_fer_transform',
+    'majority_vote',
+]

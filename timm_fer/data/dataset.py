@@ -1,0 +1,159 @@
+"""Base of the FER dataset readers: labels, class names, a report of skipped rows, and per-sample seeded transforms."""
+import csv
+import os
+from collections import Counter
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..errors import DatasetError, DatasetFileNotFoundError
+
+__all__ = ['FerDataset', 'ImageFileDataset', 'SampleKey', 'find_missing_files', 'read_csv_rows', 'require_file']
+
+SampleKey = Union[int, Tuple[int, int]]
+"""A dataset index, or (index, seed) to run the random transform of that sample from its own seed."""
+
+Box = Tuple[int, int, int, int]
+"""Face box as (left, top, width, height) in pixels."""
+
+
+def require_file(path: str, what: str, fix: str) -> str:
+    """Return ``path`` if it is a file, else raise an error naming it, what it is and how to get it."""
+    if not os.path.isfile(path):
+        raise DatasetFileNotFoundError(f'{what} not found: {path}. {fix}')
+    return path
+
+
+def read_csv_rows(path: str) -> Iterator[Tuple[int, List[str]]]:
+    """Yield (line number, fields) of a CSV file, skipping blank lines; errors name the file."""
+    try:
+        with open(path, newline='', encoding='utf-8-sig') as f:
+            for line_number, row in enumerate(csv.reader(f), start=1):
+                if row and any(field.strip() for field in row):
+                    yield line_number, row
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f'cannot read {path}: {e}.') from e
+
+
+def find_missing_files(paths: Sequence[str]) -> List[str]:
+    """Paths of ``paths`` that are not files, listing each folder once (fast on folders of many images)."""
+    listings: Dict[str, set] = {}
+    missing = []
+    for path in paths:
+        folder, name = os.path.split(path)
+        if folder not in listings:
+            listings[folder] = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+        if name not in listings[folder]:
+            missing.append(path)
+    return missing
+
+
+class FerDataset(Dataset):
+    """A labelled FER split: class names, a label per image, counts per class and the rows skipped while reading.
+
+    ``dataset[i]`` returns ``(transform(image), label)``; ``dataset[(i, seed)]`` runs the transform with the
+    torch random generator seeded by ``seed`` (and restores it afterwards), so that a sample's augmentation depends
+    on its seed only, not on the number of loader workers or processes (see ``ClassBalancedSampler``).
+
+    Args:
+        root: Dataset folder.
+        split: Name of the split.
+        classes: Class names, in label order.
+        targets: Label of each image.
+        skipped: Number of rows skipped while reading, by reason.
+        transform: Transform of the RGB PIL image.
+    """
+    display_name = 'FER dataset'
+
+    def __init__(
+            self,
+            root: str,
+            split: str,
+            classes: Sequence[str],
+            targets: Sequence[int],
+            skipped: Optional[Dict[str, int]] = None,
+            transform: Optional[Callable] = None,
+    ) -> None:
+        self.root = root
+        self.split = split
+        self.classes = tuple(classes)
+        self.targets = list(targets)
+        self.skipped = {reason: count for reason, count in (skipped or {}).items() if count}
+        self.transform = transform
+        if not self.targets:
+            raise DatasetError(
+                f'{self.display_name} {split} split under {root} has no images left{self._skipped_text()}; '
+                f'check the dataset folder and the split name.')
+
+    @property
+    def class_counts(self) -> List[int]:
+        """Number of images of each class, in label order."""
+        counts = Counter(self.targets)
+        return [counts[label] for label in range(len(self.classes))]
+
+    def _skipped_text(self) -> str:
+        if not self.skipped:
+            return ''
+        return ' (skipped ' + ', '.join(f'{count} {reason}' for reason, count in self.skipped.items()) + ')'
+
+    def summary(self) -> str:
+        """One line with the split size, the images per class and the skipped rows."""
+        counts = ', '.join(f'{name} {count}' for name, count in zip(self.classes, self.class_counts))
+        return (f'{self.display_name} {self.split}: {len(self)} images in {len(self.classes)} classes ({counts})'
+                f'{self._skipped_text() or ", nothing skipped"}')
+
+    def load_image(self, index: int) -> Image.Image:
+        """The RGB face image of sample ``index``."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, key: SampleKey) -> Tuple[object, int]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        image = self.load_image(index)
+        if self.transform is not None:
+            if seed is None:
+                image = self.transform(image)
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    image = self.transform(image)
+        return image, self.targets[index]
+
+
+class ImageFileDataset(FerDataset):
+    """A FER split whose images are files, optionally cropped to a face box.
+
+    Args:
+        paths: Image file of each sample.
+        boxes: Face box (left, top, width, height) of each sample, or None to keep whole images.
+        **kwargs: ``FerDataset`` arguments.
+    """
+
+    def __init__(self, paths: Sequence[str], boxes: Optional[Sequence[Box]] = None, **kwargs) -> None:
+        self.paths = list(paths)
+        self.boxes = list(boxes) if boxes is not None else None
+        super().__init__(**kwargs)
+
+    def load_image(self, index: int) -> Image.Image:
+        path = self.paths[index]
+        try:
+            with Image.open(path) as image:
+                image = image.convert('RGB')
+        except (OSError, SyntaxError, ValueError) as e:
+            raise DatasetError(f'cannot read image {path} ({e}); re-extract it from the dataset archive.') from e
+        if self.boxes is not None:
+            left, top, width, height = self.boxes[index]
+            image = image.crop((left, top, left + width, top + height))
+        return image
+
+    def check_files(self, listed_in: str, fix: str) -> None:
+        """Raise an error naming the first missing image and how many of the listed images are missing."""
+        missing = find_missing_files(self.paths)
+        if missing:
+            raise DatasetFileNotFoundError(
+                f'{len(missing)} of the {len(self.paths)} {self.display_name} {self.split} images listed in '
+                f'{listed_in} are missing{self._skipped_text()}, the first is {missing[0]}. {fix}')
