@@ -3,10 +3,13 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from test_train import TINY_TRANSFER, train_args, write_toy_folder
 
 import timm_fer  # noqa: F401
+from timm_fer import runtime
 from timm_fer.layers import LocalCNN, MultiAttentionDropping, MultiHeadSelfAttentionDropping
 from timm_fer.models.irnet import BottleneckIR
+from timm_fer.train import main as train_main
 
 # Stem channels stay >= 16: torch 2.14.1's CPU channels-last backward of a strided 1x1 conv with <= 8 input
 # channels corrupts memory.
@@ -103,3 +106,22 @@ def test_bf16_predictions_agree_with_fp32_on_at_least_99_percent():
             bf16 = model(images).argmax(dim=-1)
     assert (fp32 == labels).float().mean() > 0.5  # the model learned the task, so its margins mean something
     assert (fp32 == bf16).float().mean() >= 0.99
+
+
+def test_auto_amp_picks_bf16_only_where_it_is_fast(monkeypatch):
+    cpu = torch.device('cpu')
+    monkeypatch.setattr(runtime, '_cpu_has_bf16_instructions', lambda: True)
+    assert runtime.resolve_amp_dtype('auto', cpu) == torch.bfloat16
+    monkeypatch.setattr(runtime, '_cpu_has_bf16_instructions', lambda: False)
+    assert runtime.resolve_amp_dtype('auto', cpu) is None
+    assert runtime.resolve_amp_dtype('bf16', cpu) == torch.bfloat16
+    assert runtime.resolve_amp_dtype('none', cpu) is None
+
+
+def test_train_command_runs_compiled_in_channels_last(tmp_path, capsys):
+    data = write_toy_folder(tmp_path / 'toy', train_per_class=8, val_per_class=2)
+    argv = train_args(data, tmp_path / 'run', *TINY_TRANSFER, '--epochs', '1', '--no-eval', '--compile',
+                      '--amp', 'bf16')
+    assert train_main(argv) == 0
+    assert 'amp bf16, channels-last True, compile True' in capsys.readouterr().out
+    assert (tmp_path / 'run' / 'last.pth').is_file()

@@ -23,6 +23,7 @@ from .errors import ConfigError, FerError
 from .metrics import ClassificationReport, confusion_matrix
 from .modeling import add_model_arguments, create_fer_model, parse_model_kwargs, resolve_fer_data_config
 from .plot import draw_confusion_matrix
+from .runtime import add_runtime_arguments, autocast, prepare_model, resolve_amp_dtype, to_input
 
 __all__ = ['add_eval_parser', 'evaluate_model', 'main', 'run', 'write_eval_report']
 
@@ -33,7 +34,8 @@ def evaluate_model(
         dataset: FerDataset,
         env: DistributedEnv,
         batch_size: int,
-        amp: bool = False,
+        amp_dtype: Optional[torch.dtype] = None,
+        channels_last: bool = False,
         tta_flip: bool = False,
         workers: int = 0,
         progress: bool = False,
@@ -47,7 +49,8 @@ def evaluate_model(
         dataset: Dataset with its test transform.
         env: This process's rank, world size and device.
         batch_size: Images per forward pass on this process.
-        amp: Run the model under bfloat16 autocast.
+        amp_dtype: Autocast dtype (bfloat16), or None for fp32.
+        channels_last: Feed the images in channels-last memory format.
         tta_flip: Average the softmax of each image with that of its horizontal flip.
         workers: Data loader worker processes.
         progress: Show a progress bar.
@@ -60,10 +63,11 @@ def evaluate_model(
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=env.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
     for images, targets in tqdm(loader, desc='eval', unit='batch', leave=False, disable=not progress):
-        images, targets = images.to(env.device, non_blocking=True), targets.to(env.device, non_blocking=True)
+        targets = targets.to(env.device, non_blocking=True)
         if tta_flip:
             images = torch.cat([images, images.flip(-1)])
-        with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=amp):
+        images = to_input(images, env.device, channels_last)
+        with autocast(env.device, amp_dtype):
             logits = model(images)
         log_probs = logits.float().log_softmax(dim=-1)
         if tta_flip:
@@ -126,10 +130,10 @@ def evaluate(args: argparse.Namespace) -> int:
             f'img_size {img_size} and {model_kwargs or "default arguments"}: pass the --model, --model-kwargs and '
             f'--img-size it was trained with. {str(e).splitlines()[0]}') from e
     dataset.transform = create_fer_transform(resolve_fer_data_config(model, img_size))
-    model.to(env.device)
+    model = prepare_model(model, env.device, args.channels_last, args.compile)
     confusion, loss_sum = evaluate_model(
-        model, dataset, env, args.batch_size, amp=args.amp == 'bf16', tta_flip=args.tta_flip, workers=args.workers,
-        progress=env.is_main)
+        model, dataset, env, args.batch_size, amp_dtype=resolve_amp_dtype(args.amp, env.device),
+        channels_last=args.channels_last, tta_flip=args.tta_flip, workers=args.workers, progress=env.is_main)
     report = ClassificationReport.from_confusion(confusion, dataset.classes)
     if env.is_main:
         name = f'eval-{dataset_name}-{split}' + ('-flip' if args.tta_flip else '')
@@ -174,7 +178,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--batch-size', type=int, default=256, help='images per forward pass and process')
     parser.add_argument('--tta-flip', action='store_true',
                         help='average the softmax of each face with that of its horizontal flip')
-    parser.add_argument('--amp', choices=('none', 'bf16'), default='none', help='bfloat16 autocast')
+    add_runtime_arguments(parser)
     parser.add_argument('--device', default='auto', help='auto (cuda if available, else cpu), cpu, cuda or cuda:N')
     parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1),
                         help='data loader worker processes')

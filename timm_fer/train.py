@@ -39,6 +39,7 @@ from .evaluate import evaluate_model, write_eval_report
 from .metrics import ClassificationReport
 from .modeling import PAPER_INIT_TAG, add_model_arguments, create_fer_model, parse_model_kwargs, resolve_fer_data_config
 from .recipes import RECIPES
+from .runtime import add_runtime_arguments, autocast, prepare_model, resolve_amp_dtype, to_input
 
 __all__ = ['Trainer', 'add_train_parser', 'main', 'resolve_config', 'run']
 
@@ -48,7 +49,7 @@ BEST_CHECKPOINT = 'best.pth'
 
 RESUME_KEYS = ('dataset', 'classes', 'model', 'model_kwargs', 'img_size', 'epochs', 'iterations', 'milestones',
                'lr', 'momentum', 'weight_decay', 'batch_size', 'grad_accum_steps', 'world_size', 'seed', 'augment',
-               'rotation', 'crop_scale', 'hflip', 'erase_prob', 'amp', 'sync_bn')
+               'rotation', 'crop_scale', 'hflip', 'erase_prob', 'amp', 'channels_last', 'compile', 'sync_bn')
 """Config entries that a resumed run must share with the run it continues."""
 
 
@@ -105,6 +106,8 @@ def resolve_config(args: argparse.Namespace, env: DistributedEnv) -> Dict[str, A
         hflip=args.hflip,
         erase_prob=args.erase_prob,
         amp=args.amp,
+        channels_last=args.channels_last,
+        compile=args.compile,
         sync_bn=args.sync_bn,
         seed=args.seed,
         workers=args.workers if args.workers is not None else min(8, max(1, (os.cpu_count() or 1) // world_size)),
@@ -130,7 +133,8 @@ def describe_recipe(config: Dict[str, Any]) -> str:
         f'  model        {config["model"]} {config["model_kwargs"]}',
         f'  augmentation {augment}',
         f'  evaluation   {config["eval_split"] or "off"}, best checkpoint by {config["metric"]}',
-        f'  run          amp {config["amp"]}, seed {config["seed"]}, output {config["output"]}',
+        f'  run          amp {config["amp"]}, channels-last {config["channels_last"]}, compile {config["compile"]}, '
+        f'seed {config["seed"]}, output {config["output"]}',
     ])
 
 
@@ -176,13 +180,16 @@ class Trainer:
             hflip=config['hflip'], erase_prob=config['erase_prob'])
         if self.eval_set is not None:
             self.eval_set.transform = create_fer_transform(data_config)
-        self.model.to(env.device)
+        self.model = prepare_model(self.model, env.device, config['channels_last'])
         if config['sync_bn'] and env.distributed:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.amp_dtype = resolve_amp_dtype(config['amp'], env.device)
         self.train_model = self.model
         if env.distributed:
             device_ids = [env.device.index] if env.device.type == 'cuda' else None
             self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
+        if config['compile']:
+            self.train_model = torch.compile(self.train_model)
 
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config['lr'], momentum=config['momentum'],
                                          weight_decay=config['weight_decay'])
@@ -292,7 +299,8 @@ class Trainer:
             num_workers=self.config['workers'], pin_memory=self.env.device.type == 'cuda',
             generator=torch.Generator())  # its own generator: creating a loader leaves the global one untouched
         for images, targets in loader:
-            yield images.to(self.env.device, non_blocking=True), targets.to(self.env.device, non_blocking=True)
+            yield to_input(images, self.env.device, self.config['channels_last']), \
+                targets.to(self.env.device, non_blocking=True)
 
     def _train_epoch(self) -> bool:
         """Train the rest of the current epoch (its last steps when the run ends inside it)."""
@@ -327,13 +335,12 @@ class Trainer:
 
     def _train_step(self, micro_batches: Iterator[Tuple[torch.Tensor, torch.Tensor]]) -> None:
         """One optimiser step over ``grad_accum_steps`` micro-batches."""
-        amp = self.config['amp'] == 'bf16'
         for accumulation in range(self.accum_steps):
             images, targets = next(micro_batches)
             last = accumulation == self.accum_steps - 1
             sync = self.train_model.no_sync() if self.env.distributed and not last else nullcontext()
             with sync:
-                with torch.autocast(self.env.device.type, dtype=torch.bfloat16, enabled=amp):
+                with autocast(self.env.device, self.amp_dtype):
                     logits = self.train_model(images)
                 loss = F.cross_entropy(logits.float(), targets)
                 (loss / self.accum_steps).backward()
@@ -351,7 +358,8 @@ class Trainer:
         broadcast_buffers(self.model)
         confusion, loss_sum = evaluate_model(
             self.model, self.eval_set, self.env, self.micro_batch * self.accum_steps,
-            amp=self.config['amp'] == 'bf16', workers=self.config['workers'], progress=self.env.is_main)
+            amp_dtype=self.amp_dtype, channels_last=self.config['channels_last'], workers=self.config['workers'],
+            progress=self.env.is_main)
         report = ClassificationReport.from_confusion(confusion, self.classes)
         return report, loss_sum / report.num_images
 
@@ -512,7 +520,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
     run_group = parser.add_argument_group('run')
     run_group.add_argument('--device', default='auto', help='auto (cuda if available, else cpu), cpu, cuda, cuda:N')
-    run_group.add_argument('--amp', choices=('none', 'bf16'), default='none', help='bfloat16 autocast')
+    add_runtime_arguments(run_group)
     run_group.add_argument('--seed', type=int, default=42, help='seed of initialisation, sampling and augmentation')
     run_group.add_argument('--output', default=None, help='run folder (default: runs/DATASET-MODEL)')
     run_group.add_argument('--resume', nargs='?', const='', default=None, metavar='CHECKPOINT',
