@@ -149,7 +149,7 @@ def test_bad_checkpoint_files_fail_clearly(tmp_path):
     torch.save({'model': torch.nn.Linear(2, 2)}, pickled_object)
     with pytest.raises(PretrainedWeightsError, match='arbitrary pickled objects are never loaded'):
         load_checkpoint_file(pickled_object)
-    with pytest.raises(PretrainedWeightsError, match='no checkpoint file at'):
+    with pytest.raises(PretrainedWeightsError, match='checkpoint not found: no file at'):
         load_checkpoint_file(tmp_path / 'missing.safetensors')
     resnet = tmp_path / 'resnet.pth'
     torch.save(timm.create_model('resnet18').state_dict(), resnet)

@@ -5,10 +5,10 @@ import uuid
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
-from safetensors.torch import load_file
 from timm.models import clean_state_dict
 
-from .errors import ConfigError
+from .hub import read_checkpoint_file
+from .models._pretrained import unwrap_state_dict
 
 __all__ = ['TRAIN_CHECKPOINT_FORMAT', 'capture_rng_state', 'load_weights', 'restore_rng_state', 'write_atomic',
            'write_text_atomic']
@@ -64,24 +64,6 @@ def load_weights(path: str) -> Tuple[Dict[str, torch.Tensor], Optional[Dict[str,
     Reads training checkpoints, plain state dicts, dicts holding one under 'state_dict' or 'model', and
     ``.safetensors`` files; strips DDP and torch.compile prefixes.
     """
-    if not os.path.isfile(path):
-        raise ConfigError(f'checkpoint not found: {path}.')
-    try:
-        if path.endswith('.safetensors'):
-            checkpoint: Any = load_file(path)
-        else:
-            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise ConfigError(f'cannot read checkpoint {path} ({type(e).__name__}: {e}).') from e
-    config = None
-    if isinstance(checkpoint, dict) and checkpoint.get('format') == TRAIN_CHECKPOINT_FORMAT:
-        config = checkpoint['config']
-        checkpoint = checkpoint['model']
-    elif isinstance(checkpoint, dict):
-        for key in ('state_dict', 'model'):
-            if isinstance(checkpoint.get(key), dict):
-                checkpoint = checkpoint[key]
-                break
-    if not isinstance(checkpoint, dict) or not all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
-        raise ConfigError(f'{path} holds no state dict of tensors; give a checkpoint of model weights.')
-    return clean_state_dict(checkpoint), config
+    checkpoint = read_checkpoint_file(path)
+    config = checkpoint['config'] if checkpoint.get('format') == TRAIN_CHECKPOINT_FORMAT else None
+    return clean_state_dict(unwrap_state_dict(checkpoint)), config

@@ -21,24 +21,24 @@ from .errors import ConfigError
 from .models._pretrained import PretrainedWeightsError, unwrap_state_dict
 
 __all__ = ['HUB_FOLDER_FILES', 'check_hub_folder', 'default_repo_id', 'hub_folder_files', 'load_checkpoint_file',
-           'make_model_card', 'push_hub_folder', 'write_hub_folder']
+           'make_model_card', 'push_hub_folder', 'read_checkpoint_file', 'write_hub_folder']
 
 HUB_FOLDER_FILES = ('model.safetensors', 'config.json', 'README.md')
 
 
-def load_checkpoint_file(path: Path) -> Dict[str, torch.Tensor]:
-    """Load the tensors of a ``.safetensors`` or ``.pth``/``.bin`` file without unpickling arbitrary objects.
+def read_checkpoint_file(path: Path) -> Dict[str, Any]:
+    """Read a ``.safetensors`` or ``.pth``/``.bin`` checkpoint as it was saved, never unpickling arbitrary objects.
 
     safetensors files are read as such; anything else only through ``torch.load(..., weights_only=True)``.
 
     Raises:
-        PretrainedWeightsError: the file is missing or is not a tensor checkpoint.
+        PretrainedWeightsError: the file is missing, or is not a checkpoint dict of tensors and plain values.
     """
     path = Path(path)
     if not path.is_file():
-        raise PretrainedWeightsError(f'no checkpoint file at {path}: check the path.')
+        raise PretrainedWeightsError(f'checkpoint not found: no file at {path}; check the path.')
     try:
-        return unwrap_state_dict(safetensors.torch.load_file(path))
+        return safetensors.torch.load_file(path)
     except safetensors.SafetensorError:
         pass
     try:
@@ -49,7 +49,12 @@ def load_checkpoint_file(path: Path) -> Dict[str, torch.Tensor]:
             f'torch.load(weights_only=True) (arbitrary pickled objects are never loaded): {e}') from e
     if not isinstance(checkpoint, dict):
         raise PretrainedWeightsError(f'{path} holds a {type(checkpoint).__name__}, not a dict of tensors.')
-    return unwrap_state_dict(checkpoint)
+    return checkpoint
+
+
+def load_checkpoint_file(path: Path) -> Dict[str, torch.Tensor]:
+    """The model tensors of a checkpoint file (see :func:`read_checkpoint_file`), unwrapped from its containers."""
+    return unwrap_state_dict(read_checkpoint_file(path))
 
 
 def default_repo_id(architecture: str, tag: Optional[str] = None) -> str:
