@@ -11,8 +11,8 @@ from torch import nn
 
 from ..errors import FerError
 
-__all__ = ['CheckpointMismatchError', 'PretrainedWeightsError', 'build_fer_model', 'check_state_dict_fits',
-           'unwrap_state_dict']
+__all__ = ['CheckpointMismatchError', 'PretrainedWeightsError', 'adaptable_prefixes', 'build_fer_model',
+           'check_state_dict_fits', 'unwrap_state_dict']
 
 
 class PretrainedWeightsError(FerError, RuntimeError):
@@ -77,6 +77,16 @@ def _short_list(keys: Iterable[str], limit: int = 12) -> str:
     return f'{shown} (and {len(keys) - limit} more)' if len(keys) > limit else shown
 
 
+def adaptable_prefixes(model: nn.Module) -> tuple:
+    """Keys whose shapes timm's ``load_pretrained`` adapts: the first conv (``in_chans``), and the classifier when
+    the model has another number of classes than its pretrained cfg (timm then drops it from the checkpoint)."""
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    prefixes = [cfg.get('first_conv')]
+    if getattr(model, 'num_classes', None) != cfg.get('num_classes'):
+        prefixes.append(cfg.get('classifier'))
+    return tuple(p for p in prefixes if p)
+
+
 def check_state_dict_fits(
         state_dict: Dict[str, torch.Tensor],
         model: nn.Module,
@@ -90,7 +100,7 @@ def check_state_dict_fits(
         state_dict: Converted tensors, named as in ``model``.
         model: The model they are for.
         source: What the tensors came from, for the message.
-        adaptable: Key prefixes whose shapes timm adapts on load (first conv for ``in_chans``, the classifier).
+        adaptable: Key prefixes whose shapes timm adapts on load (see :func:`adaptable_prefixes`).
         allow_missing: Accept keys that the checkpoint lacks (they keep the model's initialisation).
     """
     expected = model.state_dict()

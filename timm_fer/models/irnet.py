@@ -17,7 +17,13 @@ from timm.models._features import feature_take_indices
 from torch import nn
 
 from ..constants import HF_HUB_ORG
-from ._pretrained import CheckpointMismatchError, build_fer_model, check_state_dict_fits, unwrap_state_dict
+from ._pretrained import (
+    CheckpointMismatchError,
+    adaptable_prefixes,
+    build_fer_model,
+    check_state_dict_fits,
+    unwrap_state_dict,
+)
 
 __all__ = ['BottleneckIR', 'IRNet', 'Subsample2d', 'checkpoint_filter_fn', 'convert_face_evolve_state_dict',
            'create_ir_stages', 'create_ir_stem', 'is_face_evolve_state_dict']
@@ -337,7 +343,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: 'IRNet') -> Dict[str
                 f'{source} has more IR units than the model ({sum(len(s) for s in model.stages)}): '
                 f'{extra_units[0]} ...; pick the matching architecture (ir_50, ir_100, ir_se_50, ...).')
         _logger.info(f'Converted {source}; dropped its face-embedding output layer ({len(dropped)} tensors).')
-    check_state_dict_fits(state_dict, model, source, adaptable=('stem.conv', 'head.fc'))
+    check_state_dict_fits(state_dict, model, source, adaptable=adaptable_prefixes(model))
     return state_dict
 
 

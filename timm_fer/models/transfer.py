@@ -22,7 +22,7 @@ from torch import nn
 
 from ..constants import AFFECTNET7_LABELS, FERPLUS_LABELS, HF_HUB_ORG, RAFDB_LABELS
 from ..layers import LocalCNN, apply_msad
-from ._pretrained import build_fer_model, check_state_dict_fits, unwrap_state_dict
+from ._pretrained import adaptable_prefixes, build_fer_model, check_state_dict_fits, unwrap_state_dict
 from .irnet import (
     IR_STAGE_CHANNELS,
     convert_face_evolve_state_dict,
@@ -334,7 +334,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: 'TransFER') -> Dict[
         converted.update(encoder)
         sources.append('timm ViT encoder')
     if not sources:
-        check_state_dict_fits(state_dict, model, 'checkpoint', adaptable=('stem.conv', 'head'))
+        check_state_dict_fits(state_dict, model, 'checkpoint', adaptable=adaptable_prefixes(model))
         return state_dict
     source = ' + '.join(sources)
     check_state_dict_fits(converted, model, source, allow_missing=True)
