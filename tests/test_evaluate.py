@@ -22,12 +22,7 @@ from timm_fer.train import main as train_main
 CPU = DistributedEnv(rank=0, world_size=1, local_rank=0, device=torch.device('cpu'))
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')

@@ -21,17 +21,6 @@ from timm_fer.models._pretrained import CheckpointMismatchError, PretrainedWeigh
 TINY = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=2)
 
 
-@pytest.fixture()
-def hub_cache(tmp_path, monkeypatch):
-    """An empty offline Hub cache that huggingface_hub (and so timm) reads instead of the Hub."""
-    cache = tmp_path / 'hub_cache'
-    cache.mkdir()
-    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
-    monkeypatch.setattr(hf_constants, 'HF_HUB_OFFLINE', True)
-    monkeypatch.setattr(hf_constants, 'HF_HUB_CACHE', str(cache))
-    return cache
-
-
 def _publish(model, tmp_path, cache, repo_id):
     folder = write_hub_folder(model, tmp_path / repo_id.split('/')[-1], make_model_card(model, command='test'))
     make_hub_cache(cache, repo_id, folder)
@@ -57,10 +46,10 @@ def test_every_tag_has_a_full_hub_id_under_one_organisation():
     assert len(affectnet.local_cnn.branches) == 4 and affectnet.blocks[0].attn.head_drop.p == 0.6
 
 
-def test_round_trip_through_the_hub_cache_is_bit_identical(tmp_path, hub_cache):
+def test_round_trip_through_the_offline_hub_is_bit_identical(tmp_path, offline_hub):
     torch.manual_seed(1)
     source = timm.create_model('transfer_fer_ir50.rafdb').eval()
-    folder = _publish(source, tmp_path, hub_cache, f'{HF_HUB_ORG}/transfer_fer_ir50.rafdb')
+    folder = _publish(source, tmp_path, offline_hub, f'{HF_HUB_ORG}/transfer_fer_ir50.rafdb')
     config = json.loads((folder / 'config.json').read_text())
     assert config['architecture'] == 'transfer_fer_ir50' and config['num_classes'] == 7
     assert tuple(config['pretrained_cfg']['label_names']) == RAFDB_LABELS
@@ -78,10 +67,10 @@ def test_round_trip_through_the_hub_cache_is_bit_identical(tmp_path, hub_cache):
     assert default_tag.pretrained_cfg['tag'] == 'rafdb'
 
 
-def test_head_reset_in_chans_and_features_only_load_pretrained(tmp_path, hub_cache):
+def test_head_reset_in_chans_and_features_only_load_pretrained(tmp_path, offline_hub):
     torch.manual_seed(2)
     source = timm.create_model('transfer_fer_ir50.ferplus', **TINY).eval()
-    _publish(source, tmp_path, hub_cache, f'{HF_HUB_ORG}/transfer_fer_ir50.ferplus')
+    _publish(source, tmp_path, offline_hub, f'{HF_HUB_ORG}/transfer_fer_ir50.ferplus')
     src = source.state_dict()
 
     reset = timm.create_model('transfer_fer_ir50.ferplus', pretrained=True, num_classes=3, **TINY)
@@ -101,10 +90,10 @@ def test_head_reset_in_chans_and_features_only_load_pretrained(tmp_path, hub_cac
         assert all(torch.equal(a, b) for a, b in zip(features(x), expected))
 
 
-def test_ir_backbone_round_trip_and_local_face_evolve_file(tmp_path, hub_cache):
+def test_ir_backbone_round_trip_and_local_face_evolve_file(tmp_path, offline_hub):
     torch.manual_seed(3)
     source = timm.create_model('ir_50.ms1m').eval()
-    _publish(source, tmp_path, hub_cache, f'{HF_HUB_ORG}/ir_50.ms1m')
+    _publish(source, tmp_path, offline_hub, f'{HF_HUB_ORG}/ir_50.ms1m')
     _assert_same_weights(timm.create_model('ir_50', pretrained=True), source)
 
     original = face_evolve_ir_state_dict(seed=4)
@@ -128,7 +117,7 @@ def test_local_legacy_vit_file_initialises_the_encoder_only(tmp_path):
     assert model.head.out_features == 7
 
 
-def test_missing_weights_name_the_repo_the_offline_state_and_the_local_file_option(hub_cache):
+def test_missing_weights_name_the_repo_the_offline_state_and_the_local_file_option(offline_hub):
     with pytest.raises(PretrainedWeightsError) as error:
         timm.create_model('transfer_fer_ir50.affectnet7', pretrained=True)
     message = str(error.value)
@@ -157,7 +146,7 @@ def test_bad_checkpoint_files_fail_clearly(tmp_path):
         timm.create_model('ir_18', pretrained=True, pretrained_cfg_overlay=dict(file=str(resnet)))
 
 
-def test_convert_command_writes_a_loadable_hub_folder(tmp_path, hub_cache, capsys):
+def test_convert_command_writes_a_loadable_hub_folder(tmp_path, offline_hub, capsys):
     torch.save(face_evolve_ir_state_dict(seed=6), tmp_path / 'ir.pth')
     torch.save(legacy_vit_small_state_dict(seed=7), tmp_path / 'vit.pth')
     out = tmp_path / 'hub' / 'transfer_fer_ir50.ms1m_in1k'
@@ -166,7 +155,7 @@ def test_convert_command_writes_a_loadable_hub_folder(tmp_path, hub_cache, capsy
     assert main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
     assert 'timm-fer convert --model transfer_fer_ir50.ms1m_in1k' in (out / 'README.md').read_text()
-    make_hub_cache(hub_cache, f'{HF_HUB_ORG}/transfer_fer_ir50.ms1m_in1k', out)
+    make_hub_cache(offline_hub, f'{HF_HUB_ORG}/transfer_fer_ir50.ms1m_in1k', out)
     model = timm.create_model('transfer_fer_ir50.ms1m_in1k', pretrained=True, num_classes=7)
     assert torch.equal(model.stem.conv.weight, load_checkpoint_file(tmp_path / 'ir.pth')['input_layer.0.weight'])
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from huggingface_hub import constants as hf_constants
 from PIL import Image
 
 from timm_fer.__main__ import main as cli_main
@@ -41,21 +40,7 @@ def write_toy_folder(root: Path, train_per_class: int = 8, val_per_class: int = 
     return root
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models run fastest on one thread, and do not stall when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _offline_hub(tmp_path, monkeypatch):
-    """Pretrained weights are looked up in an empty Hub cache, never on the network."""
-    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
-    monkeypatch.setattr(hf_constants, 'HF_HUB_OFFLINE', True)
-    monkeypatch.setattr(hf_constants, 'HF_HUB_CACHE', str(tmp_path / 'hub-cache'))
+pytestmark = pytest.mark.usefixtures('one_torch_thread', 'offline_hub')
 
 
 @pytest.fixture(scope='module')
