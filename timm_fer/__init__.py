@@ -7,6 +7,7 @@ from .complexity import count_macs, count_params
 from .constants import AFFECTNET7_LABELS, AFFECTNET8_LABELS, FERPLUS_LABELS, RAFDB_LABELS
 from .layers import LANet, LocalCNN, MultiAttentionDropping, MultiHeadSelfAttentionDropping, apply_msad
 from .models import IRNet, TransFER
+from .predict import predict
 
 __version__ = '0.1.0'
 
@@ -26,4 +27,5 @@ __all__ = [
     'count_params',
     'layers',
     'models',
+    'predict',
 ]

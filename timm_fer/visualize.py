@@ -1,0 +1,179 @@
+"""Where the model looked: LANet attention maps and transformer relevance maps, drawn like TransFER's Figure 4.
+
+TransFER visualises its attention with the method of Chefer, Gur and Wolf (CVPR 2021): gradient-weighted
+attention rollout. For each encoder block the attention probabilities A (one map per head) are weighted by their
+gradient with respect to the explained class score, and ``A_bar = mean over heads of ReLU(grad(A) * A)``;
+starting from the identity, ``R = R + A_bar @ R`` block after block, and the cls token's row of R over the
+spatial tokens is the relevance of each 14x14 location. The LANet map is the element-wise max of the local CNNs'
+attention maps, the map that re-weights the stem features.
+
+The encoder's fused attention returns no attention weights, so :func:`recorded_attention` temporarily swaps an
+explicit attention computation into every :class:`~timm_fer.layers.MultiHeadSelfAttentionDropping`.
+"""
+from contextlib import contextmanager
+from functools import partial
+from typing import Dict, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch import nn
+
+from .layers import LocalCNN, MultiHeadSelfAttentionDropping
+from .models import TransFER
+
+__all__ = ['explain', 'gradient_weighted_rollout', 'jet_colormap', 'overlay_heatmap', 'recorded_attention',
+           'render_explanation']
+
+PANEL_SIZE = 224
+"""Side in pixels of each panel of a rendered explanation."""
+
+
+def _attention_forward_recording(
+        module: MultiHeadSelfAttentionDropping,
+        attentions: List[torch.Tensor],
+        x: torch.Tensor,
+        attn_mask: Optional[torch.Tensor] = None,
+        is_causal: bool = False,
+) -> torch.Tensor:
+    """``MultiHeadSelfAttentionDropping.forward`` with explicit attention probabilities, appended to ``attentions``."""
+    if attn_mask is not None or is_causal:
+        raise ValueError('recording attention supports unmasked, non-causal self-attention only.')
+    B, N, _ = x.shape
+    q, k, v = module.qkv(x).reshape(B, N, 3, module.num_heads, module.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    q, k = module.q_norm(q), module.k_norm(k)
+    attn = ((q * module.head_dim ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
+    attentions.append(attn)
+    x = module.head_drop(module.attn_drop(attn) @ v)
+    x = x.transpose(1, 2).reshape(B, N, module.attn_dim)
+    return module.proj_drop(module.proj(module.norm(x)))
+
+
+@contextmanager
+def recorded_attention(model: nn.Module) -> Iterator[List[torch.Tensor]]:
+    """Record the attention probabilities (B, heads, N, N) of every MSAD attention module of ``model``.
+
+    Inside the ``with`` block each :class:`MultiHeadSelfAttentionDropping` computes ``softmax(q k^T * scale)``
+    explicitly instead of calling the fused kernel (same outputs up to rounding) and appends it, as part of the
+    autograd graph, to the yielded list in call order. The modules' own ``forward`` is restored on exit.
+    """
+    modules = [m for m in model.modules() if isinstance(m, MultiHeadSelfAttentionDropping)]
+    if not modules:
+        raise ValueError(f'{type(model).__name__} has no MultiHeadSelfAttentionDropping module to record.')
+    attentions: List[torch.Tensor] = []
+    saved = [(m, m.__dict__.get('forward')) for m in modules]
+    for module in modules:
+        module.forward = partial(_attention_forward_recording, module, attentions)
+    try:
+        yield attentions
+    finally:
+        for module, forward in saved:
+            if forward is None:
+                del module.forward
+            else:
+                module.forward = forward
+
+
+def gradient_weighted_rollout(attentions: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Chefer et al.'s relevance (B, N, N) from each block's attention (B, heads, N, N) and its gradient."""
+    batch_size, _, num_tokens, _ = attentions[0].shape
+    rollout = torch.eye(num_tokens, dtype=attentions[0].dtype, device=attentions[0].device)
+    rollout = rollout.expand(batch_size, num_tokens, num_tokens)
+    for attn, grad in zip(attentions, gradients):
+        weighted = (grad * attn).clamp(min=0).mean(dim=1)
+        rollout = rollout + weighted @ rollout
+    return rollout
+
+
+def explain(
+        model: TransFER,
+        images: torch.Tensor,
+        target: Optional[Union[int, torch.Tensor]] = None,
+) -> Dict[str, Optional[torch.Tensor]]:
+    """Classify ``images`` and say where the model looked, as tensors.
+
+    The model runs in eval mode (MAD and MSAD off; its mode is restored afterwards). Parameter gradients are
+    neither computed into ``.grad`` nor changed.
+
+    Args:
+        model: A TransFER model with a classifier (``vit_fer_ir50`` too).
+        images: Normalised aligned faces (N, C, H, W), as the model takes them.
+        target: Class to explain: an index for all images, one per image (N,), or None for each top class.
+
+    Returns:
+        ``logits`` (N, classes); ``target`` (N,); ``relevance`` (N, h, w), the gradient-weighted attention rollout
+        of the cls token over the token grid (14x14 for 112x112 faces), non-negative; ``lanet_map`` (N, h, w),
+        the max over the LANet maps in (0, 1), or None for models without local CNNs.
+    """
+    if not isinstance(model, TransFER):
+        raise TypeError(
+            f'explain needs a TransFER model (transfer_fer_ir50, vit_fer_ir50), got {type(model).__name__}.')
+    if model.num_classes == 0:
+        raise ValueError('explain needs a model with a classifier (num_classes > 0) to explain a class score.')
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad(), recorded_attention(model.blocks) as attentions:
+            # The input takes part in the graph, so gradients exist even when every weight is frozen.
+            x = model.forward_stem(images.detach().requires_grad_(True))
+            lanet_map = None
+            if isinstance(model.local_cnn, LocalCNN):
+                x, maps = model.local_cnn.forward_with_maps(x)
+                lanet_map = maps.amax(dim=1).detach()
+            logits = model.forward_head(model.norm(model.blocks(model.embed_tokens(x))))
+            if target is None:
+                target = logits.argmax(dim=-1)
+            target = torch.as_tensor(target, device=logits.device).expand(logits.shape[0])
+            score = logits.gather(1, target[:, None]).sum()
+            gradients = torch.autograd.grad(score, attentions)
+    finally:
+        model.train(was_training)
+    rollout = gradient_weighted_rollout([a.detach() for a in attentions], gradients)
+    relevance = rollout[:, 0, model.num_prefix_tokens:].reshape(-1, *model.grid_size)
+    return dict(logits=logits.detach(), target=target, relevance=relevance, lanet_map=lanet_map)
+
+
+def jet_colormap(values: np.ndarray) -> np.ndarray:
+    """The JET colour map (dark blue, cyan, yellow, dark red) of values in [0, 1], as uint8 RGB (..., 3)."""
+    values = np.clip(np.asarray(values, dtype=np.float64), 0., 1.)[..., None]
+    rgb = np.clip(1.5 - np.abs(4. * values - np.array([3., 2., 1.])), 0., 1.)
+    return (rgb * 255.).round().astype(np.uint8)
+
+
+def overlay_heatmap(face: Image.Image, heatmap: Union[np.ndarray, torch.Tensor], alpha: float = 0.5) -> Image.Image:
+    """Blend a heatmap (h, w), min-max normalised and resized to the face, in JET colours over the face."""
+    heatmap = torch.as_tensor(heatmap).detach().float().cpu().numpy()
+    span = heatmap.max() - heatmap.min()
+    normalised = (heatmap - heatmap.min()) / span if span > 1e-12 else np.zeros_like(heatmap)
+    resized = np.asarray(Image.fromarray(normalised.astype(np.float32), mode='F').resize(
+        face.size, Image.Resampling.BILINEAR))
+    return Image.blend(face.convert('RGB'), Image.fromarray(jet_colormap(resized)), alpha)
+
+
+def render_explanation(
+        face: Image.Image,
+        relevance: Union[np.ndarray, torch.Tensor],
+        lanet_map: Optional[Union[np.ndarray, torch.Tensor]] = None,
+        title: str = '',
+) -> Image.Image:
+    """One picture like TransFER's Figure 4: the aligned face, its LANet map (when given) and its relevance map.
+
+    Args:
+        face: The aligned face the model saw (before normalisation).
+        relevance: Transformer relevance (h, w) from :func:`explain`.
+        lanet_map: Max-aggregated LANet map (h, w); None leaves out that panel.
+        title: Text above the panels, e.g. the predicted expression.
+    """
+    face = face.convert('RGB').resize((PANEL_SIZE, PANEL_SIZE), Image.Resampling.BICUBIC)
+    panels = [('aligned face', face)]
+    if lanet_map is not None:
+        panels.append(('LANet attention (max)', overlay_heatmap(face, lanet_map)))
+    panels.append(('transformer relevance', overlay_heatmap(face, relevance)))
+    title_height, caption_height = 22, 18
+    canvas = Image.new('RGB', (PANEL_SIZE * len(panels), title_height + PANEL_SIZE + caption_height), 'white')
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 4), title, fill='black')
+    for i, (caption, panel) in enumerate(panels):
+        canvas.paste(panel, (i * PANEL_SIZE, title_height))
+        draw.text((i * PANEL_SIZE + 4, title_height + PANEL_SIZE + 3), caption, fill='black')
+    return canvas
