@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from .checkpoint import load_weights, write_text_atomic
 from .data import DATASET_NAMES, EVAL_SPLITS, FerDataset, create_fer_dataset, create_fer_transform
-from .distributed import DistributedEnv, all_reduce_sum, cleanup_distributed, init_distributed
-from .errors import ConfigError, FerError
+from .distributed import DistributedEnv, all_reduce_sum, init_distributed, run_command
+from .errors import ConfigError
 from .metrics import ClassificationReport, confusion_matrix
 from .modeling import add_model_arguments, create_fer_model, parse_model_kwargs, resolve_fer_data_config
 from .plot import draw_confusion_matrix
@@ -149,14 +149,8 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry of the ``eval`` sub-command: errors caused by data or options print as one line, exit status 2."""
-    try:
-        return evaluate(args)
-    except FerError as e:
-        print(f'timm-fer eval: error: {e}', file=sys.stderr)
-        return 2
-    finally:
-        cleanup_distributed()
+    """Entry of the ``eval`` sub-command."""
+    return run_command(evaluate, args, 'timm-fer eval')
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -31,10 +31,10 @@ from .distributed import (
     all_gather_objects,
     all_reduce_sum,
     broadcast_buffers,
-    cleanup_distributed,
     init_distributed,
+    run_command,
 )
-from .errors import ConfigError, FerError
+from .errors import ConfigError
 from .evaluate import evaluate_model, write_eval_report
 from .metrics import ClassificationReport
 from .modeling import PAPER_INIT_TAG, add_model_arguments, create_fer_model, parse_model_kwargs, resolve_fer_data_config
@@ -458,14 +458,8 @@ def train(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry of the ``train`` sub-command: errors caused by data or options print as one line, exit status 2."""
-    try:
-        return train(args)
-    except FerError as e:
-        print(f'timm-fer train: error: {e}', file=sys.stderr)
-        return 2
-    finally:
-        cleanup_distributed()
+    """Entry of the ``train`` sub-command."""
+    return run_command(train, args, 'timm-fer train')
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
