@@ -341,6 +341,19 @@ class TestTransforms:
         assert first.shape == second.shape == (3, 32, 32)
         assert not torch.equal(first, second)
 
+    @pytest.mark.parametrize('is_training', [False, True])
+    def test_one_channel_config_gives_grayscale_faces(self, is_training):
+        config = dict(DATA_CONFIG, input_size=(1, 32, 32), mean=(0.5,), std=(0.5,))
+        image = Image.new('RGB', (48, 48), (255, 0, 0))
+        tensor = create_fer_transform(config, is_training=is_training, erase_prob=0.)(image)
+        assert tensor.shape == (1, 32, 32)
+        red_luma = round(255 * 0.299) / 255  # ITU-R 601-2 luma of pure red, PIL's grayscale conversion
+        assert torch.allclose(tensor[tensor > -1], torch.tensor((red_luma - 0.5) / 0.5), atol=1e-6)
+
+    def test_other_channel_counts_are_rejected(self):
+        with pytest.raises(ValueError, match='1- or 3-channel'):
+            create_fer_transform(dict(DATA_CONFIG, input_size=(4, 32, 32)))
+
     def test_sample_seed_fixes_augmentation_and_keeps_global_generator(self, tmp_path):
         dataset = RafDb(str(_write_rafdb(tmp_path)), 'train',
                         transform=create_fer_transform(DATA_CONFIG, is_training=True, erase_prob=1.))

@@ -1,4 +1,5 @@
-"""Class-balanced up-sampling: class frequencies, determinism, distributed shards and exact resume."""
+"""Epoch sampler (class-balanced, or every image once): class frequencies, determinism, distributed shards and exact
+resume."""
 from collections import Counter
 
 import pytest
@@ -40,6 +41,30 @@ def test_balanced_for_any_class_counts(counts, seed):
     per_class = Counter(targets[i] for i in indices)
     assert set(per_class.values()) == {max(counts)}
     assert set(per_class) == {label for label, count in enumerate(counts) if count}
+
+
+@given(counts=st.lists(st.integers(0, 12), min_size=1, max_size=6).filter(any), seed=st.integers(0, 2 ** 16),
+       epoch=st.integers(0, 5))
+def test_unbalanced_epoch_draws_every_image_once(counts, seed, epoch):
+    targets = [label for label, count in enumerate(counts) for _ in range(count)]
+    sampler = ClassBalancedSampler(targets, seed=seed, balanced=False)
+    sampler.set_epoch(epoch)
+    indices = list(sampler)
+    assert sorted(indices) == list(range(len(targets))) and len(sampler) == len(targets)
+
+
+@pytest.mark.parametrize('world', [2, 3])
+def test_unbalanced_shards_cover_the_dataset_and_resume_exactly(world):
+    shards = _shards(TARGETS, world, epoch=2, balanced=False)
+    assert set().union(*map(set, shards)) == set(range(len(TARGETS)))
+    sampler = ClassBalancedSampler(TARGETS, num_replicas=world, rank=1, seed=0, balanced=False)
+    sampler.set_epoch(2)
+    state = sampler.state_dict(num_consumed=5)
+    resumed = ClassBalancedSampler(TARGETS, num_replicas=world, rank=1, seed=0, balanced=False)
+    resumed.load_state_dict(state)
+    assert list(resumed) == shards[1][5:]
+    with pytest.raises(ValueError, match='epoch_size'):
+        ClassBalancedSampler(TARGETS, num_replicas=world, rank=1, seed=0).load_state_dict(state)
 
 
 def test_order_depends_on_seed_and_epoch_only():

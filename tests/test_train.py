@@ -117,10 +117,13 @@ def test_gradient_accumulation_matches_the_full_batch(toy_data, tmp_path):
     assert all(torch.allclose(full[key], accum[key], atol=1e-5) for key in full)
 
 
-def test_bf16_autocast_run(toy_data, tmp_path):
+def test_bf16_autocast_run_with_every_image_once(toy_data, tmp_path, capsys):
     output = tmp_path / 'bf16'
-    assert train_main(train_args(toy_data, output, *TINY_TRANSFER, '--epochs', '1', '--amp', 'bf16')) == 0
+    extra = ['--epochs', '1', '--amp', 'bf16', '--sampler', 'uniform', '--weight-decay', '5e-4']
+    assert train_main(train_args(toy_data, output, *TINY_TRANSFER, *extra)) == 0
+    assert 'weight decay 0.0005' in capsys.readouterr().out
     (metrics,) = read_metrics(output)
+    assert metrics['step'] == 40 // 8  # 40 images once, in batches of 8
     assert torch.isfinite(torch.tensor(metrics['train_loss'])) and 0 <= metrics['eval_accuracy'] <= 1
 
 
@@ -155,7 +158,7 @@ class _OneProcess:
 
 @pytest.mark.parametrize('argv, expected', [
     (('--dataset', 'ferplus'), dict(epochs=40, iterations=None, lr=1e-3, milestones=(15, 30), batch_size=256,
-                                    momentum=0.9, weight_decay=0., metric='accuracy',
+                                    momentum=0.9, weight_decay=0., metric='accuracy', sampler='balanced',
                                     model_kwargs=dict(num_branches=2, mad_prob=0.6, msad_prob=0.3))),
     (('--dataset', 'affectnet7'), dict(epochs=None, iterations=20_000, lr=3e-4, milestones=(9_600, 19_200),
                                        metric='mean_class_accuracy',
@@ -164,6 +167,8 @@ class _OneProcess:
      dict(epochs=20, milestones=(8, 15), model_kwargs=dict(num_branches=2, mad_prob=0.5, msad_prob=0.3))),
     (('--dataset', 'rafdb', '--model', 'vit_fer_ir50', '--milestones', '5', '--lr', '0.01'),
      dict(milestones=(5,), lr=0.01, model_kwargs={})),
+    (('--dataset', 'ferplus', '--sampler', 'uniform', '--weight-decay', '5e-4'),
+     dict(sampler='uniform', weight_decay=5e-4)),
 ])
 def test_recipes_and_overrides(argv, expected):
     config = resolve_config(_parse(*argv), _OneProcess())
@@ -172,7 +177,8 @@ def test_recipes_and_overrides(argv, expected):
 
 @pytest.mark.parametrize('extra, message', [
     (('--batch-size', '9', '--grad-accum-steps', '2'), 'global batch: it must divide by processes x'),
-    (('--batch-size', '64'), 'a balanced epoch has 48 images, fewer than the global batch 64'),
+    (('--batch-size', '64'), 'an epoch has 48 images, fewer than the global batch 64'),
+    (('--sampler', 'uniform', '--batch-size', '48'), 'an epoch has 40 images, fewer than the global batch 48'),
     (('--model', 'no_such_model'), "unknown model 'no_such_model'"),
     (('--img-size', '30'), 'img_size must be a multiple of 8'),
     (('--resume',), 'nothing to resume'),

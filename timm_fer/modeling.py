@@ -97,6 +97,9 @@ def _classifier_rows(name: str, path: str) -> Optional[int]:
 
 
 def resolve_fer_data_config(model: torch.nn.Module, img_size: Optional[int] = None) -> Dict[str, Any]:
-    """timm data config (mean, std, interpolation) of ``model``, at ``img_size`` when the model was built for it."""
-    overrides = {'input_size': (3, *to_2tuple(img_size))} if img_size is not None else {}
-    return resolve_data_config(overrides, model=model)
+    """timm data config (channels, mean, std, interpolation) of ``model``, at ``img_size`` when the model was built for
+    it."""
+    config = resolve_data_config({}, model=model)
+    if img_size is not None:
+        config['input_size'] = (config['input_size'][0], *to_2tuple(img_size))
+    return config

@@ -49,8 +49,11 @@ BEST_CHECKPOINT = 'best.pth'
 
 RESUME_KEYS = ('dataset', 'classes', 'model', 'model_kwargs', 'img_size', 'epochs', 'iterations', 'milestones',
                'lr', 'momentum', 'weight_decay', 'batch_size', 'grad_accum_steps', 'world_size', 'seed', 'augment',
-               'rotation', 'crop_scale', 'hflip', 'erase_prob', 'amp', 'channels_last', 'compile', 'sync_bn')
+               'rotation', 'crop_scale', 'hflip', 'erase_prob', 'amp', 'channels_last', 'compile', 'sync_bn', 'sampler')
 """Config entries that a resumed run must share with the run it continues."""
+
+SAMPLER_DESCRIPTIONS = {'balanced': 'class-balanced up-sampling', 'uniform': 'every image once per epoch'}
+"""Epoch samplers of ``--sampler``."""
 
 
 def resolve_config(args: argparse.Namespace, env: DistributedEnv) -> Dict[str, Any]:
@@ -98,6 +101,7 @@ def resolve_config(args: argparse.Namespace, env: DistributedEnv) -> Dict[str, A
         weight_decay=args.weight_decay if args.weight_decay is not None else recipe.weight_decay,
         batch_size=batch_size,
         grad_accum_steps=args.grad_accum_steps,
+        sampler=args.sampler,
         world_size=world_size,
         metric=args.metric or recipe.metric,
         augment=not args.no_augment,
@@ -129,7 +133,8 @@ def describe_recipe(config: Dict[str, Any]) -> str:
         f'  schedule     {length}, SGD lr {config["lr"]} x0.1 at {unit} {list(config["milestones"])}, momentum '
         f'{config["momentum"]}, weight decay {config["weight_decay"]}, cross-entropy',
         f'  batch        {config["batch_size"]} global = {per_process} per process x {config["world_size"]} '
-        f'processes x {config["grad_accum_steps"]} accumulation steps, class-balanced up-sampling',
+        f'processes x {config["grad_accum_steps"]} accumulation steps, '
+        f'{SAMPLER_DESCRIPTIONS[config["sampler"]]}',
         f'  model        {config["model"]} {config["model_kwargs"]}',
         f'  augmentation {augment}',
         f'  evaluation   {config["eval_split"] or "off"}, best checkpoint by {config["metric"]}',
@@ -194,13 +199,13 @@ class Trainer:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config['lr'], momentum=config['momentum'],
                                          weight_decay=config['weight_decay'])
         self.sampler = ClassBalancedSampler(self.train_set.targets, env.world_size, env.rank, seed=config['seed'],
-                                            sample_seeds=True)
+                                            sample_seeds=True, balanced=config['sampler'] == 'balanced')
         self.accum_steps = config['grad_accum_steps']
         self.micro_batch = config['batch_size'] // (env.world_size * self.accum_steps)
         self.steps_per_epoch = self.sampler.num_samples // (self.micro_batch * self.accum_steps)
         if self.steps_per_epoch == 0:
             raise ConfigError(
-                f'a balanced epoch has {self.sampler.epoch_size} images, fewer than the global batch '
+                f'an epoch has {self.sampler.epoch_size} images, fewer than the global batch '
                 f'{config["batch_size"]}: lower --batch-size.')
         if config['epochs'] is not None:
             self.total_steps = config['epochs'] * self.steps_per_epoch
@@ -501,6 +506,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument('--batch-size', type=int, default=None,
                         help='GLOBAL batch size; each process takes batch / (processes x accumulation steps)')
     recipe.add_argument('--grad-accum-steps', type=int, default=1, help='micro-batches per optimiser step')
+    recipe.add_argument('--sampler', choices=tuple(SAMPLER_DESCRIPTIONS), default='balanced',
+                        help="balanced: every class up-sampled to the largest (the paper's); uniform: every image "
+                             'once per epoch (for overall accuracy on imbalanced data such as FERPlus)')
     recipe.add_argument('--metric', choices=('accuracy', 'mean_class_accuracy'), default=None,
                         help='evaluation metric that selects best.pth')
 

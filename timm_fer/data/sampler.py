@@ -1,4 +1,5 @@
-"""Class-balanced up-sampling sampler: every class is drawn as often as the largest one, sharded over processes."""
+"""Epoch sampler of ``timm-fer train``: class-balanced up-sampling (every class drawn as often as the largest one) or
+every image once, sharded over processes and resumable mid-epoch."""
 import math
 from typing import Dict, Iterator, Optional, Sequence
 
@@ -13,6 +14,9 @@ __all__ = ['ClassBalancedSampler']
 
 class ClassBalancedSampler(Sampler[SampleKey]):
     """Each epoch draws every class ``max(class_counts)`` times, then shuffles; classes without images are left out.
+
+    With ``balanced=False`` an epoch draws every image once instead (a plain shuffle, for overall accuracy on
+    imbalanced data), with the same sharding, seeds and resumption.
 
     A class of ``n`` images drawn ``m`` times repeats all its images ``m // n`` times and adds ``m % n`` of them
     chosen at random, so an epoch sees every image and as evenly as possible. The order depends only on
@@ -29,6 +33,7 @@ class ClassBalancedSampler(Sampler[SampleKey]):
         rank: Rank of this process; by default the torch.distributed rank, 0 outside it.
         seed: Seed of the shuffles, the same on every process.
         sample_seeds: Yield (index, seed) pairs instead of indices.
+        balanced: Up-sample every class to the largest one; False draws every image once.
     """
 
     def __init__(
@@ -38,6 +43,7 @@ class ClassBalancedSampler(Sampler[SampleKey]):
             rank: Optional[int] = None,
             seed: int = 0,
             sample_seeds: bool = False,
+            balanced: bool = True,
     ) -> None:
         distributed = dist.is_available() and dist.is_initialized()
         self.num_replicas = num_replicas if num_replicas is not None else (
@@ -49,8 +55,10 @@ class ClassBalancedSampler(Sampler[SampleKey]):
         if self.targets.numel() == 0:
             raise ValueError('ClassBalancedSampler needs at least one sample.')
         self.class_counts = torch.bincount(self.targets)
-        self.draws_per_class = int(self.class_counts.max())
-        self.epoch_size = self.draws_per_class * int((self.class_counts > 0).sum())
+        self.balanced = balanced
+        self.class_draws = torch.where(
+            self.class_counts > 0, self.class_counts.max(), 0) if balanced else self.class_counts
+        self.epoch_size = int(self.class_draws.sum())
         self.num_samples = math.ceil(self.epoch_size / self.num_replicas)
         self.total_size = self.num_samples * self.num_replicas
         self.seed = seed
@@ -64,7 +72,7 @@ class ClassBalancedSampler(Sampler[SampleKey]):
         draws = []
         for label in torch.nonzero(self.class_counts).flatten().tolist():
             indices = torch.nonzero(self.targets == label).flatten()
-            repeats, remainder = divmod(self.draws_per_class, indices.numel())
+            repeats, remainder = divmod(int(self.class_draws[label]), indices.numel())
             extra = indices[torch.randperm(indices.numel(), generator=generator)[:remainder]]
             draws.append(torch.cat([indices.repeat(repeats), extra]))
         order = torch.cat(draws)[torch.randperm(self.epoch_size, generator=generator)]
