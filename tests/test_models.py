@@ -14,7 +14,9 @@ MODELS = registered_models()
 TRANSFER_MODELS = [name for name in MODELS if 'fer' in name]
 IR_MODELS = [name for name in MODELS if name.startswith('ir_')]
 # Small members of each family for the slow checks (TorchScript, FX, compile).
-SCRIPT_MODELS = ['ir_18', 'ir_se_50', 'transfer_fer_ir50', 'vit_fer_ir50']
+SCRIPT_MODELS = ['ir_18', 'ir_se_50', 'transfer_fer_compact', 'transfer_fer_ir50', 'vit_fer_ir50']
+# Models built for other faces than 112x112 RGB crops.
+INPUT_SIZES = {'transfer_fer_compact': (1, 48, 48)}
 TINY_TRANSFER = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=4)
 
 
@@ -23,7 +25,7 @@ def _input(model: torch.nn.Module, batch_size: int = 2) -> torch.Tensor:
 
 
 def test_importing_timm_fer_registers_every_model():
-    assert set(timm.list_models('*fer*')) == {'transfer_fer_ir50', 'vit_fer_ir50'}
+    assert set(timm.list_models('*fer*')) == {'transfer_fer_compact', 'transfer_fer_ir50', 'vit_fer_ir50'}
     assert {'ir_18', 'ir_34', 'ir_50', 'ir_100', 'ir_se_50'} <= set(MODELS)
     assert timm.is_model('transfer_fer_ir50') and timm_fer.TransFER is timm_fer.models.TransFER
 
@@ -32,11 +34,12 @@ def test_importing_timm_fer_registers_every_model():
 def test_forward_and_default_cfg(name):
     model = timm.create_model(name).eval()
     cfg = model.pretrained_cfg
-    assert cfg['input_size'] == (3, 112, 112)
-    assert len(cfg['mean']) == len(cfg['std']) == 3 and cfg['crop_pct'] == 1.0
+    channels = INPUT_SIZES.get(name, (3, 112, 112))[0]
+    assert cfg['input_size'] == INPUT_SIZES.get(name, (3, 112, 112))
+    assert len(cfg['mean']) == len(cfg['std']) == channels and cfg['crop_pct'] == 1.0
     assert cfg['interpolation'] in ('bilinear', 'bicubic')
     first_conv = model.get_submodule(cfg['first_conv'])
-    assert isinstance(first_conv, torch.nn.Conv2d) and first_conv.in_channels == 3
+    assert isinstance(first_conv, torch.nn.Conv2d) and first_conv.in_channels == channels
     if cfg.get('label_names'):
         assert len(cfg['label_names']) == cfg['num_classes'] == model.num_classes
     x = _input(model)
@@ -54,8 +57,10 @@ def test_forward_and_default_cfg(name):
 
 @pytest.mark.parametrize('name', MODELS)
 def test_reset_classifier_and_in_chans(name):
-    model = timm.create_model(name, num_classes=5, in_chans=1).eval()
-    x = torch.randn(2, 1, 112, 112)
+    channels, height, width = INPUT_SIZES.get(name, (3, 112, 112))
+    other_chans = 3 if channels == 1 else 1
+    model = timm.create_model(name, num_classes=5, in_chans=other_chans).eval()
+    x = torch.randn(2, other_chans, height, width)
     with torch.no_grad():
         assert model(x).shape == (2, 5)
         model.reset_classifier(0)
@@ -112,19 +117,20 @@ def test_grad_checkpointing_gives_the_same_output(name):
 def test_features_only_and_forward_intermediates_match_feature_info(name):
     model = timm.create_model(name).eval()
     x = _input(model, 1)
+    size = x.shape[-1]
     with torch.no_grad():
         final, intermediates = model.forward_intermediates(x)
         assert torch.allclose(final, model.forward_features(x), atol=1e-5)
         assert len(intermediates) == len(model.feature_info)
         for feature, info in zip(intermediates, model.feature_info):
-            assert feature.shape == (1, info['num_chs'], 112 // info['reduction'], 112 // info['reduction'])
+            assert feature.shape == (1, info['num_chs'], size // info['reduction'], size // info['reduction'])
         last = model.forward_intermediates(x, indices=1, intermediates_only=True, stop_early=True)
         assert len(last) == 1 and torch.allclose(last[0], intermediates[-1], atol=1e-5)
 
         extractor = timm.create_model(name, features_only=True).eval()
         features = extractor(x)
         assert [f.shape[1] for f in features] == extractor.feature_info.channels()
-        assert [112 // f.shape[-1] for f in features] == extractor.feature_info.reduction()
+        assert [size // f.shape[-1] for f in features] == extractor.feature_info.reduction()
         if name in IR_MODELS:
             assert extractor.feature_info.channels() == [64, 128, 256, 512]
             assert extractor.feature_info.reduction() == [2, 4, 8, 16]

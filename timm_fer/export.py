@@ -39,9 +39,10 @@ def export_metadata(model: nn.Module) -> Dict[str, Any]:
     cfg = model.pretrained_cfg
     labels = cfg.get('label_names')
     name = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get('tag') else cfg.get('architecture', type(model).__name__)
+    colour = 'grayscale' if config['input_size'][0] == 1 else 'RGB'
     return dict(model=name, label_names=list(labels) if labels else None, input_size=list(config['input_size']),
                 mean=list(config['mean']), std=list(config['std']), interpolation=config['interpolation'],
-                input='aligned faces (ArcFace five-point template), RGB, scaled to [0, 1], then (x - mean) / std')
+                input=f'aligned faces (ArcFace five-point template), {colour}, scaled to [0, 1], then (x - mean) / std')
 
 
 def _require(module: str) -> None:

@@ -10,6 +10,7 @@ its head-dropping line indexes the token axis of the qkv tensor (zeroing q, k an
 """
 import logging
 from functools import partial
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -34,6 +35,10 @@ from .irnet import (
 __all__ = ['TransFER', 'checkpoint_filter_fn', 'convert_timm_legacy_vit_state_dict', 'is_timm_vit_state_dict']
 
 _logger = logging.getLogger(__name__)
+
+SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / 'weights'
+"""Hub model folders shipped inside the package (weights, config.json, model card), one per tag."""
+COMPACT_FERPLUS_WEIGHTS = SHIPPED_WEIGHTS_DIR / 'transfer_fer_compact.ferplus' / 'model.safetensors'
 
 
 class TransFER(nn.Module):
@@ -410,6 +415,19 @@ default_cfgs = generate_default_cfgs({
                     'initialised (seed 0).',
     ),
     'vit_fer_ir50': _cfg(RAFDB_LABELS, description='ViT-FER baseline; paper: RAF-DB 89.93 %, AffectNet-7 65.63 %'),
+    'transfer_fer_compact.ferplus': _cfg(
+        FERPLUS_LABELS,
+        hf_hub_id=f'{HF_HUB_ORG}/transfer_fer_compact.ferplus',
+        file=str(COMPACT_FERPLUS_WEIGHTS),
+        input_size=(1, 48, 48),
+        mean=(0.5,),
+        std=(0.5,),
+        first_conv='stem.conv',
+        license='cc-by-nc-4.0',
+        description='Compact TransFER trained from scratch on FERPlus (majority vote) with timm-fer train on 2 CPU '
+                    'cores; the weights ship inside the package, so pretrained=True needs no network.',
+        notes=('dataset terms: FERPlus labels are MIT-licensed, the FER2013 images are for research only',),
+    ),
 })
 
 
@@ -424,6 +442,18 @@ def transfer_fer_ir50(pretrained: bool = False, **kwargs: Any) -> TransFER:
     if isinstance(tag, str):
         model_args.update(_TAG_MODEL_ARGS.get(tag, {}))
     return _create_transfer('transfer_fer_ir50', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def transfer_fer_compact(pretrained: bool = False, **kwargs: Any) -> TransFER:
+    """Compact TransFER for 48x48 grayscale faces (FERPlus' format): a narrow 3-stage IR stem (1, 2, 3 units; 32, 64,
+    128 channels), 2 LANets with MAD p1=0.6, a 4-block 192-wide encoder with 4 heads and MSAD p2=0.3. 2.2 M
+    parameters; trains on a CPU.
+    """
+    model_args = dict(
+        img_size=48, in_chans=1, stem_layers=(1, 2, 3), stem_channels=(32, 64, 128), stem_depth=3, num_branches=2,
+        mad_prob=0.6, embed_dim=192, depth=4, num_heads=4, mlp_ratio=2., msad_prob=0.3)
+    return _create_transfer('transfer_fer_compact', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
