@@ -183,9 +183,10 @@ def test_push_dry_run_writes_the_folder_and_push_uploads_it(tmp_path, monkeypatc
     torch.save(trained.state_dict(), tmp_path / 'trained.pth')
     folder = tmp_path / 'ir_18'
     assert main(['push', str(folder), '--model', 'ir_18', '--checkpoint', str(tmp_path / 'trained.pth'),
-                 '--metric', 'LFW 99.0 %', '--dry-run']) == 0
+                 '--metric', 'LFW 99.0 %', '--training', 'timm-fer train --epochs 3', '--dry-run']) == 0
     assert 'would be pushed to https://huggingface.co/timm-fer/ir_18' in capsys.readouterr().out
-    assert '- LFW 99.0 %' in (folder / 'README.md').read_text()
+    card = (folder / 'README.md').read_text()
+    assert '- LFW 99.0 %' in card and '## Training\n- timm-fer train --epochs 3' in card
 
     calls = []
 

@@ -103,7 +103,7 @@ def _run_push(args: argparse.Namespace) -> int:
             raise ConfigError('--model and --checkpoint go together: the checkpoint is loaded into that model.')
         model = convert_to_model(args.model, checkpoint=args.checkpoint)
         card = make_model_card(model, command=args.command_line, metrics=args.metric, dataset=args.dataset,
-                               sources=[str(args.checkpoint)])
+                               sources=[str(args.checkpoint)], training=args.training)
         write_hub_folder(model, args.folder, card, overwrite=args.overwrite)
         cfg = model.pretrained_cfg
         repo_id = args.repo_id or default_repo_id(cfg['architecture'], cfg.get('tag'))
@@ -148,6 +148,8 @@ def add_push_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--checkpoint', type=Path, help='trained weights to write into the folder first')
     parser.add_argument('--metric', action='append', help='a measured result for the model card (repeatable)')
     parser.add_argument('--dataset', help='training dataset, for the model card')
+    parser.add_argument('--training', action='append',
+                        help='how the weights were trained (protocol, command, time), for the model card (repeatable)')
     parser.add_argument('--repo-id', help='target repo (default: the tag\'s hf_hub_id)')
     parser.add_argument('--private', action='store_true', help='create the repo as private')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing folder')

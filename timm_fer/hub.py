@@ -68,6 +68,7 @@ def make_model_card(
         metrics: Optional[Sequence[str]] = None,
         dataset: Optional[str] = None,
         sources: Optional[Sequence[str]] = None,
+        training: Optional[Sequence[str]] = None,
 ) -> str:
     """A model card (README.md) with timm's front matter, the model's details, metrics, licence and provenance.
 
@@ -77,6 +78,7 @@ def make_model_card(
         metrics: Measured results, one line each; the cfg's notes (paper results) are added.
         dataset: Training dataset of the weights.
         sources: Files or repos the weights came from.
+        training: How the weights were trained (protocol, command, time), one line each.
     """
     cfg = model.pretrained_cfg
     repo_id = default_repo_id(cfg['architecture'], cfg.get('tag'))
@@ -108,6 +110,8 @@ def make_model_card(
     lines = ['', '## Metrics'] + [f'- {line}' for line in list(metrics or []) + list(cfg.get('notes') or [])]
     if len(lines) == 2:
         lines.append('- none measured for these weights')
+    if training:
+        lines += ['', '## Training'] + [f'- {line}' for line in training]
     lines += ['', '## Provenance', f'Produced with `{command}`.']
     lines += [f'- source: {source}' for source in sources or []]
     lines += ['', '## Licence', f"Weights: {card['license']}. Training datasets keep their own terms; RAF-DB, "
