@@ -186,7 +186,7 @@ def test_checkpoint_file_gives_the_weights_and_a_mismatch_says_what_to_check(mod
 
 
 def test_cli_without_weights_fails_in_one_line_naming_the_repo_and_checkpoint(capsys):
-    assert main(['predict', '--aligned', str(SAMPLE_IMAGE)]) == 2
+    assert main(['predict', '--model', 'transfer_fer_ir50', '--aligned', str(SAMPLE_IMAGE)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count('\n') == 0 and error.startswith('error: no weights for transfer_fer_ir50.rafdb')
     assert 'timm-fer/transfer_fer_ir50.rafdb' in error and '--checkpoint' in error and '--random-weights' in error
@@ -194,7 +194,8 @@ def test_cli_without_weights_fails_in_one_line_naming_the_repo_and_checkpoint(ca
 
 def test_cli_random_weights_demo_is_labelled_meaningless(tmp_path, capsys):
     out = tmp_path / 'r.json'
-    assert main(['predict', '--aligned', '--random-weights', str(SAMPLE_IMAGE), '--output', str(out)]) == 0
+    argv = ['predict', '--model', 'transfer_fer_ir50', '--aligned', '--random-weights', str(SAMPLE_IMAGE)]
+    assert main([*argv, '--output', str(out)]) == 0
     printed = capsys.readouterr().out
     assert 'meaningless' in printed and 'astronaut.png' in printed
     saved = json.loads(out.read_text())

@@ -136,6 +136,9 @@ def write_hub_folder(model: nn.Module, out_dir: Path, model_card: str, overwrite
     try:
         save_for_hf(model, staging, safe_serialization=True)
         (staging / 'README.md').write_text(model_card, encoding='utf-8')
+        for file in staging.iterdir():  # readable by all, like any published file (mkdtemp made the folder private)
+            file.chmod(0o644)
+        staging.chmod(0o755)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)

@@ -40,7 +40,8 @@ from .visualize import explain, render_explanation
 __all__ = ['DEFAULT_MODEL', 'RANDOM_WEIGHTS', 'SAMPLE_IMAGE', 'FacePrediction', 'PredictionReport', 'SkippedInput',
            'add_predict_parser', 'format_table', 'load_fer_model', 'predict', 'run', 'write_report']
 
-DEFAULT_MODEL = 'transfer_fer_ir50'
+DEFAULT_MODEL = 'transfer_fer_compact.ferplus'
+"""Model of ``predict`` and ``export``: its weights ship with timm-fer, so it runs with no network."""
 SAMPLE_IMAGE = Path(__file__).parent / 'assets' / 'astronaut.png'
 """Public-domain portrait (NASA astronaut Eileen Collins) used when no image is given."""
 RANDOM_WEIGHTS = 'random (the predictions are meaningless: a demo of the pipeline only)'
@@ -57,7 +58,8 @@ def load_fer_model(
 
     The one place where ``predict`` and ``export`` get their weights. With ``checkpoint`` they come from that local
     file (``pretrained_cfg_overlay=dict(file=...)``); otherwise from the pretrained tag of ``name`` (e.g.
-    ``transfer_fer_ir50.rafdb``, the default tag of ``transfer_fer_ir50``).
+    ``transfer_fer_ir50.rafdb``, the default tag of ``transfer_fer_ir50``): the file shipped inside the package for
+    ``transfer_fer_compact.ferplus``, the Hugging Face Hub for the others.
 
     Args:
         name: Model name with an optional tag; the tag sets the label names and preprocessing.
@@ -82,7 +84,9 @@ def load_fer_model(
         return model.eval(), f'checkpoint {checkpoint}'
     try:
         model = create_named_model(name, pretrained=True, **model_kwargs)
-        return model.eval(), f"pretrained {model.pretrained_cfg.get('hf_hub_id') or name}"
+        cfg = model.pretrained_cfg
+        source = 'shipped with timm-fer' if cfg.get('file') else cfg.get('hf_hub_id')
+        return model.eval(), f"pretrained {cfg['architecture']}.{cfg['tag']} ({source})"
     except PretrainedWeightsError as e:
         if not random_weights:
             architecture, _, tag = name.partition('.')
@@ -397,8 +401,8 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         'predict', help='detect, align and classify the faces in photos',
         description='Examples:\n  timm-fer predict photo.jpg photos/ "shots/**/*.png" --checkpoint model.safetensors '
-                    '--output results.csv\n  timm-fer predict --random-weights --save-viz viz/   '
-                    '(the shipped sample portrait, demo weights)\n  timm-fer predict crops/ --aligned '
+                    '--output results.csv\n  timm-fer predict --save-viz viz/   '
+                    '(the shipped sample portrait and FERPlus weights)\n  timm-fer predict crops/ --aligned '
                     '--model transfer_fer_ir50.ferplus --checkpoint ferplus.pth',
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('images', nargs='*', help='image files, folders or glob patterns (default: a sample portrait)')

@@ -426,7 +426,7 @@ default_cfgs = generate_default_cfgs({
         license='cc-by-nc-4.0',
         description='Compact TransFER trained from scratch on FERPlus (majority vote) with timm-fer train on 2 CPU '
                     'cores; the weights ship inside the package, so pretrained=True needs no network.',
-        notes=('dataset terms: FERPlus labels are MIT-licensed, the FER2013 images are for research only',),
+        notes=('dataset terms: FERPlus labels are MIT-licensed; FER2013 images are for non-commercial research only',),
     ),
 })
 

@@ -1,0 +1,120 @@
+"""The FERPlus weights of transfer_fer_compact that ship inside the package: file, Hub folder, offline loading and
+predictions on generated and (where the data is present) real faces."""
+import json
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import timm
+import torch
+from PIL import Image, ImageDraw
+from source_layouts import make_hub_cache
+
+from timm_fer import predict
+from timm_fer.__main__ import main
+from timm_fer.constants import FERPLUS_LABELS, HF_HUB_ORG
+from timm_fer.data import FerPlus, create_fer_transform
+from timm_fer.hub import check_hub_folder
+from timm_fer.modeling import resolve_fer_data_config
+from timm_fer.models.transfer import COMPACT_FERPLUS_WEIGHTS
+from timm_fer.predict import DEFAULT_MODEL, SAMPLE_IMAGE
+
+REAL_FERPLUS = Path(__file__).resolve().parents[2] / 'shared' / 'datasets' / 'ferplus'
+TAG = 'transfer_fer_compact.ferplus'
+FOLDER = COMPACT_FERPLUS_WEIGHTS.parent
+
+pytestmark = pytest.mark.usefixtures('offline_hub')
+
+
+def _weights_equal(model: torch.nn.Module, tensors: dict) -> bool:
+    state = model.state_dict()
+    return state.keys() == tensors.keys() and all(torch.equal(state[k], tensors[k]) for k in state)
+
+
+def draw_face(mouth_curve: float, brow_tilt: float, size: int = 96) -> Image.Image:
+    """A grayscale cartoon face: oval head, eyes, brows tilted by ``brow_tilt`` and a mouth bent by ``mouth_curve``."""
+    image = Image.new('L', (size, size), 40)
+    draw = ImageDraw.Draw(image)
+    s = size / 96
+    draw.ellipse((14 * s, 6 * s, 82 * s, 92 * s), fill=170)
+    for x in (34, 62):
+        draw.ellipse(((x - 6) * s, 36 * s, (x + 6) * s, 44 * s), fill=30)
+        inner = x + (4 if x < 48 else -4)
+        outer = x - (8 if x < 48 else -8)
+        draw.line((outer * s, 28 * s, inner * s, (28 + brow_tilt) * s), fill=50, width=max(1, round(2 * s)))
+    mouth = [(x * s, (70 - mouth_curve * (1 - ((x - 48) / 14) ** 2)) * s) for x in range(34, 63, 2)]
+    draw.line(mouth, fill=60, width=max(1, round(3 * s)))
+    return image.convert('RGB')
+
+
+def test_shipped_file_is_a_small_safetensors_of_the_registered_architecture():
+    assert COMPACT_FERPLUS_WEIGHTS.is_file() and COMPACT_FERPLUS_WEIGHTS.stat().st_size <= 10 * 2 ** 20
+    tensors = safetensors.torch.load_file(COMPACT_FERPLUS_WEIGHTS)
+    reference = timm.create_model('transfer_fer_compact').state_dict()
+    assert {k: v.shape for k, v in tensors.items()} == {k: v.shape for k, v in reference.items()}
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point())
+    assert 2.1e6 < sum(v.numel() for k, v in tensors.items() if 'running' not in k and 'num_batches' not in k) < 2.3e6
+
+
+def test_pretrained_loads_the_shipped_file_with_no_network():
+    tensors = safetensors.torch.load_file(COMPACT_FERPLUS_WEIGHTS)
+    model = timm.create_model('transfer_fer_compact', pretrained=True)
+    assert model.pretrained_cfg['tag'] == 'ferplus' and model.pretrained_cfg['label_names'] == FERPLUS_LABELS
+    assert model.pretrained_cfg['input_size'] == (1, 48, 48) and model.num_classes == 8
+    assert model.stem.conv.in_channels == 1 and len(model.blocks) == 4 and len(model.local_cnn.branches) == 2
+    assert _weights_equal(model, tensors)
+    assert DEFAULT_MODEL == TAG
+
+
+def test_shipped_folder_is_the_hub_folder_of_the_tag(offline_hub):
+    config = check_hub_folder(FOLDER)
+    assert config['architecture'] == 'transfer_fer_compact' and config['num_classes'] == 8
+    assert tuple(config['pretrained_cfg']['label_names']) == FERPLUS_LABELS
+    assert 'file' not in config['pretrained_cfg']  # no path of the machine that wrote it
+    card = (FOLDER / 'README.md').read_text()
+    for needed in ('license: cc-by-nc-4.0', 'FERPlus', 'majority', 'validation accuracy', 'timm-fer train',
+                   '--sampler uniform', 'Licence'):
+        assert needed in card, needed
+    tensors = safetensors.torch.load_file(COMPACT_FERPLUS_WEIGHTS)
+    assert _weights_equal(timm.create_model(f'local-dir:{FOLDER}', pretrained=True), tensors)
+    make_hub_cache(offline_hub, f'{HF_HUB_ORG}/{TAG}', FOLDER)
+    assert _weights_equal(timm.create_model(f'hf-hub:{HF_HUB_ORG}/{TAG}', pretrained=True), tensors)
+
+
+def test_generated_faces_are_classified_deterministically(tmp_path, one_torch_thread):
+    for i, (mouth, brow) in enumerate([(8, 0), (-8, 0), (0, 6), (0, -6), (12, -4)]):
+        draw_face(mouth, brow).save(tmp_path / f'face{i}.png')
+    runs = [predict(tmp_path, aligned=True, batch_size=batch_size, amp='none') for batch_size in (5, 5, 2)]
+    first = runs[0]
+    assert first.weights == f'pretrained {TAG} (shipped with timm-fer)' and first.meaningful
+    assert len(first.faces) == 5 and first.labels == list(FERPLUS_LABELS)
+    for face in first.faces:
+        assert face.expression in FERPLUS_LABELS and abs(sum(face.probabilities.values()) - 1) < 1e-4
+    assert runs[1].faces == first.faces
+    for batched, alone in zip(first.faces, runs[2].faces):
+        assert batched.expression == alone.expression
+        for label in FERPLUS_LABELS:
+            assert batched.probabilities[label] == pytest.approx(alone.probabilities[label], abs=1e-4)
+
+
+def test_predict_command_uses_the_shipped_weights_by_default(tmp_path, capsys, one_torch_thread):
+    out = tmp_path / 'report.json'
+    assert main(['predict', '--aligned', str(SAMPLE_IMAGE), '--output', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f'weights: pretrained {TAG} (shipped with timm-fer)' in printed and 'meaningless' not in printed
+    report = json.loads(out.read_text())
+    assert report['meaningful'] and report['model'] == TAG and report['faces'][0]['expression'] in FERPLUS_LABELS
+
+
+@pytest.mark.skipif(not REAL_FERPLUS.is_dir(), reason=f'real FERPlus data not found at {REAL_FERPLUS}')
+def test_real_ferplus_validation_faces_are_mostly_right(one_torch_thread):
+    model = timm.create_model(TAG, pretrained=True).eval()
+    valid = FerPlus(str(REAL_FERPLUS), 'valid', transform=create_fer_transform(resolve_fer_data_config(model)))
+    indices = range(0, len(valid), len(valid) // 300)
+    images, labels = zip(*(valid[i] for i in indices))
+    with torch.no_grad():
+        predictions = model(torch.stack(images)).argmax(dim=1)
+    accuracy = (predictions == torch.tensor(labels)).float().mean().item()
+    assert accuracy > 0.7, f'{accuracy:.3f} on {len(labels)} validation faces'
+    summary = json.loads((FOLDER / 'config.json').read_text())
+    assert summary['pretrained_cfg']['num_classes'] == len(valid.classes) == 8
