@@ -80,6 +80,14 @@ def test_shipped_folder_is_the_hub_folder_of_the_tag(offline_hub):
     make_hub_cache(offline_hub, f'{HF_HUB_ORG}/{TAG}', FOLDER)
     assert _weights_equal(timm.create_model(f'hf-hub:{HF_HUB_ORG}/{TAG}', pretrained=True), tensors)
 
+    usage = card.split('```python\n', 1)[1].split('```', 1)[0]  # the card's usage snippet runs as written
+    namespace: dict = {}
+    exec(usage, namespace)
+    assert _weights_equal(namespace['model'], tensors)
+    with torch.no_grad():
+        logits = namespace['model'](namespace['transform'](draw_face(8, 0)).unsqueeze(0))
+    assert logits.shape == (1, 8)
+
 
 def test_generated_faces_are_classified_deterministically(tmp_path, one_torch_thread):
     for i, (mouth, brow) in enumerate([(8, 0), (-8, 0), (0, 6), (0, -6), (12, -4)]):

@@ -104,7 +104,8 @@ def make_model_card(
             '```python\nimport timm\nimport timm_fer  # registers the model with timm\n\n'
             f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()\n"
             'config = timm.data.resolve_data_config({}, model=model)\n'
-            'transform = timm.data.create_transform(**config)  # expects an aligned face crop\n```\n'),
+            'transform = timm_fer.data.create_fer_transform(config)  # aligned face (PIL) -> normalised tensor\n'
+            '```\n'),
     }
     text = generate_readme(card, repo_id.split('/')[-1])
     lines = ['', '## Metrics'] + [f'- {line}' for line in list(metrics or []) + list(cfg.get('notes') or [])]

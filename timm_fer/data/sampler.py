@@ -55,7 +55,6 @@ class ClassBalancedSampler(Sampler[SampleKey]):
         if self.targets.numel() == 0:
             raise ValueError('ClassBalancedSampler needs at least one sample.')
         self.class_counts = torch.bincount(self.targets)
-        self.balanced = balanced
         self.class_draws = torch.where(
             self.class_counts > 0, self.class_counts.max(), 0) if balanced else self.class_counts
         self.epoch_size = int(self.class_draws.sum())
