@@ -48,7 +48,7 @@ def draw_face(mouth_curve: float, brow_tilt: float, size: int = 96) -> Image.Ima
 
 
 def test_shipped_file_is_a_small_safetensors_of_the_registered_architecture():
-    assert COMPACT_FERPLUS_WEIGHTS.is_file() and COMPACT_FERPLUS_WEIGHTS.stat().st_size <= 10 * 2 ** 20
+    assert COMPACT_FERPLUS_WEIGHTS.is_file() and COMPACT_FERPLUS_WEIGHTS.stat().st_size <= 10_000_000
     tensors = safetensors.torch.load_file(COMPACT_FERPLUS_WEIGHTS)
     reference = timm.create_model('transfer_fer_compact').state_dict()
     assert {k: v.shape for k, v in tensors.items()} == {k: v.shape for k, v in reference.items()}
