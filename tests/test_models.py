@@ -34,8 +34,9 @@ def test_importing_timm_fer_registers_every_model():
 def test_forward_and_default_cfg(name):
     model = timm.create_model(name).eval()
     cfg = model.pretrained_cfg
-    channels = INPUT_SIZES.get(name, (3, 112, 112))[0]
-    assert cfg['input_size'] == INPUT_SIZES.get(name, (3, 112, 112))
+    input_size = INPUT_SIZES.get(name, (3, 112, 112))
+    channels = input_size[0]
+    assert cfg['input_size'] == input_size
     assert len(cfg['mean']) == len(cfg['std']) == channels and cfg['crop_pct'] == 1.0
     assert cfg['interpolation'] in ('bilinear', 'bicubic')
     first_conv = model.get_submodule(cfg['first_conv'])
