@@ -199,8 +199,7 @@ class _Classifier:
         self.amp_dtype = amp_dtype
         self.channels_last = channels_last
         self.labels = labels
-        self.transform = create_fer_transform(data_config)
-        self.in_chans = data_config['input_size'][0]
+        self.transform = create_fer_transform(data_config)  # grayscale for one-channel models
         self.device = device
         self.viz_dir = viz_dir
         self.title_suffix = title_suffix
@@ -213,9 +212,7 @@ class _Classifier:
         return self.viz_dir / (f'{stem}.png' if count == 0 else f'{stem}_{count}.png')
 
     def __call__(self, crops: List[_FaceCrop]) -> List[FacePrediction]:
-        mode = 'L' if self.in_chans == 1 else 'RGB'
-        images = to_input(torch.stack([self.transform(c.image.convert(mode)) for c in crops]), self.device,
-                          self.channels_last)
+        images = to_input(torch.stack([self.transform(c.image) for c in crops]), self.device, self.channels_last)
         if self.viz_dir is None:
             with torch.inference_mode(), autocast(self.device, self.amp_dtype):
                 logits = self.model(images)

@@ -422,7 +422,6 @@ default_cfgs = generate_default_cfgs({
         input_size=(1, 48, 48),
         mean=(0.5,),
         std=(0.5,),
-        first_conv='stem.conv',
         license='cc-by-nc-4.0',
         description='Compact TransFER trained from scratch on FERPlus (majority vote) with timm-fer train on 2 CPU '
                     'cores; the weights ship inside the package, so pretrained=True needs no network.',
