@@ -3,13 +3,17 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 
 import huggingface_hub
 import pytest
 import timm
 import torch
 from huggingface_hub import constants as hf_constants
+from hypothesis import example, given
+from hypothesis import strategies as st
 from source_layouts import face_evolve_ir_state_dict, legacy_vit_small_state_dict, make_hub_cache
 
 import timm_fer  # noqa: F401
@@ -127,13 +131,24 @@ def test_missing_weights_name_the_repo_the_offline_state_and_the_local_file_opti
         timm.create_model('vit_fer_ir50', pretrained=True)
 
 
+@pytest.mark.filterwarnings('ignore:Detected pickle protocol')
+@given(st.binary(min_size=1, max_size=256))
+@example(b'\xd8')  # the weights-only unpickler's UnpicklingError
+@example(b't')  # IndexError
+@example(b'j\x1b\x19\x8f\xe8')  # KeyError
+@example(b'U[\xf4')  # UnicodeDecodeError
+@example(b'\x8a\x9f')  # EOFError
+def test_damaged_checkpoint_bytes_fail_clearly_whatever_the_unpickler_raises(damage):
+    with tempfile.TemporaryDirectory() as folder:
+        garbage = Path(folder) / 'garbage.pth'
+        garbage.write_bytes(damage)
+        with pytest.raises(PretrainedWeightsError, match='neither a safetensors file nor a tensor checkpoint'):
+            load_checkpoint_file(garbage)
+        with pytest.raises(PretrainedWeightsError, match='is not a tensor checkpoint'):
+            timm.create_model('ir_18', pretrained=True, pretrained_cfg_overlay=dict(file=str(garbage)))
+
+
 def test_bad_checkpoint_files_fail_clearly(tmp_path):
-    garbage = tmp_path / 'garbage.pth'
-    garbage.write_bytes(os.urandom(256))
-    with pytest.raises(PretrainedWeightsError, match='neither a safetensors file nor a tensor checkpoint'):
-        load_checkpoint_file(garbage)
-    with pytest.raises(PretrainedWeightsError, match='not a tensor checkpoint'):
-        timm.create_model('ir_18', pretrained=True, pretrained_cfg_overlay=dict(file=str(garbage)))
     pickled_object = tmp_path / 'object.pth'
     torch.save({'model': torch.nn.Linear(2, 2)}, pickled_object)
     with pytest.raises(PretrainedWeightsError, match='arbitrary pickled objects are never loaded'):

@@ -1,7 +1,7 @@
 """Shared pretrained-weight plumbing of the model families: building with clear errors, checking state dicts."""
-import pickle
 from typing import Any, Dict, Iterable
 
+import safetensors.torch
 import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
@@ -50,12 +50,28 @@ def build_fer_model(model_cls: type, variant: str, pretrained: bool = False, **k
             f"({type(e).__name__}). {_local_file_hint(name)}") from e
     except (FileNotFoundError, IsADirectoryError) as e:
         raise PretrainedWeightsError(f'no checkpoint file at {cfg.file}: {e}. {_local_file_hint(name)}') from e
-    except (pickle.UnpicklingError, EOFError, RuntimeError) as e:
-        if not cfg.file:
+    except FerError:
+        raise
+    except Exception as e:  # a damaged pickle fails with almost any exception type, depending on its bytes
+        if not cfg.file or _file_loads(cfg.file):
             raise
         raise PretrainedWeightsError(
             f'{cfg.file} is not a tensor checkpoint that loads with torch.load(weights_only=True) or safetensors '
-            f'(arbitrary pickled objects are never loaded): {e}') from e
+            f'(arbitrary pickled objects are never loaded): {type(e).__name__}: {e}') from e
+
+
+def _file_loads(path: str) -> bool:
+    """Whether a checkpoint file reads as safetensors or through ``torch.load(weights_only=True)``."""
+    try:
+        safetensors.torch.load_file(path)
+        return True
+    except Exception:
+        pass
+    try:
+        torch.load(path, map_location='cpu', weights_only=True)
+        return True
+    except Exception:
+        return False
 
 
 def unwrap_state_dict(checkpoint: Dict[str, Any]) -> Dict[str, torch.Tensor]:
