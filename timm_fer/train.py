@@ -1,7 +1,8 @@
 """Train a FER model with the paper's protocol: ``timm-fer train`` or ``python -m timm_fer.train``.
 
 One command per dataset; the recipe of TransFER (section 4.2) is the default and every part of it is a flag.
-Class-balanced up-sampling, the paper's augmentation, SGD with a step schedule, evaluation after every epoch,
+Class-balanced up-sampling, the paper's augmentation, SGD with a step schedule (or cosine, with warm-up and label
+smoothing, for training from scratch), evaluation after every epoch,
 a JSON-lines metrics file, and atomic checkpoints that ``--resume`` continues exactly (same epoch, step, sampler
 position and random states, so the final weights match an uninterrupted run).
 
@@ -10,6 +11,7 @@ Several processes (GPUs or machines) run the same command through torchrun:
 """
 import argparse
 import json
+import math
 import os
 import random
 import sys
@@ -20,7 +22,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.lr_scheduler import MultiStepLR
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, MultiStepLR
 from torch.utils.data import BatchSampler, DataLoader
 from tqdm import tqdm
 
@@ -41,7 +43,7 @@ from .modeling import PAPER_INIT_TAG, add_model_arguments, create_fer_model, par
 from .recipes import RECIPES
 from .runtime import add_runtime_arguments, autocast, prepare_model, resolve_amp_dtype, to_input
 
-__all__ = ['Trainer', 'add_train_parser', 'main', 'resolve_config', 'run']
+__all__ = ['Trainer', 'add_train_parser', 'create_lr_scheduler', 'main', 'resolve_config', 'run']
 
 METRICS_FILE = 'metrics.jsonl'
 LAST_CHECKPOINT = 'last.pth'
@@ -49,8 +51,12 @@ BEST_CHECKPOINT = 'best.pth'
 
 RESUME_KEYS = ('dataset', 'classes', 'model', 'model_kwargs', 'img_size', 'epochs', 'iterations', 'milestones',
                'lr', 'momentum', 'weight_decay', 'batch_size', 'grad_accum_steps', 'world_size', 'seed', 'augment',
-               'rotation', 'crop_scale', 'hflip', 'erase_prob', 'amp', 'channels_last', 'compile', 'sync_bn', 'sampler')
+               'rotation', 'crop_scale', 'hflip', 'erase_prob', 'amp', 'channels_last', 'compile', 'sync_bn', 'sampler',
+               'sched', 'warmup', 'smoothing')
 """Config entries that a resumed run must share with the run it continues."""
+
+RESUME_DEFAULTS = {'sched': 'step', 'warmup': 0, 'smoothing': 0.}
+"""Values of entries added after checkpoints of earlier versions were written, which those runs used."""
 
 SAMPLER_DESCRIPTIONS = {'balanced': 'class-balanced up-sampling', 'uniform': 'every image once per epoch'}
 """Epoch samplers of ``--sampler``."""
@@ -67,12 +73,20 @@ def resolve_config(args: argparse.Namespace, env: DistributedEnv) -> Dict[str, A
     length = epochs if epochs is not None else iterations
     if length <= 0:
         raise ConfigError(f'--epochs / --iterations must be positive, got {length}.')
-    if args.milestones is not None:
+    if args.sched == 'cosine':
+        if args.milestones is not None:
+            raise ConfigError('--milestones set the step schedule; drop them with --sched cosine.')
+        milestones: Tuple[int, ...] = ()
+    elif args.milestones is not None:
         milestones = tuple(args.milestones)
     else:
         recipe_length = recipe.epochs if recipe.epochs is not None else recipe.iterations
         scaled = (round(milestone * length / recipe_length) for milestone in recipe.milestones)
         milestones = tuple(sorted({milestone for milestone in scaled if 0 < milestone < length}))
+    if not 0 <= args.warmup < length:
+        raise ConfigError(f'--warmup must be at least 0 and shorter than the run ({length}), got {args.warmup}.')
+    if not 0 <= args.smoothing < 1:
+        raise ConfigError(f'--smoothing is a probability mass in [0, 1), got {args.smoothing}.')
     batch_size = args.batch_size if args.batch_size is not None else recipe.batch_size
     if args.grad_accum_steps < 1 or batch_size % (world_size * args.grad_accum_steps):
         raise ConfigError(
@@ -95,7 +109,10 @@ def resolve_config(args: argparse.Namespace, env: DistributedEnv) -> Dict[str, A
         initial_checkpoint=args.initial_checkpoint,
         epochs=epochs,
         iterations=iterations,
+        sched=args.sched,
         milestones=milestones,
+        warmup=args.warmup,
+        smoothing=args.smoothing,
         lr=args.lr if args.lr is not None else recipe.lr,
         momentum=args.momentum if args.momentum is not None else recipe.momentum,
         weight_decay=args.weight_decay if args.weight_decay is not None else recipe.weight_decay,
@@ -128,10 +145,17 @@ def describe_recipe(config: Dict[str, Any]) -> str:
     per_process = config['batch_size'] // (config['world_size'] * config['grad_accum_steps'])
     augment = (f'rotation +-{config["rotation"]} deg, crop from x{config["crop_scale"]}, flip {config["hflip"]}, '
                f'random erasing {config["erase_prob"]}') if config['augment'] else 'none'
+    if config['sched'] == 'cosine':
+        schedule = f'SGD lr {config["lr"]} cosine to 0'
+    else:
+        schedule = f'SGD lr {config["lr"]} x0.1 at {unit} {list(config["milestones"])}'
+    if config['warmup']:
+        schedule += f' after {config["warmup"]} {unit} of linear warm-up'
+    loss = f'label smoothing {config["smoothing"]}' if config['smoothing'] else 'no label smoothing'
     return '\n'.join([
         f'Recipe for {config["dataset"]} (every value can be changed by a flag):',
-        f'  schedule     {length}, SGD lr {config["lr"]} x0.1 at {unit} {list(config["milestones"])}, momentum '
-        f'{config["momentum"]}, weight decay {config["weight_decay"]}, cross-entropy',
+        f'  schedule     {length}, {schedule}, momentum {config["momentum"]}, weight decay {config["weight_decay"]}, '
+        f'cross-entropy with {loss}',
         f'  batch        {config["batch_size"]} global = {per_process} per process x {config["world_size"]} '
         f'processes x {config["grad_accum_steps"]} accumulation steps, '
         f'{SAMPLER_DESCRIPTIONS[config["sampler"]]}',
@@ -207,13 +231,12 @@ class Trainer:
             raise ConfigError(
                 f'an epoch has {self.sampler.epoch_size} images, fewer than the global batch '
                 f'{config["batch_size"]}: lower --batch-size.')
-        if config['epochs'] is not None:
-            self.total_steps = config['epochs'] * self.steps_per_epoch
-            milestone_steps = [milestone * self.steps_per_epoch for milestone in config['milestones']]
-        else:
-            self.total_steps = config['iterations']
-            milestone_steps = list(config['milestones'])
-        self.scheduler = MultiStepLR(self.optimizer, milestone_steps, gamma=0.1)
+        steps_per_unit = self.steps_per_epoch if config['epochs'] is not None else 1
+        self.total_steps = config['epochs'] * self.steps_per_epoch if config['epochs'] is not None \
+            else config['iterations']
+        self.scheduler = create_lr_scheduler(
+            self.optimizer, config['sched'], self.total_steps, [m * steps_per_unit for m in config['milestones']],
+            config['warmup'] * steps_per_unit)
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
@@ -267,6 +290,7 @@ class Trainer:
         if not isinstance(checkpoint, dict) or checkpoint.get('format') != TRAIN_CHECKPOINT_FORMAT:
             raise ConfigError(f'{path} is not a checkpoint of timm-fer train; use --initial-checkpoint for weights.')
         saved = checkpoint['config']
+        saved = {**RESUME_DEFAULTS, **saved}
         different = [f'{key} {saved.get(key)!r} -> {self.config[key]!r}' for key in RESUME_KEYS
                      if _comparable(saved.get(key)) != _comparable(self.config[key])]
         if different:
@@ -347,7 +371,7 @@ class Trainer:
             with sync:
                 with autocast(self.env.device, self.amp_dtype):
                     logits = self.train_model(images)
-                loss = F.cross_entropy(logits.float(), targets)
+                loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.config['smoothing'])
                 (loss / self.accum_steps).backward()
             correct = (logits.argmax(dim=-1) == targets).sum().double()
             count = self.epoch_sums.new_tensor(targets.numel())
@@ -407,6 +431,35 @@ class Trainer:
                          tta_flip=False, loss=record['eval_loss'], skipped=self.eval_set.skipped)
             write_eval_report(report, self.output, f'eval-{self.config["dataset"]}-{self.eval_set.split}', title,
                               extra)
+
+
+def create_lr_scheduler(
+        optimizer: torch.optim.Optimizer,
+        sched: str,
+        total_steps: int,
+        milestone_steps: List[int],
+        warmup_steps: int = 0,
+) -> LRScheduler:
+    """The learning-rate schedule, stepped once per optimiser step.
+
+    Args:
+        optimizer: Optimiser whose initial lr is the peak.
+        sched: 'step' (x0.1 at each milestone, the paper's) or 'cosine' (half a cosine from the peak to 0 at the end).
+        total_steps: Optimiser steps of the whole run.
+        milestone_steps: Steps where the step schedule multiplies lr by 0.1.
+        warmup_steps: Steps of linear warm-up to the peak before either schedule.
+    """
+    if sched == 'step' and not warmup_steps:
+        return MultiStepLR(optimizer, milestone_steps, gamma=0.1)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if sched == 'cosine':
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / (total_steps - warmup_steps)))
+        return 0.1 ** sum(step >= milestone for milestone in milestone_steps)
+
+    return LambdaLR(optimizer, factor)
 
 
 def _comparable(value: Any) -> Any:
@@ -500,7 +553,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     length.add_argument('--iterations', type=int, default=None, help='training length in optimiser steps')
     recipe.add_argument('--milestones', type=int, nargs='+', default=None,
                         help="epochs (or iterations) where lr is x0.1 (default: the recipe's, scaled to the length)")
-    recipe.add_argument('--lr', type=float, default=None, help='initial learning rate')
+    recipe.add_argument('--sched', choices=('step', 'cosine'), default='step',
+                        help="learning-rate schedule: step (x0.1 at --milestones, the paper's) or cosine (to 0 at the "
+                             'end, stepped every iteration)')
+    recipe.add_argument('--warmup', type=int, default=0,
+                        help='epochs (iterations with --iterations) of linear warm-up to --lr')
+    recipe.add_argument('--lr', type=float, default=None, help='peak learning rate')
+    recipe.add_argument('--smoothing', type=float, default=0., help='label smoothing of the cross-entropy')
     recipe.add_argument('--momentum', type=float, default=None, help='SGD momentum')
     recipe.add_argument('--weight-decay', type=float, default=None, help='SGD weight decay')
     recipe.add_argument('--batch-size', type=int, default=None,
