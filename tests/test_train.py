@@ -1,6 +1,7 @@
 """``timm-fer train`` on a toy colour task: learning, exact resume, torchrun, recipes and error messages."""
 import argparse
 import json
+import math
 import os
 import random
 import signal
@@ -10,11 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from timm_fer.__main__ import main as cli_main
 from timm_fer.modeling import create_fer_model
-from timm_fer.train import _add_arguments, resolve_config
+from timm_fer.train import RESUME_DEFAULTS, _add_arguments, create_lr_scheduler, resolve_config
 from timm_fer.train import main as train_main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -96,17 +99,58 @@ def test_toy_run_learns_and_writes_its_outputs(toy_data, tmp_path, capsys):
     assert report['accuracy'] == metrics[-1]['eval_accuracy'] and report['classes'] == ['blue', 'green', 'red']
 
 
-def test_resume_after_a_kill_gives_bit_identical_weights(toy_data, tmp_path):
-    common = [*TINY_TRANSFER, '--epochs', '3', '--lr', '0.01', '--checkpoint-every-steps', '4']
+@pytest.mark.parametrize('schedule', [
+    (),
+    ('--sched', 'cosine', '--warmup', '1', '--smoothing', '0.1'),
+])
+def test_resume_after_a_kill_gives_bit_identical_weights(toy_data, tmp_path, schedule):
+    common = [*TINY_TRANSFER, '--epochs', '3', '--lr', '0.01', '--checkpoint-every-steps', '4', *schedule]
     assert train_main(train_args(toy_data, tmp_path / 'whole', *common)) == 0
     killed = tmp_path / 'killed'
     assert train_main(train_args(toy_data, killed, *common, '--stop-after-steps', '11')) == 0
     saved = torch.load(killed / 'last.pth', weights_only=True)
     assert (saved['epoch'], saved['step_in_epoch'], saved['global_step']) == (1, 2, 8)
+    if not schedule:  # a checkpoint of a version before these settings existed resumes with their defaults
+        saved['config'] = {k: v for k, v in saved['config'].items() if k not in RESUME_DEFAULTS}
+        torch.save(saved, killed / 'last.pth')
     assert train_main(train_args(toy_data, killed, *common, '--resume')) == 0
     whole, resumed = load_model_state(tmp_path / 'whole' / 'last.pth'), load_model_state(killed / 'last.pth')
     assert all(torch.equal(whole[key], resumed[key]) for key in whole)
     assert read_metrics(killed) == read_metrics(tmp_path / 'whole')
+
+
+@given(total=st.integers(2, 400), warmup_fraction=st.floats(0, 0.99), milestone_fractions=st.lists(
+    st.floats(0.01, 0.99), max_size=3), sched=st.sampled_from(['step', 'cosine']))
+def test_lr_schedules_warm_up_then_peak_then_never_rise(total, warmup_fraction, milestone_fractions, sched):
+    warmup = int(warmup_fraction * total)
+    milestones = sorted({max(warmup + 1, int(f * total)) for f in milestone_fractions})
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = create_lr_scheduler(optimizer, sched, total, milestones, warmup)
+    lrs = []
+    for _ in range(total):
+        lrs.append(optimizer.param_groups[0]['lr'])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:warmup] == pytest.approx([0.1 * (step + 1) / warmup for step in range(warmup)])
+    assert lrs[warmup] == pytest.approx(0.1) and max(lrs) == pytest.approx(0.1)
+    assert all(later <= earlier + 1e-12 for earlier, later in zip(lrs[warmup:], lrs[warmup + 1:]))
+    if sched == 'cosine':
+        assert lrs[warmup + (total - warmup) // 2] == pytest.approx(0.05, abs=0.1 * math.pi / (total - warmup))
+        assert 0 < lrs[-1] <= 0.1 * (math.pi / (total - warmup)) ** 2 / 4 + 1e-12
+    else:
+        assert lrs[-1] == pytest.approx(0.1 * 0.1 ** len(milestones))
+
+
+def test_label_smoothing_mixes_the_uniform_target_in_linearly(toy_data, tmp_path):
+    """With lr 0 every run sees the same logits, so the loss is affine in the smoothing mass."""
+    losses = []
+    for smoothing in ('0', '0.3', '0.6'):
+        output = tmp_path / smoothing
+        assert train_main(train_args(toy_data, output, *TINY_VIT, '--epochs', '1', '--lr', '0', '--amp', 'none',
+                                     '--smoothing', smoothing, '--no-eval')) == 0
+        losses.append(read_metrics(output)[0]['train_loss'])
+    assert losses[1] != pytest.approx(losses[0], abs=1e-3)
+    assert losses[2] - losses[1] == pytest.approx(losses[1] - losses[0], abs=1e-5)
 
 
 def test_gradient_accumulation_matches_the_full_batch(toy_data, tmp_path):
@@ -168,7 +212,9 @@ class _OneProcess:
     (('--dataset', 'rafdb', '--model', 'vit_fer_ir50', '--milestones', '5', '--lr', '0.01'),
      dict(milestones=(5,), lr=0.01, model_kwargs={})),
     (('--dataset', 'ferplus', '--sampler', 'uniform', '--weight-decay', '5e-4'),
-     dict(sampler='uniform', weight_decay=5e-4)),
+     dict(sampler='uniform', weight_decay=5e-4, sched='step', warmup=0, smoothing=0.)),
+    (('--dataset', 'ferplus', '--sched', 'cosine', '--warmup', '2', '--smoothing', '0.1'),
+     dict(sched='cosine', milestones=(), warmup=2, smoothing=0.1)),
 ])
 def test_recipes_and_overrides(argv, expected):
     config = resolve_config(_parse(*argv), _OneProcess())
@@ -182,6 +228,9 @@ def test_recipes_and_overrides(argv, expected):
     (('--model', 'no_such_model'), "unknown model 'no_such_model'"),
     (('--img-size', '30'), 'img_size must be a multiple of 8'),
     (('--resume',), 'nothing to resume'),
+    (('--sched', 'cosine', '--milestones', '3'), 'drop them with --sched cosine'),
+    (('--epochs', '2', '--warmup', '2'), '--warmup must be at least 0 and shorter than the run (2), got 2'),
+    (('--smoothing', '1'), '--smoothing is a probability mass in [0, 1), got 1.0'),
 ])
 def test_bad_options_fail_with_one_clear_line(toy_data, tmp_path, capsys, extra, message):
     assert train_main(train_args(toy_data, tmp_path / 'run', *TINY_TRANSFER, *extra)) == 2
