@@ -2,9 +2,9 @@
 
 One command per dataset; the recipe of TransFER (section 4.2) is the default and every part of it is a flag.
 Class-balanced up-sampling, the paper's augmentation, SGD with a step schedule (or cosine, with warm-up and label
-smoothing, for training from scratch), evaluation after every epoch,
-a JSON-lines metrics file, and atomic checkpoints that ``--resume`` continues exactly (same epoch, step, sampler
-position and random states, so the final weights match an uninterrupted run).
+smoothing, for training from scratch), evaluation after every epoch, a JSON-lines metrics file, and atomic
+checkpoints that ``--resume`` continues exactly (same epoch, step, sampler position and random states, so the final
+weights match an uninterrupted run).
 
 Several processes (GPUs or machines) run the same command through torchrun:
 ``torchrun --nproc-per-node N -m timm_fer.train ...``. ``--batch-size`` is the global batch.
@@ -289,8 +289,7 @@ class Trainer:
             raise ConfigError(f'cannot read checkpoint {path} to resume ({type(e).__name__}: {e}).') from e
         if not isinstance(checkpoint, dict) or checkpoint.get('format') != TRAIN_CHECKPOINT_FORMAT:
             raise ConfigError(f'{path} is not a checkpoint of timm-fer train; use --initial-checkpoint for weights.')
-        saved = checkpoint['config']
-        saved = {**RESUME_DEFAULTS, **saved}
+        saved = {**RESUME_DEFAULTS, **checkpoint['config']}
         different = [f'{key} {saved.get(key)!r} -> {self.config[key]!r}' for key in RESUME_KEYS
                      if _comparable(saved.get(key)) != _comparable(self.config[key])]
         if different:
