@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import safetensors.torch
 import torch
 from timm.models import save_for_hf
 from timm.models._hub import generate_readme
@@ -18,38 +17,12 @@ from torch import nn
 from .complexity import count_macs, count_params
 from .constants import HF_HUB_ORG
 from .errors import ConfigError
-from .models._pretrained import PretrainedWeightsError, unwrap_state_dict
+from .models._pretrained import read_checkpoint_file, unwrap_state_dict
 
 __all__ = ['HUB_FOLDER_FILES', 'check_hub_folder', 'default_repo_id', 'hub_folder_files', 'load_checkpoint_file',
            'make_model_card', 'push_hub_folder', 'read_checkpoint_file', 'write_hub_folder']
 
 HUB_FOLDER_FILES = ('model.safetensors', 'config.json', 'README.md')
-
-
-def read_checkpoint_file(path: Path) -> Dict[str, Any]:
-    """Read a ``.safetensors`` or ``.pth``/``.bin`` checkpoint as it was saved, never unpickling arbitrary objects.
-
-    safetensors files are read as such; anything else only through ``torch.load(..., weights_only=True)``.
-
-    Raises:
-        PretrainedWeightsError: the file is missing, or is not a checkpoint dict of tensors and plain values.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise PretrainedWeightsError(f'checkpoint not found: no file at {path}; check the path.')
-    try:
-        return safetensors.torch.load_file(path)
-    except safetensors.SafetensorError:
-        pass
-    try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError or ValueError depending on the damage
-        raise PretrainedWeightsError(
-            f'{path} is neither a safetensors file nor a tensor checkpoint that loads with '
-            f'torch.load(weights_only=True) (arbitrary pickled objects are never loaded): {e}') from e
-    if not isinstance(checkpoint, dict):
-        raise PretrainedWeightsError(f'{path} holds a {type(checkpoint).__name__}, not a dict of tensors.')
-    return checkpoint
 
 
 def load_checkpoint_file(path: Path) -> Dict[str, torch.Tensor]:

@@ -232,8 +232,7 @@ class Trainer:
                 f'an epoch has {self.sampler.epoch_size} images, fewer than the global batch '
                 f'{config["batch_size"]}: lower --batch-size.')
         steps_per_unit = self.steps_per_epoch if config['epochs'] is not None else 1
-        self.total_steps = config['epochs'] * self.steps_per_epoch if config['epochs'] is not None \
-            else config['iterations']
+        self.total_steps = (config['epochs'] if config['epochs'] is not None else config['iterations']) * steps_per_unit
         self.scheduler = create_lr_scheduler(
             self.optimizer, config['sched'], self.total_steps, [m * steps_per_unit for m in config['milestones']],
             config['warmup'] * steps_per_unit)

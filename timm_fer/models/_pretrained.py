@@ -1,4 +1,5 @@
 """Shared pretrained-weight plumbing of the model families: building with clear errors, checking state dicts."""
+from pathlib import Path
 from typing import Any, Dict, Iterable
 
 import safetensors.torch
@@ -12,7 +13,7 @@ from torch import nn
 from ..errors import FerError
 
 __all__ = ['CheckpointMismatchError', 'PretrainedWeightsError', 'adaptable_prefixes', 'build_fer_model',
-           'check_state_dict_fits', 'unwrap_state_dict']
+           'check_state_dict_fits', 'read_checkpoint_file', 'unwrap_state_dict']
 
 
 class PretrainedWeightsError(FerError, RuntimeError):
@@ -53,25 +54,41 @@ def build_fer_model(model_cls: type, variant: str, pretrained: bool = False, **k
     except FerError:
         raise
     except Exception as e:  # a damaged pickle fails with almost any exception type, depending on its bytes
-        if not cfg.file or _file_loads(cfg.file):
+        if not cfg.file:
             raise
-        raise PretrainedWeightsError(
-            f'{cfg.file} is not a tensor checkpoint that loads with torch.load(weights_only=True) or safetensors '
-            f'(arbitrary pickled objects are never loaded): {type(e).__name__}: {e}') from e
+        try:
+            read_checkpoint_file(cfg.file)
+        except PretrainedWeightsError:
+            raise PretrainedWeightsError(
+                f'{cfg.file} is not a tensor checkpoint that loads with torch.load(weights_only=True) or safetensors '
+                f'(arbitrary pickled objects are never loaded): {type(e).__name__}: {e}') from e
+        raise
 
 
-def _file_loads(path: str) -> bool:
-    """Whether a checkpoint file reads as safetensors or through ``torch.load(weights_only=True)``."""
+def read_checkpoint_file(path: Path) -> Dict[str, Any]:
+    """Read a ``.safetensors`` or ``.pth``/``.bin`` checkpoint as it was saved, never unpickling arbitrary objects.
+
+    safetensors files are read as such; anything else only through ``torch.load(..., weights_only=True)``.
+
+    Raises:
+        PretrainedWeightsError: the file is missing, or is not a checkpoint dict of tensors and plain values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PretrainedWeightsError(f'checkpoint not found: no file at {path}; check the path.')
     try:
-        safetensors.torch.load_file(path)
-        return True
-    except Exception:
+        return safetensors.torch.load_file(path)
+    except safetensors.SafetensorError:
         pass
     try:
-        torch.load(path, map_location='cpu', weights_only=True)
-        return True
-    except Exception:
-        return False
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError or ValueError depending on the damage
+        raise PretrainedWeightsError(
+            f'{path} is neither a safetensors file nor a tensor checkpoint that loads with '
+            f'torch.load(weights_only=True) (arbitrary pickled objects are never loaded): {e}') from e
+    if not isinstance(checkpoint, dict):
+        raise PretrainedWeightsError(f'{path} holds a {type(checkpoint).__name__}, not a dict of tensors.')
+    return checkpoint
 
 
 def unwrap_state_dict(checkpoint: Dict[str, Any]) -> Dict[str, torch.Tensor]:
