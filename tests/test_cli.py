@@ -5,7 +5,8 @@ import textwrap
 
 import pytest
 
-from timm_fer.__main__ import main, registered_models
+from timm_fer.cli import main
+from timm_fer.models import registered_models
 from timm_fer.run_timm_script import main as run_timm_script
 
 

@@ -11,8 +11,8 @@ from source_layouts import (
 )
 
 import timm_fer  # noqa: F401
-from timm_fer.convert import convert_to_model
-from timm_fer.models._pretrained import CheckpointMismatchError
+from timm_fer.errors import CheckpointMismatchError
+from timm_fer.hub import convert_to_model
 from timm_fer.models.irnet import checkpoint_filter_fn as ir_filter
 from timm_fer.models.transfer import checkpoint_filter_fn as transfer_filter
 

@@ -11,13 +11,13 @@ from test_train import TINY_TRANSFER, run_torchrun, train_args, write_toy_folder
 from torch import nn
 from torchvision import transforms
 
-from timm_fer.__main__ import main as cli_main
+from timm_fer.cli import main as cli_main
+from timm_fer.cli.eval import main as eval_main
+from timm_fer.cli.train import main as train_main
 from timm_fer.data import FerImageFolder
-from timm_fer.distributed import DistributedEnv
-from timm_fer.evaluate import evaluate_model
-from timm_fer.evaluate import main as eval_main
-from timm_fer.metrics import ClassificationReport, confusion_matrix
-from timm_fer.train import main as train_main
+from timm_fer.engine.distributed import DistributedEnv
+from timm_fer.engine.evaluate import evaluate_model
+from timm_fer.engine.metrics import ClassificationReport, confusion_matrix
 
 CPU = DistributedEnv(rank=0, world_size=1, local_rank=0, device=torch.device('cpu'))
 

@@ -7,10 +7,10 @@ import timm
 import torch
 from huggingface_hub import constants as hf_constants
 
-from timm_fer.__main__ import main
+from timm_fer.cli import main
 from timm_fer.constants import RAFDB_LABELS
 from timm_fer.errors import ConfigError
-from timm_fer.export import METADATA_KEY, check_export, export_model
+from timm_fer.inference.export import METADATA_KEY, check_export, export_model
 
 TINY = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=2)
 ATOL = 1e-4

@@ -21,7 +21,7 @@ from timm_fer.faces import (
     read_image,
     warp_affine,
 )
-from timm_fer.predict import SAMPLE_IMAGE
+from timm_fer.inference.predict import SAMPLE_IMAGE
 
 
 def similarity(angle: float, scale: float, shift_x: float, shift_y: float) -> np.ndarray:

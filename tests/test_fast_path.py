@@ -6,10 +6,10 @@ import torch.nn.functional as F
 from test_train import TINY_TRANSFER, train_args, write_toy_folder
 
 import timm_fer  # noqa: F401
-from timm_fer import runtime
+from timm_fer.cli.train import main as train_main
 from timm_fer.layers import LocalCNN, MultiAttentionDropping, MultiHeadSelfAttentionDropping
 from timm_fer.models.irnet import BottleneckIR
-from timm_fer.train import main as train_main
+from timm_fer.utils import runtime
 
 # Stem channels stay >= 16: torch 2.14.1's CPU channels-last backward of a strided 1x1 conv with <= 8 input
 # channels corrupts memory.

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from source_layouts import face_evolve_ir_state_dict, legacy_vit_small_state_dict, make_hub_cache
 
 import timm_fer  # noqa: F401
-from timm_fer.__main__ import main
+from timm_fer.cli import main
 from timm_fer.constants import FERPLUS_LABELS, HF_HUB_ORG, RAFDB_LABELS
-from timm_fer.hub import load_checkpoint_file, make_model_card, write_hub_folder
-from timm_fer.models._pretrained import CheckpointMismatchError, PretrainedWeightsError
+from timm_fer.errors import CheckpointMismatchError, PretrainedWeightsError
+from timm_fer.hub import make_model_card, read_checkpoint, write_hub_folder
 
 TINY = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=2)
 
@@ -143,7 +143,7 @@ def test_damaged_checkpoint_bytes_fail_clearly_whatever_the_unpickler_raises(dam
         garbage = Path(folder) / 'garbage.pth'
         garbage.write_bytes(damage)
         with pytest.raises(PretrainedWeightsError, match='neither a safetensors file nor a tensor checkpoint'):
-            load_checkpoint_file(garbage)
+            read_checkpoint(garbage)
         with pytest.raises(PretrainedWeightsError, match='is not a tensor checkpoint'):
             timm.create_model('ir_18', pretrained=True, pretrained_cfg_overlay=dict(file=str(garbage)))
 
@@ -152,9 +152,9 @@ def test_bad_checkpoint_files_fail_clearly(tmp_path):
     pickled_object = tmp_path / 'object.pth'
     torch.save({'model': torch.nn.Linear(2, 2)}, pickled_object)
     with pytest.raises(PretrainedWeightsError, match='arbitrary pickled objects are never loaded'):
-        load_checkpoint_file(pickled_object)
+        read_checkpoint(pickled_object)
     with pytest.raises(PretrainedWeightsError, match='checkpoint not found: no file at'):
-        load_checkpoint_file(tmp_path / 'missing.safetensors')
+        read_checkpoint(tmp_path / 'missing.safetensors')
     resnet = tmp_path / 'resnet.pth'
     torch.save(timm.create_model('resnet18').state_dict(), resnet)
     with pytest.raises(CheckpointMismatchError, match='unexpected keys'):
@@ -172,7 +172,7 @@ def test_convert_command_writes_a_loadable_hub_folder(tmp_path, offline_hub, cap
     assert 'timm-fer convert --model transfer_fer_ir50.ms1m_in1k' in (out / 'README.md').read_text()
     make_hub_cache(offline_hub, f'{HF_HUB_ORG}/transfer_fer_ir50.ms1m_in1k', out)
     model = timm.create_model('transfer_fer_ir50.ms1m_in1k', pretrained=True, num_classes=7)
-    assert torch.equal(model.stem.conv.weight, load_checkpoint_file(tmp_path / 'ir.pth')['input_layer.0.weight'])
+    assert torch.equal(model.stem.conv.weight, read_checkpoint(tmp_path / 'ir.pth').state_dict['input_layer.0.weight'])
 
     assert main(argv) == 2
     assert 'already exists' in capsys.readouterr().err

@@ -11,19 +11,12 @@ import torch
 from PIL import Image
 from test_faces import draw_face
 
-from timm_fer.__main__ import main
+from timm_fer.cli import main
 from timm_fer.constants import RAFDB_LABELS
-from timm_fer.errors import ConfigError
+from timm_fer.errors import CheckpointMismatchError, ConfigError
 from timm_fer.faces import ARCFACE_TEMPLATE_112, DetectedFace, read_image
-from timm_fer.models._pretrained import CheckpointMismatchError
-from timm_fer.predict import (
-    RANDOM_WEIGHTS,
-    SAMPLE_IMAGE,
-    PredictionReport,
-    load_fer_model,
-    predict,
-    write_report,
-)
+from timm_fer.hub import RANDOM_WEIGHTS, load_model
+from timm_fer.inference.predict import SAMPLE_IMAGE, PredictionReport, predict, write_report
 
 TINY = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=2)
 
@@ -176,19 +169,20 @@ def test_save_viz_writes_one_picture_per_face(model, tmp_path, no_detector):
 
 def test_checkpoint_file_gives_the_weights_and_a_mismatch_says_what_to_check(model, tmp_path):
     safetensors.torch.save_file(model.state_dict(), tmp_path / 'tiny.safetensors')
-    loaded, weights = load_fer_model('transfer_fer_ir50', tmp_path / 'tiny.safetensors', model_kwargs=TINY)
+    loaded, weights = load_model('transfer_fer_ir50', tmp_path / 'tiny.safetensors', model_kwargs=TINY)
     assert weights == f'checkpoint {tmp_path / "tiny.safetensors"}' and not loaded.training
     x = torch.randn(2, 3, 112, 112)
     with torch.inference_mode():
         torch.testing.assert_close(loaded(x), model(x))
-    with pytest.raises(CheckpointMismatchError, match='unexpected keys.*--model names the architecture and tag'):
-        load_fer_model('transfer_fer_ir50', tmp_path / 'tiny.safetensors', model_kwargs=dict(TINY, depth=1))
+    with pytest.raises(CheckpointMismatchError, match='does not fit transfer_fer_ir50 .*unexpected keys.*Pass --model'):
+        load_model('transfer_fer_ir50', tmp_path / 'tiny.safetensors', model_kwargs=dict(TINY, depth=1))
 
 
 def test_cli_without_weights_fails_in_one_line_naming_the_repo_and_checkpoint(capsys):
     assert main(['predict', '--model', 'transfer_fer_ir50', '--aligned', str(SAMPLE_IMAGE)]) == 2
     error = capsys.readouterr().err.strip()
-    assert error.count('\n') == 0 and error.startswith('error: no weights for transfer_fer_ir50.rafdb')
+    assert error.count('\n') == 0
+    assert error.startswith('timm-fer predict: error: no weights for transfer_fer_ir50.rafdb')
     assert 'timm-fer/transfer_fer_ir50.rafdb' in error and '--checkpoint' in error and '--random-weights' in error
 
 

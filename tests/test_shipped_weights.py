@@ -10,14 +10,13 @@ import torch
 from PIL import Image, ImageDraw
 from source_layouts import make_hub_cache
 
-from timm_fer import predict
-from timm_fer.__main__ import main
+from timm_fer.cli import main
 from timm_fer.constants import FERPLUS_LABELS, HF_HUB_ORG
 from timm_fer.data import FerPlus, create_fer_transform
-from timm_fer.hub import check_hub_folder
-from timm_fer.modeling import resolve_fer_data_config
+from timm_fer.hub import DEFAULT_MODEL, check_hub_folder, resolve_fer_data_config
+from timm_fer.inference import predict
+from timm_fer.inference.predict import SAMPLE_IMAGE
 from timm_fer.models.transfer import COMPACT_FERPLUS_WEIGHTS
-from timm_fer.predict import DEFAULT_MODEL, SAMPLE_IMAGE
 
 REAL_FERPLUS = Path(__file__).resolve().parents[2] / 'shared' / 'datasets' / 'ferplus'
 TAG = 'transfer_fer_compact.ferplus'

@@ -15,10 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from timm_fer.__main__ import main as cli_main
-from timm_fer.modeling import create_fer_model
+from timm_fer.cli import main as cli_main
+from timm_fer.cli.train import main as train_main
+from timm_fer.hub import create_fer_model
 from timm_fer.train import RESUME_DEFAULTS, _add_arguments, create_lr_scheduler, resolve_config
-from timm_fer.train import main as train_main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOY_COLOURS = {'blue': (40, 60, 200), 'green': (50, 190, 60), 'red': (210, 50, 40)}

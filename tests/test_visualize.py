@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 import timm_fer  # noqa: F401  (registers the models)
-from timm_fer.visualize import (
+from timm_fer.inference.visualize import (
     PANEL_SIZE,
     explain,
     gradient_weighted_rollout,

@@ -1,6 +1,13 @@
-"""Errors that timm-fer's commands report as one line naming the problem and the fix, without a traceback."""
+"""Errors that timm-fer reports as one line naming the problem and the fix, without a traceback.
 
-__all__ = ['ConfigError', 'DatasetError', 'DatasetFileNotFoundError', 'FerError']
+Every error caused by the user's data, files or options derives from :class:`FerError`; the command line prints
+those as ``error: <message>`` and exits with status 2.
+"""
+from pathlib import Path
+
+__all__ = ['CheckpointMismatchError', 'ConfigError', 'DatasetError', 'DatasetFileNotFoundError',
+           'ExportUnavailableError', 'FaceDetectorUnavailableError', 'FerError', 'ImageReadError',
+           'PretrainedWeightsError']
 
 
 class FerError(Exception):
@@ -17,3 +24,33 @@ class DatasetError(FerError, ValueError):
 
 class DatasetFileNotFoundError(FerError, FileNotFoundError):
     """A file that the dataset's layout needs does not exist; the message names it and the expected layout."""
+
+
+class PretrainedWeightsError(FerError, RuntimeError):
+    """Pretrained weights could not be found, fetched or read."""
+
+
+class CheckpointMismatchError(FerError, ValueError):
+    """A checkpoint's tensors do not fit the model: the message lists every key that does not fit."""
+
+
+class ImageReadError(FerError, ValueError):
+    """An input file is missing, not an image, or damaged; the message names the file and the fix.
+
+    Attributes:
+        path: The file.
+        reason: What is wrong with it and what to do, without the file name.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f'{path}: {reason}')
+        self.path = path
+        self.reason = reason
+
+
+class FaceDetectorUnavailableError(FerError, ImportError):
+    """The optional face detector is not installed."""
+
+
+class ExportUnavailableError(FerError, ImportError):
+    """A package the export format needs is not installed."""

@@ -11,13 +11,9 @@ from typing import Callable, List, Tuple
 import numpy as np
 from PIL import Image
 
-from ..errors import FerError
+from ..errors import FaceDetectorUnavailableError
 
 __all__ = ['DetectedFace', 'FaceDetector', 'FaceDetectorUnavailableError', 'RetinaFaceDetector']
-
-
-class FaceDetectorUnavailableError(FerError, ImportError):
-    """The optional face detector is not installed."""
 
 
 @dataclass(frozen=True)

@@ -6,23 +6,9 @@ from typing import List, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import FerError
+from ..errors import ImageReadError
 
 __all__ = ['ImageReadError', 'find_images', 'image_suffixes', 'read_image', 'to_rgb']
-
-
-class ImageReadError(FerError, ValueError):
-    """An input file is missing, not an image, or damaged; the message names the file and the fix.
-
-    Attributes:
-        path: The file.
-        reason: What is wrong with it and what to do, without the file name.
-    """
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f'{path}: {reason}')
-        self.path = path
-        self.reason = reason
 
 
 def image_suffixes() -> Tuple[str, ...]:

@@ -10,18 +10,10 @@ from timm.models import build_model_with_cfg
 from timm.models._builder import resolve_pretrained_cfg
 from torch import nn
 
-from ..errors import FerError
+from ..errors import CheckpointMismatchError, FerError, PretrainedWeightsError
 
-__all__ = ['CheckpointMismatchError', 'PretrainedWeightsError', 'adaptable_prefixes', 'build_fer_model',
-           'check_state_dict_fits', 'read_checkpoint_file', 'unwrap_state_dict']
-
-
-class PretrainedWeightsError(FerError, RuntimeError):
-    """Pretrained weights could not be found, fetched or read."""
-
-
-class CheckpointMismatchError(FerError, ValueError):
-    """A checkpoint's tensors do not fit the model: the message lists every key that does not fit."""
+__all__ = ['adaptable_prefixes', 'build_fer_model', 'check_state_dict_fits', 'read_checkpoint_file',
+           'unwrap_state_dict']
 
 
 def _local_file_hint(name: str) -> str:

@@ -1,17 +1,15 @@
 """Process setup for ``torchrun``: torch.distributed from its environment variables, and the few collectives used."""
-import argparse
 import os
-import sys
 from dataclasses import dataclass
-from typing import Any, Callable, List
+from typing import Any, List
 
 import torch
 import torch.distributed as dist
 
-from .errors import ConfigError, FerError
+from ..errors import ConfigError
 
 __all__ = ['DistributedEnv', 'all_gather_objects', 'all_reduce_sum', 'broadcast_buffers', 'cleanup_distributed',
-           'init_distributed', 'run_command']
+           'init_distributed']
 
 
 @dataclass(frozen=True)
@@ -62,18 +60,6 @@ def cleanup_distributed() -> None:
     """Leave the process group, if this process joined one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:
-    """Run a sub-command that may join a process group: errors caused by data or options print as one line
-    (exit status 2), and the process group is left however the command ends."""
-    try:
-        return command(args)
-    except FerError as e:
-        print(f'{prog}: error: {e}', file=sys.stderr)
-        return 2
-    finally:
-        cleanup_distributed()
 
 
 def _active() -> bool:

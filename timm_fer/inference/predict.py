@@ -5,100 +5,40 @@ to the ArcFace template at the model's input size (or, for already aligned crops
 the model's own data config, and classified in batches. Inputs that give no prediction (unreadable files, no face,
 faces below the minimum size) are reported one by one while the others go on.
 """
-import argparse
 import csv
 import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from PIL import Image
 from timm.data import resolve_data_config
-from timm.models._builder import resolve_pretrained_cfg
 from torch import nn
 from tqdm import tqdm
 
-from .convert import create_named_model
-from .data.transforms import create_fer_transform
-from .errors import ConfigError
-from .faces import (
+from ..data.transforms import create_fer_transform
+from ..errors import ConfigError, ImageReadError
+from ..faces import (
     DetectedFace,
     FaceDetector,
-    ImageReadError,
     RetinaFaceDetector,
     align_face,
     find_images,
     pillow_resample,
     read_image,
 )
-from .models._pretrained import CheckpointMismatchError, PretrainedWeightsError
-from .runtime import add_runtime_arguments, autocast, prepare_model, resolve_amp_dtype, to_input
+from ..hub import RANDOM_WEIGHTS, load_model
+from ..utils import autocast, prepare_model, resolve_amp_dtype, to_input
 from .visualize import explain, render_explanation
 
-__all__ = ['DEFAULT_MODEL', 'RANDOM_WEIGHTS', 'SAMPLE_IMAGE', 'FacePrediction', 'PredictionReport', 'SkippedInput',
-           'add_predict_parser', 'format_table', 'load_fer_model', 'predict', 'run', 'write_report']
+__all__ = ['OUTPUT_SUFFIXES', 'SAMPLE_IMAGE', 'FacePrediction', 'PredictionReport', 'SkippedInput', 'format_table',
+           'predict', 'write_report']
 
-DEFAULT_MODEL = 'transfer_fer_compact.ferplus'
-"""Model of ``predict`` and ``export``: its weights ship with timm-fer, so it runs with no network."""
-SAMPLE_IMAGE = Path(__file__).parent / 'assets' / 'astronaut.png'
+SAMPLE_IMAGE = Path(__file__).resolve().parent.parent / 'assets' / 'astronaut.png'
 """Public-domain portrait (NASA astronaut Eileen Collins) used when no image is given."""
-RANDOM_WEIGHTS = 'random (the predictions are meaningless: a demo of the pipeline only)'
 OUTPUT_SUFFIXES = ('.json', '.csv')
-
-
-def load_fer_model(
-        name: str = DEFAULT_MODEL,
-        checkpoint: Optional[Union[str, Path]] = None,
-        random_weights: bool = False,
-        model_kwargs: Optional[Dict[str, Any]] = None,
-) -> Tuple[nn.Module, str]:
-    """Create a timm-fer model with trained weights, in eval mode, and say where the weights came from.
-
-    The one place where ``predict`` and ``export`` get their weights. With ``checkpoint`` they come from that local
-    file (``pretrained_cfg_overlay=dict(file=...)``); otherwise from the pretrained tag of ``name`` (e.g.
-    ``transfer_fer_ir50.rafdb``, the default tag of ``transfer_fer_ir50``): the file shipped inside the package for
-    ``transfer_fer_compact.ferplus``, the Hugging Face Hub for the others.
-
-    Args:
-        name: Model name with an optional tag; the tag sets the label names and preprocessing.
-        checkpoint: Local weights file (``.safetensors``, ``.pth``, or a ``timm-fer train`` checkpoint).
-        random_weights: When the tag's weights cannot be loaded, go on with random weights instead of failing.
-        model_kwargs: Constructor arguments of a checkpoint trained with a non-default architecture.
-
-    Raises:
-        PretrainedWeightsError: the weights cannot be loaded (and ``random_weights`` is off).
-        CheckpointMismatchError: the checkpoint's tensors do not fit the model.
-        ConfigError: unknown model name or tag.
-    """
-    model_kwargs = model_kwargs or {}
-    if checkpoint is not None:
-        try:
-            model = create_named_model(
-                name, pretrained=True, pretrained_cfg_overlay=dict(file=str(checkpoint)), **model_kwargs)
-        except (PretrainedWeightsError, CheckpointMismatchError) as e:
-            raise type(e)(
-                f'{e} Check that --model names the architecture and tag the checkpoint was trained as (e.g. '
-                f'transfer_fer_ir50.ferplus for 8 FERPlus classes).') from e
-        return model.eval(), f'checkpoint {checkpoint}'
-    try:
-        model = create_named_model(name, pretrained=True, **model_kwargs)
-        cfg = model.pretrained_cfg
-        source = 'shipped with timm-fer' if cfg.get('file') else cfg.get('hf_hub_id')
-        return model.eval(), f"pretrained {cfg['architecture']}.{cfg['tag']} ({source})"
-    except PretrainedWeightsError as e:
-        if not random_weights:
-            architecture, _, tag = name.partition('.')
-            cfg = resolve_pretrained_cfg(architecture, pretrained_cfg=tag or None)
-            tagged = f'{architecture}.{cfg.tag}' if cfg.tag else architecture
-            problem = (f'no weights for {tagged} could be loaded from the Hugging Face Hub repo {cfg.hf_hub_id} (not '
-                       f'published yet, or offline: {type(e.__cause__ or e).__name__})') if cfg.hf_hub_id else \
-                f'no weights are published for {tagged}'
-            raise PretrainedWeightsError(
-                f'{problem}; pass --checkpoint FILE with trained weights, or --random-weights for a demo whose '
-                f'predictions are meaningless.') from e
-    return create_named_model(name, pretrained=False, **model_kwargs).eval(), RANDOM_WEIGHTS
 
 
 @dataclass
@@ -239,7 +179,7 @@ class _Classifier:
 
 def predict(
         images: Optional[Union[str, Path, Sequence[Union[str, Path]]]] = None,
-        model: Union[str, nn.Module] = DEFAULT_MODEL,
+        model: Optional[Union[str, nn.Module]] = None,
         checkpoint: Optional[Union[str, Path]] = None,
         random_weights: bool = False,
         aligned: bool = False,
@@ -258,8 +198,9 @@ def predict(
     Args:
         images: Image files, folders (searched recursively) or glob patterns, or one of them; None uses the shipped
             sample portrait.
-        model: Model name with optional tag (weights from :func:`load_fer_model`), or a model (put in eval mode).
-        checkpoint: Local weights file for ``model`` given by name.
+        model: Model name with optional tag, or a model (put in eval mode). Default: the model the checkpoint names,
+            else :data:`~timm_fer.hub.DEFAULT_MODEL`.
+        checkpoint: Checkpoint file or Hub model folder (:func:`~timm_fer.hub.load_model` reads it).
         random_weights: Go on with random weights when the named model's weights cannot be loaded (demo only).
         aligned: The images already are aligned face crops: resize them, detect nothing.
         detector: Face detector; default :class:`~timm_fer.faces.RetinaFaceDetector` (the ``face`` extra).
@@ -281,11 +222,12 @@ def predict(
         fer_model, weights, model_name = model.eval(), 'the given model', type(model).__name__
         device = torch.device(device) if device else next(model.parameters()).device
     else:
-        fer_model, weights = load_fer_model(model, checkpoint, random_weights)
-        model_name = model
+        fer_model, weights = load_model(model, checkpoint, random_weights=random_weights)
+        cfg = fer_model.pretrained_cfg
+        model_name = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get('tag') else cfg['architecture']
         device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     # A model passed in keeps its memory format (channels-last inputs alone select the fast convolutions).
-    fer_model = prepare_model(fer_model, device, channels_last and isinstance(model, str), compile_model)
+    fer_model = prepare_model(fer_model, device, channels_last and not isinstance(model, nn.Module), compile_model)
     labels = list(fer_model.pretrained_cfg.get('label_names') or [f'class {i}' for i in range(fer_model.num_classes)])
     data_config = resolve_data_config({}, model=fer_model)
     size = tuple(data_config['input_size'][1:])
@@ -372,52 +314,3 @@ def write_report(report: PredictionReport, path: Union[str, Path]) -> Path:
         writer.writerow([s.file] + [''] * (7 + len(report.labels) + 1) + [s.reason, report.weights])
     path.write_text(buffer.getvalue(), encoding='utf-8')
     return path
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``timm-fer predict``: print a table of expressions per face, optionally write JSON/CSV and pictures."""
-    if args.output is not None and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise ConfigError(f'--output must end in .json or .csv, got {args.output}.')
-    detector = None if args.aligned else RetinaFaceDetector(score_threshold=args.face_threshold)
-    report = predict(
-        args.images, model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights,
-        aligned=args.aligned, detector=detector, batch_size=args.batch_size, min_face_size=args.min_face_size,
-        device=args.device, save_viz=args.save_viz, amp=args.amp, channels_last=args.channels_last,
-        compile_model=args.compile)
-    print(format_table(report))
-    if args.output is not None:
-        print(f'wrote {write_report(report, args.output)}')
-    if args.save_viz is not None and report.faces:
-        count = len(report.faces)
-        print(f'wrote {count} explanation picture{"s" if count > 1 else ""} to {args.save_viz}')
-    return 0 if report.faces else 1
-
-
-def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``timm-fer predict``."""
-    parser = subparsers.add_parser(
-        'predict', help='detect, align and classify the faces in photos',
-        description='Examples:\n  timm-fer predict photo.jpg photos/ "shots/**/*.png" --checkpoint model.safetensors '
-                    '--output results.csv\n  timm-fer predict --save-viz viz/   '
-                    '(the shipped sample portrait and FERPlus weights)\n  timm-fer predict crops/ --aligned '
-                    '--model transfer_fer_ir50.ferplus --checkpoint ferplus.pth',
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('images', nargs='*', help='image files, folders or glob patterns (default: a sample portrait)')
-    parser.add_argument('--model', default=DEFAULT_MODEL,
-                        help=f'model and tag; the tag sets labels and preprocessing (default: {DEFAULT_MODEL})')
-    parser.add_argument('--checkpoint', type=Path, help='local weights file for --model')
-    parser.add_argument('--random-weights', action='store_true',
-                        help='when no weights can be loaded, run with random weights (meaningless, demo only)')
-    parser.add_argument('--aligned', action='store_true',
-                        help='images are aligned face crops: resize only, no face detection')
-    parser.add_argument('--output', type=Path, help='write the results to a .json or .csv file')
-    parser.add_argument('--save-viz', type=Path, metavar='DIR',
-                        help='write one picture per face: aligned face, LANet map, transformer relevance')
-    parser.add_argument('--batch-size', type=int, default=32, help='faces per forward pass (default: 32)')
-    parser.add_argument('--min-face-size', type=float, default=32.,
-                        help='skip faces whose box is smaller than this many pixels (default: 32)')
-    parser.add_argument('--face-threshold', type=float, default=0.9,
-                        help='smallest face detector confidence (default: 0.9)')
-    parser.add_argument('--device', help='torch device (default: cuda when available, else cpu)')
-    add_runtime_arguments(parser)
-    parser.set_defaults(func=run)

@@ -1,9 +1,8 @@
 """The fast path of timm-fer's commands: channels-last memory, bf16 autocast and torch.compile where they pay off.
 
-Commands call :func:`add_runtime_arguments` for the flags and :func:`prepare_model` / :func:`autocast` to apply
-them; defaults pick the fastest path the device supports, and each part can be turned off.
+Commands apply them with :func:`prepare_model` and :func:`autocast`; the defaults pick the fastest path the device
+supports, and each part can be turned off.
 """
-import argparse
 from contextlib import nullcontext
 from functools import lru_cache
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import ContextManager, Optional
 import torch
 from torch import nn
 
-__all__ = ['add_runtime_arguments', 'autocast', 'bf16_is_fast', 'prepare_model', 'resolve_amp_dtype', 'to_input']
+__all__ = ['autocast', 'bf16_is_fast', 'prepare_model', 'resolve_amp_dtype', 'to_input']
 
 
 @lru_cache(maxsize=None)
@@ -56,13 +55,3 @@ def to_input(images: torch.Tensor, device: torch.device, channels_last: bool = T
     """Move a batch of images to ``device`` in the memory format the model runs in."""
     images = images.to(device, non_blocking=True)
     return images.contiguous(memory_format=torch.channels_last) if channels_last else images
-
-
-def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--amp``, ``--channels-last`` / ``--no-channels-last`` and ``--compile``."""
-    parser.add_argument('--amp', choices=('auto', 'bf16', 'none'), default='auto',
-                        help='autocast precision; auto: bf16 where the device runs it fast (CUDA with bf16, CPUs '
-                             'with AVX512-BF16 or AMX), else fp32')
-    parser.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=True,
-                        help='run convolutions in channels-last memory format (default: on)')
-    parser.add_argument('--compile', action='store_true', help='torch.compile the model')

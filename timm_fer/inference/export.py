@@ -1,25 +1,23 @@
-"""Export a FER model for deployment: ``timm-fer export`` to ONNX or ``torch.export`` (``.pt2``).
+"""Export a FER model for deployment (``timm-fer export``): to ONNX or ``torch.export`` (``.pt2``).
 
 Both graphs take normalised aligned faces (batch, channels, height, width) with a dynamic batch axis and return the
 logits. MAD and MSAD are identities in eval, so the graphs are plain and deterministic. The model's name, label
 names and preprocessing travel with the file: ONNX metadata properties, or the ``timm_fer.json`` extra file of the
 ``.pt2`` archive. The ONNX exporter needs the ``export`` extra: ``pip install "timm-fer[export]"``.
 """
-import argparse
 import json
+import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from timm.data import resolve_data_config
 from torch import nn
 
-from .errors import ConfigError, FerError
-from .predict import DEFAULT_MODEL, load_fer_model
+from ..errors import ConfigError, ExportUnavailableError, FerError
 
-__all__ = ['EXPORT_FORMATS', 'METADATA_KEY', 'ExportUnavailableError', 'add_export_parser', 'check_export',
-           'export_model', 'export_metadata', 'run']
+__all__ = ['EXPORT_FORMATS', 'METADATA_KEY', 'check_export', 'export_checked', 'export_metadata', 'export_model']
 
 EXPORT_FORMATS = ('onnx', 'torch-export')
 METADATA_KEY = 'timm_fer.json'
@@ -27,10 +25,6 @@ METADATA_KEY = 'timm_fer.json'
 extra_files={METADATA_KEY: ''})``)."""
 MAX_BATCH_SIZE = 4096
 _INSTALL_HINT = 'pip install "timm-fer[export]"'
-
-
-class ExportUnavailableError(FerError, ImportError):
-    """A package the export format needs is not installed."""
 
 
 def export_metadata(model: nn.Module) -> Dict[str, Any]:
@@ -119,40 +113,40 @@ def check_export(model: nn.Module, path: Path, export_format: str, batch_sizes: 
         actual = run_exported(x)
         if actual.shape != expected.shape:
             raise RuntimeError(f'exported {path} gives logits of shape {actual.shape}, eager {expected.shape}.')
-        difference = max(difference, float(np.abs(actual - expected).max()))
+        gap = float(np.abs(actual - expected).max()) if actual.size else 0.
+        difference = max(difference, gap if np.isfinite(gap) else float('inf'))  # max() would drop a NaN
     return difference
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``timm-fer export``: load the model, export it, and compare the file's outputs with the eager model's."""
-    model, weights = load_fer_model(args.model, args.checkpoint, args.random_weights)
-    out = export_model(model, args.out, args.format, opset_version=args.opset)
-    size_mib = out.stat().st_size / 2 ** 20
-    print(f'wrote {out} ({args.format}, {size_mib:.1f} MiB) of {args.model}, weights: {weights}')
-    if not args.no_check:
-        difference = check_export(model, out, args.format)
-        print(f'max |exported - eager| over batch sizes 1 and 3: {difference:.2e}')
-        if difference > args.atol:
-            raise FerError(f'the exported model differs from the eager one by {difference:.2e} > --atol {args.atol}.')
-    return 0
+def export_checked(
+        model: nn.Module,
+        out: Path,
+        export_format: str,
+        atol: float = 1e-4,
+        check: bool = True,
+        opset_version: Optional[int] = None,
+) -> Tuple[Path, Optional[float]]:
+    """Export ``model`` to ``out`` and check the file against the eager model before it replaces ``out``.
 
+    The file is written beside ``out`` and moved there only when its logits are within ``atol`` of the eager
+    model's (and finite), so a failed export or check leaves whatever was at ``out`` untouched.
 
-def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``timm-fer export``."""
-    parser = subparsers.add_parser(
-        'export', help='export a model to ONNX or torch.export (.pt2) with a dynamic batch axis',
-        description='Examples:\n  timm-fer export --checkpoint model.safetensors --format onnx --out transfer.onnx\n'
-                    '  timm-fer export --model transfer_fer_ir50.ferplus --checkpoint ferplus.pth '
-                    '--format torch-export --out transfer.pt2',
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--model', default=DEFAULT_MODEL, help=f'model and tag (default: {DEFAULT_MODEL})')
-    parser.add_argument('--checkpoint', type=Path, help='local weights file for --model')
-    parser.add_argument('--random-weights', action='store_true',
-                        help='when no weights can be loaded, export random weights (to test a deployment only)')
-    parser.add_argument('--format', choices=EXPORT_FORMATS, required=True, help='onnx or torch-export')
-    parser.add_argument('--out', type=Path, required=True, help='file to write, e.g. model.onnx or model.pt2')
-    parser.add_argument('--opset', type=int, help="ONNX opset version (default: the exporter's)")
-    parser.add_argument('--atol', type=float, default=1e-4,
-                        help='largest accepted difference between exported and eager logits (default: 1e-4)')
-    parser.add_argument('--no-check', action='store_true', help='skip running the exported file against eager')
-    parser.set_defaults(func=run)
+    Returns:
+        The path written, and the largest difference measured (None when ``check`` is off).
+    """
+    if not atol >= 0:  # also refuses NaN
+        raise ConfigError(f'--atol must be a number >= 0, got {atol}.')
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f'.{out.name}.{os.getpid()}.tmp')
+    try:
+        export_model(model, staging, export_format, opset_version=opset_version)
+        difference = check_export(model, staging, export_format) if check else None
+        if difference is not None and not difference <= atol:
+            raise FerError(f'the exported model differs from the eager one by {difference:.2e} > --atol {atol}; '
+                           f'{out} was not written.')
+        os.replace(staging, out)
+    finally:
+        if staging.exists():
+            staging.unlink()
+    return out, difference

@@ -19,8 +19,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
-from .layers import LocalCNN, MultiHeadSelfAttentionDropping
-from .models import TransFER
+from ..layers import LocalCNN, MultiHeadSelfAttentionDropping
+from ..models import TransFER
 
 __all__ = ['explain', 'gradient_weighted_rollout', 'jet_colormap', 'overlay_heatmap', 'recorded_attention',
            'render_explanation']

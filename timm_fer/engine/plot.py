@@ -3,7 +3,7 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .checkpoint import write_atomic
+from ..utils import write_atomic
 
 __all__ = ['draw_confusion_matrix']
 

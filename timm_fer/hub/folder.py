@@ -1,4 +1,4 @@
-"""Checkpoint files and Hugging Face Hub model folders: safe loading, atomic writing, model cards, pushing.
+"""Hugging Face Hub model folders: atomic writing, model cards, checking and pushing.
 
 A Hub model folder is what timm's ``save_for_hf`` writes (``model.safetensors``, ``config.json``) plus a model card
 ``README.md``; ``timm.create_model('hf-hub:ORG/NAME', pretrained=True)`` loads it back.
@@ -9,25 +9,18 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import torch
 from timm.models import save_for_hf
 from timm.models._hub import generate_readme
 from torch import nn
 
-from .complexity import count_macs, count_params
-from .constants import HF_HUB_ORG
-from .errors import ConfigError
-from .models._pretrained import read_checkpoint_file, unwrap_state_dict
+from ..constants import HF_HUB_ORG
+from ..errors import ConfigError
+from ..utils import count_macs, count_params
 
-__all__ = ['HUB_FOLDER_FILES', 'check_hub_folder', 'default_repo_id', 'hub_folder_files', 'load_checkpoint_file',
-           'make_model_card', 'push_hub_folder', 'read_checkpoint_file', 'write_hub_folder']
+__all__ = ['HUB_FOLDER_FILES', 'check_hub_folder', 'default_repo_id', 'hub_folder_files', 'make_model_card',
+           'push_hub_folder', 'write_hub_folder']
 
 HUB_FOLDER_FILES = ('model.safetensors', 'config.json', 'README.md')
-
-
-def load_checkpoint_file(path: Path) -> Dict[str, torch.Tensor]:
-    """The model tensors of a checkpoint file (see :func:`read_checkpoint_file`), unwrapped from its containers."""
-    return unwrap_state_dict(read_checkpoint_file(path))
 
 
 def default_repo_id(architecture: str, tag: Optional[str] = None) -> str:

@@ -1,0 +1,55 @@
+"""Pieces shared by the sub-commands: one error handler, and the runtime and model options."""
+import argparse
+import ast
+import sys
+from typing import Any, Callable, Dict, Optional, Sequence
+
+from ..engine.distributed import cleanup_distributed
+from ..errors import ConfigError, FerError
+
+__all__ = ['add_model_arguments', 'add_runtime_arguments', 'parse_model_kwargs', 'run_command']
+
+
+def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:
+    """Run a sub-command: errors caused by data or options print as one line (exit status 2), and a process group
+    that the command joined is left however it ends."""
+    try:
+        return command(args)
+    except FerError as e:
+        print(f'{prog}: error: {e}', file=sys.stderr)
+        return 2
+    finally:
+        cleanup_distributed()
+
+
+def parse_model_kwargs(items: Optional[Sequence[str]]) -> Dict[str, Any]:
+    """``key=value`` strings to a dict; values are Python literals (``(1, 1, 1)``, ``0.5``), else strings."""
+    kwargs = {}
+    for item in items or ():
+        key, separator, value = item.partition('=')
+        if not separator or not key.isidentifier():
+            raise ConfigError(f"--model-kwargs takes key=value pairs, got '{item}'.")
+        try:
+            kwargs[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            kwargs[key] = value
+    return kwargs
+
+
+def add_model_arguments(parser: argparse._ActionsContainer) -> None:
+    """Options that shape the model (``--model-kwargs``, ``--img-size``), shared by ``train`` and ``eval``."""
+    parser.add_argument('--model-kwargs', nargs='*', default=[], metavar='KEY=VALUE',
+                        help='extra model arguments, values parsed as Python literals, e.g. depth=4 '
+                             'stem_layers="(1, 1, 1)"')
+    parser.add_argument('--img-size', type=int, default=None,
+                        help="square input size (default: the model's, 112 for TransFER)")
+
+
+def add_runtime_arguments(parser: argparse._ActionsContainer) -> None:
+    """``--amp``, ``--channels-last`` / ``--no-channels-last`` and ``--compile``."""
+    parser.add_argument('--amp', choices=('auto', 'bf16', 'none'), default='auto',
+                        help='autocast precision; auto: bf16 where the device runs it fast (CUDA with bf16, CPUs '
+                             'with AVX512-BF16 or AMX), else fp32')
+    parser.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=True,
+                        help='run convolutions in channels-last memory format (default: on)')
+    parser.add_argument('--compile', action='store_true', help='torch.compile the model')

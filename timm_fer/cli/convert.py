@@ -1,0 +1,63 @@
+"""``timm-fer convert`` and ``timm-fer push``: Hub model folders from the paper's sources or trained checkpoints."""
+import argparse
+from pathlib import Path
+
+from ..hub import convert_checkpoint, default_repo_id, hub_folder_files, push_model
+from .common import run_command
+
+__all__ = ['add_convert_parser', 'add_push_parser']
+
+
+def _convert(args: argparse.Namespace) -> int:
+    model = convert_checkpoint(args.model, args.out, args.face_evolve, args.vit, args.checkpoint, args.seed,
+                               overwrite=args.overwrite, command=args.command_line)
+    cfg = model.pretrained_cfg
+    print(f'Wrote {args.out}: {", ".join(hub_folder_files(args.out))}; Hub repo id: '
+          f'{default_repo_id(cfg["architecture"], cfg.get("tag"))}')
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    lines = push_model(
+        args.folder, model=args.model, checkpoint=args.checkpoint, metrics=args.metric, dataset=args.dataset,
+        training=args.training, repo_id=args.repo_id, private=args.private, overwrite=args.overwrite,
+        dry_run=args.dry_run, command=args.command_line)
+    print('\n'.join(lines))
+    return 0
+
+
+def add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``timm-fer convert``."""
+    parser = subparsers.add_parser(
+        'convert', help='convert face.evoLVe IR and timm ViT-S checkpoints into a Hub model folder',
+        description='Examples:\n  timm-fer convert --model ir_50.ms1m --face-evolve backbone_ir50_ms1m_epoch120.pth '
+                    '--out hub/ir_50.ms1m\n  timm-fer convert --model transfer_fer_ir50.ms1m_in1k --face-evolve '
+                    'backbone_ir50_ms1m_epoch120.pth --vit vit_small_p16_224-15ec54c9.pth '
+                    '--out hub/transfer_fer_ir50.ms1m_in1k',
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--model', required=True, help='target model and tag, e.g. transfer_fer_ir50.ms1m_in1k')
+    parser.add_argument('--face-evolve', type=Path, help='face.evoLVe IR / IR-SE checkpoint (.pth)')
+    parser.add_argument('--vit', type=Path, help="timm legacy ViT-S checkpoint (vit_small_p16_224-15ec54c9.pth)")
+    parser.add_argument('--checkpoint', type=Path, help='a checkpoint already in timm-fer layout')
+    parser.add_argument('--out', type=Path, required=True, help='Hub model folder to write')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the parts no source covers')
+    parser.add_argument('--overwrite', action='store_true', help='replace a Hub model folder timm-fer wrote at --out')
+    parser.set_defaults(func=lambda args: run_command(_convert, args, 'timm-fer convert'))
+
+
+def add_push_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``timm-fer push``."""
+    parser = subparsers.add_parser(
+        'push', help='push a Hub model folder to the Hugging Face Hub (writing it from a checkpoint first)')
+    parser.add_argument('folder', type=Path, help='Hub model folder to push (written first with --model/--checkpoint)')
+    parser.add_argument('--model', help='model and tag of --checkpoint, e.g. transfer_fer_ir50.rafdb')
+    parser.add_argument('--checkpoint', type=Path, help='trained weights to write into the folder first')
+    parser.add_argument('--metric', action='append', help='a measured result for the model card (repeatable)')
+    parser.add_argument('--dataset', help='training dataset, for the model card')
+    parser.add_argument('--training', action='append',
+                        help='how the weights were trained (protocol, command, time), for the model card (repeatable)')
+    parser.add_argument('--repo-id', help="target repo (default: the tag's hf_hub_id)")
+    parser.add_argument('--private', action='store_true', help='create the repo as private')
+    parser.add_argument('--overwrite', action='store_true', help='replace a Hub model folder timm-fer wrote')
+    parser.add_argument('--dry-run', action='store_true', help='only write and check the folder; push nothing')
+    parser.set_defaults(func=lambda args: run_command(_push, args, 'timm-fer push'))

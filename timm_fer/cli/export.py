@@ -1,0 +1,50 @@
+"""``timm-fer export``: a model to ONNX or torch.export (``.pt2``), checked against the eager model."""
+import argparse
+from pathlib import Path
+
+from ..hub import DEFAULT_MODEL, load_model
+from ..inference.export import EXPORT_FORMATS, export_checked
+from .common import run_command
+
+__all__ = ['add_export_parser', 'run']
+
+
+def _export(args: argparse.Namespace) -> int:
+    model, weights = load_model(args.model, args.checkpoint, random_weights=args.random_weights)
+    out, difference = export_checked(model, args.out, args.format, atol=args.atol, check=not args.no_check,
+                                     opset_version=args.opset)
+    cfg = model.pretrained_cfg
+    name = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get('tag') else cfg['architecture']
+    print(f'wrote {out} ({args.format}, {out.stat().st_size / 2 ** 20:.1f} MiB) of {name}, weights: {weights}')
+    if difference is not None:
+        print(f'max |exported - eager| over batch sizes 1 and 3: {difference:.2e}')
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry of the ``export`` sub-command."""
+    return run_command(_export, args, 'timm-fer export')
+
+
+def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``timm-fer export``."""
+    parser = subparsers.add_parser(
+        'export', help='export a model to ONNX or torch.export (.pt2) with a dynamic batch axis',
+        description='Examples:\n  timm-fer export --format onnx --out transfer_fer_compact.onnx   (the shipped '
+                    'FERPlus weights)\n  timm-fer export --checkpoint runs/ferplus-transfer_fer_ir50/best.pth '
+                    '--format onnx --out transfer.onnx\n  timm-fer export --model transfer_fer_ir50.ferplus '
+                    '--checkpoint ferplus.safetensors --format torch-export --out transfer.pt2',
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--model', default=None,
+                        help=f'model and tag (default: the model a checkpoint names, else {DEFAULT_MODEL})')
+    parser.add_argument('--checkpoint', type=Path,
+                        help='weights: a timm-fer train checkpoint, a Hub model folder, or a .safetensors/.pth file')
+    parser.add_argument('--random-weights', action='store_true',
+                        help='when no weights can be loaded, export random weights (to test a deployment only)')
+    parser.add_argument('--format', choices=EXPORT_FORMATS, required=True, help='onnx or torch-export')
+    parser.add_argument('--out', type=Path, required=True, help='file to write, e.g. model.onnx or model.pt2')
+    parser.add_argument('--opset', type=int, help="ONNX opset version (default: the exporter's)")
+    parser.add_argument('--atol', type=float, default=1e-4,
+                        help='largest accepted difference between exported and eager logits (default: 1e-4)')
+    parser.add_argument('--no-check', action='store_true', help='skip running the exported file against eager')
+    parser.set_defaults(func=run)

@@ -1,0 +1,121 @@
+"""``timm-fer train`` and ``python -m timm_fer.train`` (the entry point for torchrun)."""
+import argparse
+from typing import List, Optional
+
+from ..data import DATASET_NAMES
+from ..engine.train import SAMPLER_DESCRIPTIONS, train
+from ..hub import PAPER_INIT_TAG
+from .common import add_model_arguments, add_runtime_arguments, parse_model_kwargs, run_command
+
+__all__ = ['add_train_parser', 'main', 'run']
+
+DESCRIPTION = """Train a FER model with the paper's protocol.
+
+One command per dataset; the recipe of TransFER (section 4.2) is the default and every part of it is a flag.
+Class-balanced up-sampling, the paper's augmentation, SGD with a step schedule (or cosine, with warm-up and label
+smoothing, for training from scratch), evaluation after every epoch, a JSON-lines metrics file, and atomic
+checkpoints that --resume continues exactly (same epoch, step, sampler position and random states, so the final
+weights match an uninterrupted run).
+
+Several processes (GPUs or machines) run the same command through torchrun:
+torchrun --nproc-per-node N -m timm_fer.train ...  (--batch-size is the global batch)
+"""
+
+
+def _train(args: argparse.Namespace) -> int:
+    args.model_kwargs = parse_model_kwargs(args.model_kwargs)
+    return train(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry of the ``train`` sub-command."""
+    return run_command(_train, args, 'timm-fer train')
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group('data')
+    data.add_argument('--dataset', required=True, choices=DATASET_NAMES,
+                      help='dataset layout and recipe: rafdb, ferplus, affectnet7, affectnet8, or folder (one '
+                           'folder per class, RAF-DB recipe)')
+    data.add_argument('--data-dir', required=True, help='dataset folder')
+    data.add_argument('--eval-split', default=None,
+                      help='split evaluated after each epoch (default: rafdb test, ferplus valid, affectnet val, '
+                           'folder val)')
+    data.add_argument('--no-eval', action='store_true', help='do not evaluate after each epoch')
+    data.add_argument('--classes', default=None,
+                      help='comma-separated class folders in label order, for --dataset folder (default: sorted)')
+    data.add_argument('--skip-missing-images', action='store_true',
+                      help='FERPlus: skip images that have votes but no file, instead of failing')
+    data.add_argument('--workers', type=int, default=None, help='data loader worker processes per process')
+
+    model = parser.add_argument_group('model')
+    model.add_argument('--model', default='transfer_fer_ir50', help='timm model name')
+    add_model_arguments(model)
+    model.add_argument('--pretrained-tag', default=PAPER_INIT_TAG,
+                       help="start from MODEL.TAG when timm can load it (default: the paper's initialisation)")
+    model.add_argument('--no-pretrained', action='store_true', help='start from a random initialisation')
+    model.add_argument('--initial-checkpoint', default=None,
+                       help='start from the weights of this local file (timm pretrained_cfg_overlay file)')
+    model.add_argument('--sync-bn', action='store_true',
+                       help='synchronise BatchNorm statistics across processes (CUDA only)')
+
+    recipe = parser.add_argument_group('recipe (defaults: the dataset\'s recipe, printed at start)')
+    length = recipe.add_mutually_exclusive_group()
+    length.add_argument('--epochs', type=int, default=None, help='training length in epochs')
+    length.add_argument('--iterations', type=int, default=None, help='training length in optimiser steps')
+    recipe.add_argument('--milestones', type=int, nargs='+', default=None,
+                        help="epochs (or iterations) where lr is x0.1 (default: the recipe's, scaled to the length)")
+    recipe.add_argument('--sched', choices=('step', 'cosine'), default='step',
+                        help="learning-rate schedule: step (x0.1 at --milestones, the paper's) or cosine (to 0 at the "
+                             'end, stepped every iteration)')
+    recipe.add_argument('--warmup', type=int, default=0,
+                        help='epochs (iterations with --iterations) of linear warm-up to --lr')
+    recipe.add_argument('--lr', type=float, default=None, help='peak learning rate')
+    recipe.add_argument('--smoothing', type=float, default=0., help='label smoothing of the cross-entropy')
+    recipe.add_argument('--momentum', type=float, default=None, help='SGD momentum')
+    recipe.add_argument('--weight-decay', type=float, default=None, help='SGD weight decay')
+    recipe.add_argument('--batch-size', type=int, default=None,
+                        help='GLOBAL batch size; each process takes batch / (processes x accumulation steps)')
+    recipe.add_argument('--grad-accum-steps', type=int, default=1, help='micro-batches per optimiser step')
+    recipe.add_argument('--sampler', choices=tuple(SAMPLER_DESCRIPTIONS), default='balanced',
+                        help="balanced: every class up-sampled to the largest (the paper's); uniform: every image "
+                             'once per epoch (for overall accuracy on imbalanced data such as FERPlus)')
+    recipe.add_argument('--metric', choices=('accuracy', 'mean_class_accuracy'), default=None,
+                        help='evaluation metric that selects best.pth')
+
+    augment = parser.add_argument_group('augmentation')
+    augment.add_argument('--no-augment', action='store_true', help='train on resized faces only')
+    augment.add_argument('--rotation', type=float, default=10., help='largest random rotation, degrees')
+    augment.add_argument('--crop-scale', type=float, default=1.1,
+                         help='resize to this multiple of the input size before the random crop')
+    augment.add_argument('--hflip', type=float, default=0.5, help='horizontal flip probability')
+    augment.add_argument('--erase-prob', type=float, default=0.25, help='random erasing probability')
+
+    run_group = parser.add_argument_group('run')
+    run_group.add_argument('--device', default='auto', help='auto (cuda if available, else cpu), cpu, cuda, cuda:N')
+    add_runtime_arguments(run_group)
+    run_group.add_argument('--seed', type=int, default=42, help='seed of initialisation, sampling and augmentation')
+    run_group.add_argument('--output', default=None, help='run folder (default: runs/DATASET-MODEL)')
+    run_group.add_argument('--resume', nargs='?', const='', default=None, metavar='CHECKPOINT',
+                           help='continue a stopped run exactly, from CHECKPOINT (default: OUTPUT/last.pth)')
+    run_group.add_argument('--checkpoint-every-steps', type=int, default=None,
+                           help='also checkpoint every N optimiser steps inside epochs')
+    run_group.add_argument('--stop-after-steps', type=int, default=None,
+                           help='stop after global step N without saving, as if killed (to test --resume)')
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``timm-fer train``."""
+    parser = subparsers.add_parser('train', help="train with the paper's protocol (torchrun for many processes)",
+                                   description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m timm_fer.train``, the same as ``timm-fer train``."""
+    parser = argparse.ArgumentParser(prog='python -m timm_fer.train', description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(parser)
+    return run(parser.parse_args(argv))
+

@@ -1,0 +1,187 @@
+"""Evaluate a FER checkpoint: :func:`evaluate_checkpoint` (``timm-fer eval``) and :func:`evaluate_model`.
+
+Prints overall accuracy, mean class accuracy and per-class accuracy, and writes them as JSON with a confusion
+matrix PNG. Loads checkpoints of ``timm-fer train`` (model, classes and input size come with them), plain state
+dicts and ``.safetensors`` files. Runs under ``torchrun`` too: each process evaluates a shard.
+"""
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from ..data import DATASET_NAMES, EVAL_SPLITS, FerDataset, create_fer_dataset, create_fer_transform
+from ..errors import ConfigError
+from ..hub import load_model, read_checkpoint, resolve_fer_data_config
+from ..utils import autocast, prepare_model, resolve_amp_dtype, to_input, write_text_atomic
+from .distributed import DistributedEnv, all_reduce_sum, init_distributed
+from .metrics import ClassificationReport, confusion_matrix
+from .plot import draw_confusion_matrix
+
+__all__ = ['EvaluationResult', 'describe_report', 'evaluate_checkpoint', 'evaluate_model', 'write_eval_report']
+
+
+@torch.inference_mode()
+def evaluate_model(
+        model: torch.nn.Module,
+        dataset: FerDataset,
+        env: DistributedEnv,
+        batch_size: int,
+        amp_dtype: Optional[torch.dtype] = None,
+        channels_last: bool = False,
+        tta_flip: bool = False,
+        workers: int = 0,
+        progress: bool = False,
+) -> Tuple[torch.Tensor, float]:
+    """Confusion matrix and summed cross-entropy of ``model`` over ``dataset``, summed over all processes.
+
+    Each process takes every ``world_size``-th image from its rank on, so the shards cover the dataset once.
+
+    Args:
+        model: Model to evaluate (put in eval mode here).
+        dataset: Dataset with its test transform.
+        env: This process's rank, world size and device.
+        batch_size: Images per forward pass on this process.
+        amp_dtype: Autocast dtype (bfloat16), or None for fp32.
+        channels_last: Feed the images in channels-last memory format.
+        tta_flip: Average the softmax of each image with that of its horizontal flip.
+        workers: Data loader worker processes.
+        progress: Show a progress bar.
+    """
+    model.eval()
+    num_classes = len(dataset.classes)
+    shard = Subset(dataset, range(env.rank, len(dataset), env.world_size))
+    loader = DataLoader(shard, batch_size=batch_size, num_workers=workers, pin_memory=env.device.type == 'cuda',
+                        generator=torch.Generator())  # its own generator: the global one stays untouched
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=env.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
+    for images, targets in tqdm(loader, desc='eval', unit='batch', leave=False, disable=not progress):
+        targets = targets.to(env.device, non_blocking=True)
+        if tta_flip:
+            images = torch.cat([images, images.flip(-1)])
+        images = to_input(images, env.device, channels_last)
+        with autocast(env.device, amp_dtype):
+            logits = model(images)
+        log_probs = logits.float().log_softmax(dim=-1)
+        if tta_flip:
+            log_probs = torch.logsumexp(torch.stack(log_probs.chunk(2)), dim=0) - math.log(2)
+        loss_sum += F.nll_loss(log_probs, targets, reduction='sum').double()
+        confusion += confusion_matrix(targets, log_probs.argmax(dim=-1), num_classes)
+    all_reduce_sum(confusion)
+    all_reduce_sum(loss_sum)
+    return confusion.cpu(), loss_sum.item()
+
+
+def write_eval_report(
+        report: ClassificationReport, output_dir: str, name: str, title: str, extra: Dict[str, Any]) -> List[str]:
+    """Write ``<name>.json`` (metrics, confusion matrix and ``extra``) and ``<name>.png`` (confusion matrix).
+
+    Returns the written paths.
+    """
+    json_path = os.path.join(output_dir, f'{name}.json')
+    png_path = os.path.join(output_dir, f'{name}.png')
+    write_text_atomic(json_path, json.dumps({**extra, **report.to_dict()}, indent=2) + '\n')
+    draw_confusion_matrix(report.confusion, report.classes, png_path, title)
+    return [json_path, png_path]
+
+
+def describe_report(report: ClassificationReport, what: str) -> str:
+    """One line: what was evaluated, accuracy, mean class accuracy and the number of images."""
+    return (f'{what}: accuracy {100 * report.accuracy:.2f}%, mean class accuracy '
+            f'{100 * report.mean_class_accuracy:.2f}% ({report.num_images} images)')
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate_checkpoint` measured, and the files it wrote (on the main process only)."""
+    report: ClassificationReport
+    summary: str
+    written: List[str] = field(default_factory=list)
+
+
+def evaluate_checkpoint(
+        checkpoint: str,
+        data_dir: str,
+        dataset: Optional[str] = None,
+        split: Optional[str] = None,
+        classes: Optional[Sequence[str]] = None,
+        skip_missing_images: bool = False,
+        model: Optional[str] = None,
+        model_kwargs: Optional[Dict[str, Any]] = None,
+        img_size: Optional[int] = None,
+        batch_size: int = 256,
+        tta_flip: bool = False,
+        amp: str = 'auto',
+        channels_last: bool = True,
+        compile_model: bool = False,
+        device: str = 'auto',
+        workers: int = 0,
+        output: Optional[str] = None,
+        log: Callable[[str], None] = print,
+) -> EvaluationResult:
+    """Evaluate a checkpoint on a dataset split; write ``eval-DATASET-SPLIT.json`` and ``.png`` beside it.
+
+    Model, constructor arguments, input size, dataset and classes default to those a ``timm-fer train`` checkpoint
+    carries. Under ``torchrun`` each process evaluates a shard and the main process writes the results.
+
+    Args:
+        checkpoint: Any checkpoint :func:`~timm_fer.hub.read_checkpoint` reads.
+        data_dir: Dataset folder.
+        dataset: Dataset layout (default: the checkpoint's).
+        split: Split to evaluate (default: the one each dataset reports).
+        classes: Class folders in label order, for the 'folder' layout (default: the checkpoint's).
+        skip_missing_images: FERPlus: skip images that have votes but no file.
+        model: Model name (default: the checkpoint's, else ``transfer_fer_ir50``).
+        model_kwargs: Constructor arguments over the checkpoint's.
+        img_size: Square input size (default: the checkpoint's).
+        batch_size: Images per forward pass and process.
+        tta_flip: Average the softmax of each face with that of its horizontal flip.
+        amp: 'auto', 'bf16' or 'none'.
+        channels_last: Run in channels-last memory format.
+        compile_model: ``torch.compile`` the model.
+        device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
+        workers: Data loader worker processes.
+        output: Folder of the JSON and PNG results (default: the checkpoint's folder).
+        log: Prints on the main process.
+    """
+    env = init_distributed(device)
+    log = log if env.is_main else (lambda *_: None)
+    saved = read_checkpoint(checkpoint)
+    run = saved.run_config or {}
+    dataset_name = dataset or run.get('dataset')
+    if dataset_name is None:
+        raise ConfigError(f'{checkpoint} does not say its dataset: pass --dataset ({", ".join(DATASET_NAMES)}).')
+    model_name = model or saved.model_name or 'transfer_fer_ir50'
+    kwargs = dict(model_kwargs or {})
+    if img_size is not None:
+        kwargs['img_size'] = img_size
+    split = split or EVAL_SPLITS[dataset_name]
+    if classes is None and dataset_name == 'folder':
+        classes = saved.labels
+    data = create_fer_dataset(dataset_name, data_dir, split, classes=classes, skip_missing=skip_missing_images)
+    log(data.summary())
+    if saved.labels is not None and tuple(saved.labels) != data.classes:
+        raise ConfigError(
+            f'{checkpoint} was trained on classes {list(saved.labels)}, but {dataset_name} {split} has '
+            f'{list(data.classes)}; evaluate on data with the same classes in the same order (--classes).')
+    fer_model, _ = load_model(model_name, saved, num_classes=len(data.classes), model_kwargs=kwargs)
+    data.transform = create_fer_transform(resolve_fer_data_config(fer_model, kwargs.get('img_size')))
+    fer_model = prepare_model(fer_model, env.device, channels_last, compile_model)
+    confusion, loss_sum = evaluate_model(
+        fer_model, data, env, batch_size, amp_dtype=resolve_amp_dtype(amp, env.device), channels_last=channels_last,
+        tta_flip=tta_flip, workers=workers, progress=env.is_main)
+    report = ClassificationReport.from_confusion(confusion, data.classes)
+    what = f'{model_name} on {data.display_name} {split}' + (' with flip TTA' if tta_flip else '')
+    result = EvaluationResult(report, describe_report(report, what))
+    if env.is_main:
+        name = f'eval-{dataset_name}-{split}' + ('-flip' if tta_flip else '')
+        extra = dict(checkpoint=os.path.abspath(checkpoint), model=model_name, dataset=dataset_name, split=split,
+                     tta_flip=tta_flip, loss=loss_sum / report.num_images, skipped=data.skipped)
+        output_dir = output or os.path.dirname(os.path.abspath(checkpoint))
+        result.written = write_eval_report(report, output_dir, name, result.summary, extra)
+    return result

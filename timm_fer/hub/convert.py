@@ -1,0 +1,139 @@
+"""Convert the paper's initialisation sources into timm-fer Hub model folders, and publish folders.
+
+:func:`convert_checkpoint` (``timm-fer convert``) turns face.evoLVe IR / IR-SE checkpoints and timm's legacy ViT-S
+checkpoint into ``ir_50.ms1m``, the stem or encoder of ``transfer_fer_ir50``, or the combined
+``transfer_fer_ir50.ms1m_in1k``. :func:`push_model` (``timm-fer push``) uploads a Hub model folder, writing it from a
+trained checkpoint first if asked.
+"""
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from huggingface_hub import constants as hf_constants
+from torch import nn
+
+from ..errors import CheckpointMismatchError, ConfigError, PretrainedWeightsError
+from ..models import IRNet, TransFER, irnet, transfer
+from .checkpoint import read_checkpoint
+from .folder import (
+    check_hub_folder,
+    default_repo_id,
+    hub_folder_files,
+    make_model_card,
+    push_hub_folder,
+    write_hub_folder,
+)
+from .loading import create_named_model
+
+__all__ = ['convert_checkpoint', 'convert_to_model', 'push_model']
+
+_FILTERS = {IRNet: irnet.checkpoint_filter_fn, TransFER: transfer.checkpoint_filter_fn}
+
+
+def _sources_of(paths: Dict[str, Optional[Path]]) -> Dict[str, torch.Tensor]:
+    """Load every given source file and merge their tensors, refusing files of the wrong layout."""
+    merged: Dict[str, torch.Tensor] = {}
+    for kind, path in paths.items():
+        if path is None:
+            continue
+        state_dict = read_checkpoint(path).state_dict
+        if kind == 'face_evolve' and not irnet.is_face_evolve_state_dict(state_dict):
+            raise CheckpointMismatchError(
+                f'{path} is not a face.evoLVe IR checkpoint (no input_layer.* or body.* keys; it has '
+                f'{", ".join(list(state_dict)[:5])}, ...).')
+        if kind == 'vit' and not transfer.is_timm_vit_state_dict(state_dict):
+            raise CheckpointMismatchError(
+                f'{path} is not a timm ViT checkpoint (no patch_embed.proj.weight and blocks.*; it has '
+                f'{", ".join(list(state_dict)[:5])}, ...).')
+        overlap = sorted(set(merged) & set(state_dict))
+        if overlap:
+            raise CheckpointMismatchError(f'{path} repeats tensors of another source: {", ".join(overlap[:5])}')
+        merged.update(state_dict)
+    if not merged:
+        raise ConfigError('give at least one source: --face-evolve, --vit or --checkpoint.')
+    return merged
+
+
+def convert_to_model(
+        name: str,
+        face_evolve: Optional[Path] = None,
+        vit: Optional[Path] = None,
+        checkpoint: Optional[Path] = None,
+        seed: int = 0,
+) -> nn.Module:
+    """Build ``name`` (e.g. ``transfer_fer_ir50.ms1m_in1k``) with weights from the given source files.
+
+    Parts no source covers keep a seeded initialisation. Every source tensor must land in the model and every
+    model tensor must be covered (or be such a part), else :class:`CheckpointMismatchError` lists what does not fit.
+    """
+    torch.manual_seed(seed)
+    model = create_named_model(name, pretrained=False)
+    sources = _sources_of(dict(face_evolve=face_evolve, vit=vit, checkpoint=checkpoint))
+    state_dict = _FILTERS[type(model)](sources, model)
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+def convert_checkpoint(
+        name: str,
+        out: Path,
+        face_evolve: Optional[Path] = None,
+        vit: Optional[Path] = None,
+        checkpoint: Optional[Path] = None,
+        seed: int = 0,
+        overwrite: bool = False,
+        command: str = 'timm_fer.hub.convert_checkpoint',
+) -> nn.Module:
+    """Write ``name`` with weights from the given source files as a Hub model folder at ``out``; returns the model.
+
+    Args:
+        name: Target model and tag, e.g. ``transfer_fer_ir50.ms1m_in1k``.
+        out: Hub model folder to write.
+        face_evolve: face.evoLVe IR / IR-SE checkpoint.
+        vit: timm legacy ViT-S checkpoint.
+        checkpoint: A checkpoint already in timm-fer layout.
+        seed: Seed of the parts no source covers.
+        overwrite: Replace a Hub model folder that timm-fer wrote at ``out``.
+        command: The command that produced the folder, for the model card.
+    """
+    model = convert_to_model(name, face_evolve, vit, checkpoint, seed)
+    sources = [str(p) for p in (face_evolve, vit, checkpoint) if p]
+    write_hub_folder(model, out, make_model_card(model, command=command, sources=sources), overwrite=overwrite)
+    return model
+
+
+def push_model(
+        folder: Path,
+        model: Optional[str] = None,
+        checkpoint: Optional[Path] = None,
+        metrics: Optional[Sequence[str]] = None,
+        dataset: Optional[str] = None,
+        training: Optional[Sequence[str]] = None,
+        repo_id: Optional[str] = None,
+        private: bool = False,
+        overwrite: bool = False,
+        dry_run: bool = False,
+        command: str = 'timm_fer.hub.push_model',
+) -> List[str]:
+    """Push a Hub model folder to the Hugging Face Hub, writing it from ``checkpoint`` into ``model`` first if given.
+
+    Returns the lines to report: what the folder holds, and the commit URL (or where a dry run would push).
+    """
+    if model or checkpoint:
+        if not (model and checkpoint):
+            raise ConfigError('--model and --checkpoint go together: the checkpoint is loaded into that model.')
+        built = convert_to_model(model, checkpoint=checkpoint)
+        card = make_model_card(built, command=command, metrics=metrics, dataset=dataset,
+                               sources=[str(checkpoint)], training=training)
+        write_hub_folder(built, folder, card, overwrite=overwrite)
+        cfg = built.pretrained_cfg
+        repo_id = repo_id or default_repo_id(cfg['architecture'], cfg.get('tag'))
+    else:
+        config = check_hub_folder(folder)
+        repo_id = repo_id or default_repo_id(config['architecture'], config['pretrained_cfg'].get('tag'))
+    files = ', '.join(hub_folder_files(folder))
+    if dry_run:
+        return [f'Dry run: {folder} ({files}) is ready; it would be pushed to https://huggingface.co/{repo_id}']
+    if hf_constants.HF_HUB_OFFLINE:
+        raise PretrainedWeightsError(f'cannot push {folder} to {repo_id}: HF_HUB_OFFLINE is set.')
+    return [f'Pushed {folder} ({files}): {push_hub_folder(folder, repo_id, private=private)}']

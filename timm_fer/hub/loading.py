@@ -1,0 +1,226 @@
+"""From a model name and/or a checkpoint to a model with its weights: the one loading API of timm-fer.
+
+:func:`load_model` gives a trained model for inference, export and evaluation: from a pretrained tag (shipped with
+the package or on the Hugging Face Hub), or from any checkpoint :func:`~timm_fer.hub.read_checkpoint` reads. A
+checkpoint written by ``timm-fer train``, or a Hub model folder, names its model, constructor arguments, labels and
+preprocessing, so no model name is needed for it. :func:`create_fer_model` starts a training run: from the paper's
+initialisation when it can be loaded, from a local initial checkpoint, or from scratch.
+"""
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple, Union
+
+import timm
+import torch
+from timm.data import resolve_data_config
+from timm.layers import to_2tuple
+from timm.models import get_pretrained_cfg_value
+from timm.models._builder import resolve_pretrained_cfg
+from torch import nn
+
+from ..errors import CheckpointMismatchError, ConfigError, PretrainedWeightsError
+from ..models import registered_models
+from .checkpoint import Checkpoint, read_checkpoint
+
+__all__ = ['DEFAULT_MODEL', 'PAPER_INIT_TAG', 'RANDOM_WEIGHTS', 'create_fer_model', 'create_named_model',
+           'load_model', 'resolve_fer_data_config']
+
+DEFAULT_MODEL = 'transfer_fer_compact.ferplus'
+"""Model of ``predict`` and ``export`` when none is named: its weights ship with timm-fer, so it runs offline."""
+PAPER_INIT_TAG = 'ms1m_in1k'
+"""Pretrained tag of the paper's initialisation: IR-50 stem trained on MS-Celeb-1M, encoder from ImageNet ViT-S."""
+RANDOM_WEIGHTS = 'random (the predictions are meaningless: a demo of the pipeline only)'
+"""What :func:`load_model` reports as the weights' source when it went on with random weights."""
+
+
+def create_named_model(name: str, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` for a timm-fer model name with an optional tag; unknown names and tags say what exists."""
+    architecture, _, tag = name.partition('.')
+    if architecture not in registered_models():
+        raise ConfigError(f"unknown timm-fer model '{architecture}'; known: {', '.join(registered_models())}.")
+    known_tags = [n.partition('.')[2] for n in timm.models.get_arch_pretrained_cfgs(architecture) if '.' in n]
+    if tag and tag not in known_tags:
+        raise ConfigError(f"unknown tag '{tag}' for {architecture}; known tags: {', '.join(known_tags) or 'none'}.")
+    return timm.create_model(name, **kwargs)
+
+
+def load_model(
+        model: Optional[str] = None,
+        checkpoint: Optional[Union[str, Path, Checkpoint]] = None,
+        *,
+        num_classes: Optional[int] = None,
+        model_kwargs: Optional[Dict[str, Any]] = None,
+        random_weights: bool = False,
+) -> Tuple[nn.Module, str]:
+    """A timm-fer model with trained weights, in eval mode, and a description of where the weights came from.
+
+    Args:
+        model: Model name with an optional tag (the tag sets labels and preprocessing). Default: the name the
+            checkpoint carries, else :data:`DEFAULT_MODEL`.
+        checkpoint: A checkpoint file or Hub model folder (or one already read); without it the tag's published or
+            shipped weights load.
+        num_classes: Classes the model must have; a checkpoint with another number of classes is an error.
+        model_kwargs: Constructor arguments, over those the checkpoint carries.
+        random_weights: When the tag's weights cannot be loaded, go on with random weights (demo only).
+
+    Raises:
+        PretrainedWeightsError: the weights cannot be read or loaded (and ``random_weights`` is off).
+        CheckpointMismatchError: the checkpoint does not fit the model; the message names the model tried.
+        ConfigError: unknown model name or tag.
+    """
+    if checkpoint is not None:
+        if not isinstance(checkpoint, Checkpoint):
+            checkpoint = read_checkpoint(checkpoint)
+        return _model_from_checkpoint(checkpoint, model, num_classes, model_kwargs), f'checkpoint {checkpoint.path}'
+    name = model or DEFAULT_MODEL
+    kwargs = dict(model_kwargs or {})
+    if num_classes is not None:
+        kwargs['num_classes'] = num_classes
+    try:
+        loaded = create_named_model(name, pretrained=True, **kwargs)
+    except PretrainedWeightsError as e:
+        if not random_weights:
+            raise PretrainedWeightsError(
+                f'{_no_weights_reason(name, e)}; pass --checkpoint FILE with trained weights, or --random-weights for '
+                f'a demo whose predictions are meaningless.') from e
+        return create_named_model(name, pretrained=False, **kwargs).eval(), RANDOM_WEIGHTS
+    cfg = loaded.pretrained_cfg
+    source = 'shipped with timm-fer' if cfg.get('file') else cfg.get('hf_hub_id')
+    return loaded.eval(), f"pretrained {cfg['architecture']}.{cfg['tag']} ({source})"
+
+
+def _no_weights_reason(name: str, error: Exception) -> str:
+    architecture, _, tag = name.partition('.')
+    cfg = resolve_pretrained_cfg(architecture, pretrained_cfg=tag or None)
+    tagged = f'{architecture}.{cfg.tag}' if cfg.tag else architecture
+    if not cfg.hf_hub_id:
+        return f'no weights are published for {tagged}'
+    return (f'no weights for {tagged} could be loaded from the Hugging Face Hub repo {cfg.hf_hub_id} (not published '
+            f'yet, or offline: {type(error.__cause__ or error).__name__})')
+
+
+def _classifier_rows(architecture: str, state_dict: Dict[str, torch.Tensor]) -> Optional[int]:
+    """Classes of the classifier in ``state_dict``, or None when it has none."""
+    classifier = get_pretrained_cfg_value(architecture, 'classifier')
+    weight = state_dict.get(f'{classifier}.weight') if isinstance(classifier, str) else None
+    return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
+
+
+def _model_from_checkpoint(
+        checkpoint: Checkpoint,
+        model: Optional[str],
+        num_classes: Optional[int],
+        model_kwargs: Optional[Dict[str, Any]],
+) -> nn.Module:
+    """Build the model a checkpoint belongs to and load its weights strictly (classifier included)."""
+    if model is not None:
+        name, why = model, 'given'
+    elif checkpoint.model_name is not None:
+        name, why = checkpoint.model_name, 'named by the checkpoint'
+    else:
+        name, why = DEFAULT_MODEL, 'the default; the file does not say which model it holds'
+    architecture = name.partition('.')[0]
+    kwargs = dict(checkpoint.model_kwargs) if architecture == checkpoint.architecture else {}
+    kwargs.update(model_kwargs or {})
+    rows = _classifier_rows(architecture, checkpoint.state_dict)
+    if num_classes is not None and rows is not None and rows != num_classes:
+        raise CheckpointMismatchError(
+            f'{checkpoint.path} has a classifier for {rows} classes, but {num_classes} are needed here; use a '
+            f'checkpoint trained on these classes.')
+    overlay: Dict[str, Any] = dict(state_dict=checkpoint.state_dict, tag=name.partition('.')[2] or None,
+                                   **checkpoint.data_config)
+    if rows is not None:
+        overlay['num_classes'] = kwargs['num_classes'] = rows
+    if checkpoint.labels is not None and len(checkpoint.labels) == rows:
+        overlay['label_names'] = list(checkpoint.labels)
+    try:
+        loaded = _create_with_state_dict(create_named_model, name, overlay, kwargs)
+    except (CheckpointMismatchError, TypeError, RuntimeError) as e:
+        raise CheckpointMismatchError(
+            f'{checkpoint.path} does not fit {name} ({why}{_kwargs_text(kwargs)}): {e} Pass --model with the '
+            f'architecture and tag the checkpoint was trained as (e.g. --model transfer_fer_ir50.ferplus for 8 '
+            f'FERPlus classes) and --model-kwargs for non-default constructor arguments.') from e
+    _check_dtypes(checkpoint, loaded)
+    return loaded.eval()
+
+
+def _create_with_state_dict(
+        create: Callable[..., nn.Module], name: str, overlay: Dict[str, Any], kwargs: Dict[str, Any]) -> nn.Module:
+    """Create ``name`` with the weights of ``overlay['state_dict']`` through timm's pretrained path (checkpoint filters,
+    classifier reset), and keep the tensors out of the model's pretrained cfg."""
+    model = create(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    model.pretrained_cfg.pop('state_dict', None)
+    return model
+
+
+def _kwargs_text(kwargs: Dict[str, Any]) -> str:
+    shown = {k: v for k, v in kwargs.items() if k != 'num_classes'}
+    return f', with {shown}' if shown else ''
+
+
+def _check_dtypes(checkpoint: Checkpoint, model: nn.Module) -> None:
+    """Refuse integer or boolean tensors where the model has floating-point weights (timm would cast them)."""
+    expected = model.state_dict()
+    wrong = [k for k, v in checkpoint.state_dict.items()
+             if k in expected and expected[k].is_floating_point() and not v.is_floating_point()]
+    if wrong:
+        raise PretrainedWeightsError(
+            f'{checkpoint.path} stores {", ".join(wrong[:5])} as {checkpoint.state_dict[wrong[0]].dtype}, not '
+            f'floating point: it is not a checkpoint of trained weights; use the file the training run wrote.')
+
+
+def create_fer_model(
+        name: str,
+        num_classes: int,
+        img_size: Optional[int] = None,
+        model_kwargs: Optional[Dict[str, Any]] = None,
+        pretrained_tag: Optional[str] = None,
+        initial_checkpoint: Optional[Union[str, Path]] = None,
+        seed: int = 0,
+        log: Callable[[str], None] = print,
+) -> Tuple[nn.Module, str]:
+    """Create ``name`` for ``num_classes`` classes to start a training run, and say where its weights came from.
+
+    With ``initial_checkpoint``, weights come from that file (any that :func:`~timm_fer.hub.read_checkpoint`
+    reads); its classifier is kept when it has ``num_classes`` outputs and re-initialised otherwise.
+    Else, with ``pretrained_tag``, from ``name.pretrained_tag`` when timm can load it; when it cannot (weights not
+    published, offline, tag unknown) a line says so and the model starts from scratch. The random initialisation
+    is seeded with ``seed``, so every process of a run starts from the same weights.
+    """
+    if not timm.is_model(name):
+        raise ConfigError(f"unknown model '{name}'; 'timm-fer models' lists the FER models, timm.list_models() all.")
+    kwargs = dict(model_kwargs or {}, num_classes=num_classes)
+    if img_size is not None:
+        kwargs['img_size'] = img_size
+    if initial_checkpoint:
+        state_dict = read_checkpoint(initial_checkpoint).state_dict
+        overlay = dict(state_dict=state_dict, num_classes=_classifier_rows(name.partition('.')[0], state_dict))
+        torch.manual_seed(seed)
+        try:
+            model = _create_with_state_dict(timm.create_model, name, overlay, kwargs)
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ConfigError(
+                f'cannot initialise {name} from --initial-checkpoint {initial_checkpoint} ({type(e).__name__}: '
+                f'{e}); check the file and that --model/--model-kwargs/--img-size match it.') from e
+        return model, f'initial checkpoint {initial_checkpoint}'
+    if pretrained_tag and '.' not in name:
+        tagged = f'{name}.{pretrained_tag}'
+        torch.manual_seed(seed)
+        try:
+            return timm.create_model(tagged, pretrained=True, **kwargs), f'pretrained {tagged}'
+        except (RuntimeError, OSError, ValueError, KeyError) as e:
+            log(f'No {tagged} weights ({type(e).__name__}: {e}); starting from scratch, so expect lower accuracy '
+                f'than the paper, which starts from IR-50 on MS-Celeb-1M and ViT-S on ImageNet.')
+    torch.manual_seed(seed)
+    try:
+        return timm.create_model(name, **kwargs), 'random initialisation'
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ConfigError(f'cannot create {name} with {kwargs}: {e}; check --model-kwargs and --img-size.') from e
+
+
+def resolve_fer_data_config(model: nn.Module, img_size: Optional[int] = None) -> Dict[str, Any]:
+    """timm data config (channels, mean, std, interpolation) of ``model``, at ``img_size`` when the model was built for
+    it."""
+    config = resolve_data_config({}, model=model)
+    if img_size is not None:
+        config['input_size'] = (config['input_size'][0], *to_2tuple(img_size))
+    return config
