@@ -3,9 +3,10 @@ import sys
 
 import numpy as np
 import pytest
+from drawn_faces import draw_face
 from hypothesis import given
 from hypothesis import strategies as st
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from timm_fer.faces import (
     ARCFACE_TEMPLATE_112,
@@ -27,21 +28,6 @@ from timm_fer.inference.predict import SAMPLE_IMAGE
 def similarity(angle: float, scale: float, shift_x: float, shift_y: float) -> np.ndarray:
     cos, sin = scale * np.cos(angle), scale * np.sin(angle)
     return np.array([[cos, -sin, shift_x], [sin, cos, shift_y]])
-
-
-def draw_face(size: int = 240) -> Image.Image:
-    """A cartoon face (skin oval, eyes, brows, nose, mouth) that RetinaFace detects."""
-    image = Image.new('RGB', (size, size), (90, 120, 160))
-    draw = ImageDraw.Draw(image)
-    s = size / 240
-    draw.ellipse([60 * s, 30 * s, 180 * s, 200 * s], fill=(224, 180, 150))
-    for x in (95, 145):
-        draw.ellipse([(x - 12) * s, 95 * s, (x + 12) * s, 107 * s], fill=(255, 255, 255))
-        draw.ellipse([(x - 5) * s, 96 * s, (x + 5) * s, 106 * s], fill=(40, 30, 20))
-        draw.line([(x - 14) * s, 86 * s, (x + 14) * s, 84 * s], fill=(80, 50, 30), width=max(1, int(4 * s)))
-    draw.polygon([(120 * s, 105 * s), (110 * s, 140 * s), (130 * s, 140 * s)], fill=(200, 150, 125))
-    draw.chord([95 * s, 150 * s, 145 * s, 175 * s], 0, 180, fill=(150, 40, 50))
-    return image
 
 
 def test_face_template_is_insightface_arcface_dst_scaled_to_the_size():

@@ -2,19 +2,20 @@
 import csv
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import safetensors.torch
 import timm
 import torch
+from drawn_faces import draw_face, stub_face
 from PIL import Image
-from test_faces import draw_face
 
 from timm_fer.cli import main
 from timm_fer.constants import RAFDB_LABELS
 from timm_fer.errors import CheckpointMismatchError, ConfigError
-from timm_fer.faces import ARCFACE_TEMPLATE_112, DetectedFace, read_image
+from timm_fer.faces import read_image
 from timm_fer.hub import RANDOM_WEIGHTS, load_model
 from timm_fer.inference.predict import SAMPLE_IMAGE, PredictionReport, predict, write_report
 
@@ -34,12 +35,6 @@ def model():
 def no_detector(monkeypatch):
     """Make the face extra look uninstalled."""
     monkeypatch.setitem(sys.modules, 'retinaface', None)
-
-
-def stub_face(x: float, y: float, scale: float) -> DetectedFace:
-    """A face whose landmarks are the template scaled by ``scale`` and moved to (x, y)."""
-    return DetectedFace(box=(x, y, x + 112 * scale, y + 112 * scale),
-                        landmarks=ARCFACE_TEMPLATE_112 * scale + [x, y], score=0.99)
 
 
 def outcomes(report: PredictionReport) -> dict:
@@ -201,3 +196,37 @@ def test_cli_says_how_to_get_the_detector_and_checks_the_output_suffix(tmp_path,
     assert 'pip install "timm-fer[face]"' in capsys.readouterr().err
     assert main(['predict', '--aligned', str(SAMPLE_IMAGE), '--output', str(tmp_path / 'r.xlsx')]) == 2
     assert '.json or .csv' in capsys.readouterr().err
+
+
+def test_crops_annotated_images_and_top_k(model, tmp_path):
+    from timm_fer.inference import format_table
+    from timm_fer.inference.annotate import BOX_COLOUR
+
+    draw_face(480).save(tmp_path / 'group.png')
+    faces = [stub_face(250, 10, 2.), stub_face(5, 10, 2.)]
+    report = predict([tmp_path / 'group.png'], model=model, detector=lambda image: faces,
+                     save_crops=tmp_path / 'crops', save_annotated=tmp_path / 'annotated')
+    assert sorted(p.name for p in (tmp_path / 'crops').iterdir()) == ['group_face0.png', 'group_face1.png']
+    assert [Path(f.crop).name for f in report.faces] == ['group_face0.png', 'group_face1.png']
+    assert Image.open(report.faces[0].crop).size == (112, 112)
+    assert report.annotated == [str(tmp_path / 'annotated' / 'group.png')]
+    annotated = np.asarray(Image.open(report.annotated[0]))
+    assert annotated.shape == (480, 480, 3)
+    for x0, y0, x1, y1 in (f.box for f in report.faces):  # each box's bottom edge is drawn in the box colour
+        assert (annotated[y1, x0 + 5:x1 - 5] == BOX_COLOUR).all()
+    table = format_table(report, top_k=2).splitlines()
+    assert table[1].split()[-2:] == ['top', '2']
+    for line, face in zip(table[2:], report.faces):
+        ranked = sorted(face.probabilities, key=face.probabilities.get, reverse=True)[:2]
+        assert line.split()[-4::2] == ranked
+    with pytest.raises(ConfigError, match='--top-k must be between 1 and the 7 labels'):
+        format_table(report, top_k=8)
+
+
+def test_cli_writes_crops_and_annotated_images(tmp_path, capsys):
+    args = ['predict', '--aligned', str(SAMPLE_IMAGE), '--save-crops', str(tmp_path / 'c'),
+            '--save-annotated', str(tmp_path / 'a'), '--top-k', '3']
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert 'wrote 1 aligned face to' in out and 'wrote 1 annotated image to' in out and ' top 3' in out
+    assert main(['predict', '--aligned', str(SAMPLE_IMAGE), '--top-k', '0']) == 2

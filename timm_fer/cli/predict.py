@@ -13,6 +13,8 @@ __all__ = ['add_predict_parser', 'run']
 def _predict(args: argparse.Namespace) -> int:
     if args.output is not None and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ConfigError(f'--output must end in .json or .csv, got {args.output}.')
+    if args.top_k is not None and args.top_k < 1:
+        raise ConfigError(f'--top-k must be at least 1, got {args.top_k}.')
     detector = None
     if not args.aligned:
         from ..faces import RetinaFaceDetector
@@ -20,14 +22,16 @@ def _predict(args: argparse.Namespace) -> int:
     report = predict(
         args.images, model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights,
         aligned=args.aligned, detector=detector, batch_size=args.batch_size, min_face_size=args.min_face_size,
-        device=args.device, save_viz=args.save_viz, amp=args.amp, channels_last=args.channels_last,
-        compile_model=args.compile)
-    print(format_table(report))
+        device=args.device, save_viz=args.save_viz, save_crops=args.save_crops, save_annotated=args.save_annotated,
+        amp=args.amp, channels_last=args.channels_last, compile_model=args.compile)
+    print(format_table(report, top_k=args.top_k))
     if args.output is not None:
         print(f'wrote {write_report(report, args.output)}')
-    if args.save_viz is not None and report.faces:
-        count = len(report.faces)
-        print(f'wrote {count} explanation picture{"s" if count > 1 else ""} to {args.save_viz}')
+    for folder, count, what in ((args.save_viz, len(report.faces), 'explanation picture'),
+                                (args.save_crops, len(report.faces), 'aligned face'),
+                                (args.save_annotated, len(report.annotated), 'annotated image')):
+        if folder is not None and count:
+            print(f'wrote {count} {what}{"s" if count > 1 else ""} to {folder}')
     return 0 if report.faces else 1
 
 
@@ -58,6 +62,11 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--output', type=Path, help='write the results to a .json or .csv file')
     parser.add_argument('--save-viz', type=Path, metavar='DIR',
                         help='write one picture per face: aligned face, LANet map, transformer relevance')
+    parser.add_argument('--save-annotated', type=Path, metavar='DIR',
+                        help="write each image with every face's box, top expression and confidence drawn on it")
+    parser.add_argument('--save-crops', type=Path, metavar='DIR', help='write the aligned faces the model classified')
+    parser.add_argument('--top-k', type=int, metavar='N',
+                        help='show the N most probable expressions of each face instead of every probability')
     parser.add_argument('--batch-size', type=int, default=32, help='faces per forward pass (default: 32)')
     parser.add_argument('--min-face-size', type=float, default=32.,
                         help='skip faces whose box is smaller than this many pixels (default: 32)')

@@ -1,48 +1,143 @@
 """Finding and reading input images robustly: folders and globs, EXIF rotation, any colour mode, damaged files."""
 import glob
+import os
+import re
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
 
-from ..errors import ImageReadError
+from ..errors import ConfigError, ImageReadError
 
-__all__ = ['ImageReadError', 'find_images', 'image_suffixes', 'read_image', 'to_rgb']
+__all__ = ['ImageReadError', 'find_images', 'glob_regex', 'image_suffixes', 'read_image', 'to_rgb', 'walk_files']
+
+
+NOT_STILL_IMAGES = frozenset({'MPEG'})
+"""Pillow formats that Pillow identifies but whose files are videos, not photos."""
 
 
 def image_suffixes() -> Tuple[str, ...]:
-    """File suffixes (lower case, with the dot) of the image formats that Pillow can open."""
+    """File suffixes (lower case, with the dot) of the still-image formats that Pillow can open."""
     Image.init()
     return tuple(sorted(suffix for suffix, image_format in Image.registered_extensions().items()
-                        if image_format in Image.OPEN))
+                        if image_format in Image.OPEN and image_format not in NOT_STILL_IMAGES))
 
 
-def find_images(inputs: Sequence[str]) -> Tuple[List[Path], List[Tuple[str, str]]]:
+def walk_files(root: Path) -> Iterator[Path]:
+    """Every file under ``root``, sorted per folder, following folder links but never entering a folder twice.
+
+    A symbolic-link loop (a link to a parent folder, or two links to each other) is entered once and cut there.
+    """
+    seen: Set[Tuple[int, int]] = set()
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        try:
+            info = folder.stat()
+            if (info.st_dev, info.st_ino) in seen:
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except OSError:  # unreadable folder, dangling or looping link
+            continue
+        subfolders = []
+        for entry in entries:
+            try:
+                if entry.is_dir():
+                    subfolders.append(Path(entry.path))
+                elif entry.is_file():
+                    yield Path(entry.path)
+            except OSError:
+                continue
+        pending.extend(reversed(subfolders))
+
+
+def glob_regex(pattern: str) -> 're.Pattern[str]':
+    """A regular expression matching the paths that the glob ``pattern`` names, with ``**`` for any depth."""
+    parts, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith('**/', i):
+            parts.append('(?:.*/)?')
+            i += 3
+        elif pattern.startswith('**', i):
+            parts.append('.*')
+            i += 2
+        elif pattern[i] == '*':
+            parts.append('[^/]*')
+            i += 1
+        elif pattern[i] == '?':
+            parts.append('[^/]')
+            i += 1
+        elif pattern[i] == '[' and ']' in pattern[i + 2:]:
+            end = pattern.index(']', i + 2)
+            body = pattern[i + 1:end]
+            parts.append('[' + ('^' + body[1:] if body.startswith('!') else body).replace('\\', '\\\\') + ']')
+            i = end + 1
+        else:
+            parts.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile(''.join(parts) + r'\Z', re.DOTALL)
+
+
+def _glob_files(pattern: str) -> Iterator[Path]:
+    """Files matching ``pattern``; ``**`` patterns are walked with :func:`walk_files`, so links never loop."""
+    if '**' not in pattern:
+        yield from sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_file())
+        return
+    pattern = pattern.replace(os.sep, '/')
+    while pattern.startswith('./'):
+        pattern = pattern[2:]
+    head = pattern.split('**', 1)[0]
+    root = head[:head.rfind('/') + 1]
+    if glob.has_magic(root):
+        raise ConfigError(f"'{pattern}': put '**' before any other wildcard, e.g. 'photos/**/*.jpg'.")
+    matcher = glob_regex(pattern)
+    yield from (path for path in walk_files(Path(root or '.')) if matcher.match(path.as_posix()))
+
+
+def find_images(inputs: Sequence[str], progress: Optional[bool] = None) -> Tuple[List[Path], List[Tuple[str, str]]]:
     """Expand image files, folders (searched recursively for image suffixes) and glob patterns, in order.
+
+    Files reached twice (through two inputs or a link) are listed once; symbolic-link loops are never followed.
+
+    Args:
+        inputs: Files, folders or glob patterns (``**`` for any depth).
+        progress: Show a count of the files found; None shows it on a terminal when listing takes over a second.
 
     Returns:
         The files, without duplicates, and (input, reason) for every input that gives no file.
     """
-    suffixes = image_suffixes()
+    suffixes = set(image_suffixes())
     files: List[Path] = []
+    seen: Set[Path] = set()
     problems: List[Tuple[str, str]] = []
+    counter = tqdm(desc='finding images', unit=' files', delay=1., leave=False,
+                   disable=None if progress is None or progress else True)
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob('*') if p.is_file() and p.suffix.lower() in suffixes)
-            if not found:
-                problems.append((item, 'the folder holds no image files (.jpg, .png, ...)'))
+            found: Iterable[Path] = (p for p in walk_files(path) if p.suffix.lower() in suffixes)
         elif path.is_file():
             found = [path]
         elif glob.has_magic(item):
-            found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
-            if not found:
-                problems.append((item, 'no file matches this pattern'))
+            found = _glob_files(item)
         else:
-            found = []
             problems.append((item, 'no such file or folder: check the path'))
-        files.extend(p for p in found if p not in files)
+            continue
+        count = 0
+        for file in found:
+            count += 1
+            key = file.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(file)
+                counter.update()
+        if not count:
+            problems.append((item, 'the folder holds no image files (.jpg, .png, ...)' if path.is_dir() else
+                             'no file matches this pattern'))
+    counter.close()
     return files, problems
 
 
@@ -74,7 +169,12 @@ def read_image(path: Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             image.load()  # decode now, so damage shows up here rather than later
-            return to_rgb(ImageOps.exif_transpose(image))
+            try:
+                upright = ImageOps.exif_transpose(image)
+            except Exception as e:  # Pillow's EXIF parser raises struct.error, TypeError, ... on malformed data
+                raise ImageReadError(path, f'its EXIF orientation data is malformed ({type(e).__name__}: {e}); '
+                                           f're-save the image without EXIF.') from e
+            return to_rgb(upright)
     except FileNotFoundError as e:
         raise ImageReadError(path, 'no such file; check the path.') from e
     except UnidentifiedImageError as e:

@@ -86,20 +86,51 @@ def make_model_card(
     return text.rstrip('\n') + '\n' + '\n'.join(lines)
 
 
+def _refuse_unsafe_target(out_dir: Path) -> None:
+    """Refuse folders whose replacement would delete what timm-fer did not write."""
+    target = out_dir.resolve()
+    cwd = Path.cwd().resolve()
+    if target == Path(target.anchor) or target == Path.home().resolve() or target == cwd or target in cwd.parents:
+        raise ConfigError(f'refusing to write a Hub model folder at {out_dir}: it is the root, the home folder, the '
+                          f'current folder or one of its parents; give a new folder, e.g. --out hub/MODEL.TAG.')
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise ConfigError(f'{out_dir} exists and is not a folder; choose another --out.')
+    names = {p.name for p in target.iterdir()}
+    if names and not (names <= set(HUB_FOLDER_FILES) and _is_timm_config(target / 'config.json')):
+        raise ConfigError(
+            f'{out_dir} holds files that are not a Hub model folder written by timm-fer ({", ".join(sorted(names)[:5])}'
+            f'{", ..." if len(names) > 5 else ""}); nothing was changed: choose another --out.')
+
+
+def _is_timm_config(path: Path) -> bool:
+    try:
+        return 'architecture' in json.loads(path.read_text(encoding='utf-8'))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def write_hub_folder(model: nn.Module, out_dir: Path, model_card: str, overwrite: bool = False) -> Path:
-    """Write ``model`` as a Hub model folder, atomically: a failure leaves nothing at ``out_dir``.
+    """Write ``model`` as a Hub model folder, atomically: a failure leaves ``out_dir`` as it was.
+
+    The folder is written beside ``out_dir`` and swapped in; only a Hub model folder that timm-fer wrote (its three
+    files and nothing else) is ever replaced, and never the root, home or current folder or a parent of it.
 
     Args:
         model: The model to save (weights as safetensors, timm's ``config.json``).
         out_dir: The folder to create.
         model_card: Text of ``README.md``.
-        overwrite: Replace an existing ``out_dir``; otherwise an existing one is an error.
+        overwrite: Replace a Hub model folder that timm-fer wrote at ``out_dir``; otherwise an existing, non-empty
+            ``out_dir`` is an error.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
+    _refuse_unsafe_target(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ConfigError(f'{out_dir} already exists: choose another --out or pass --overwrite.')
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
+    retired = None
     try:
         save_for_hf(model, staging, safe_serialization=True)
         (staging / 'README.md').write_text(model_card, encoding='utf-8')
@@ -107,11 +138,18 @@ def write_hub_folder(model: nn.Module, out_dir: Path, model_card: str, overwrite
             file.chmod(0o644)
         staging.chmod(0o755)
         if out_dir.exists():
-            shutil.rmtree(out_dir)
+            retired = staging.with_name(staging.name + '.old')
+            out_dir.rename(retired)
         staging.rename(out_dir)
     except BaseException:
+        if retired is not None and not out_dir.exists():
+            retired.rename(out_dir)
+            retired = None
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        if retired is not None:  # the folder timm-fer wrote before, checked above to hold only its own files
+            shutil.rmtree(retired, ignore_errors=True)
     return out_dir
 
 

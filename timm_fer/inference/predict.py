@@ -19,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data.transforms import create_fer_transform
-from ..errors import ConfigError, ImageReadError
+from ..errors import ConfigError, FerError, ImageReadError
 from ..faces import (
     DetectedFace,
     FaceDetector,
@@ -31,6 +31,7 @@ from ..faces import (
 )
 from ..hub import RANDOM_WEIGHTS, load_model
 from ..utils import autocast, prepare_model, resolve_amp_dtype, to_input
+from .annotate import annotate_image
 from .visualize import explain, render_explanation
 
 __all__ = ['OUTPUT_SUFFIXES', 'SAMPLE_IMAGE', 'FacePrediction', 'PredictionReport', 'SkippedInput', 'format_table',
@@ -53,6 +54,7 @@ class FacePrediction:
         expression: The most probable label.
         probabilities: Probability of every label, in the model's label order.
         visualization: Path of the explanation picture, when one was written.
+        crop: Path of the aligned face as the model saw it, when crops were saved.
     """
     file: str
     face: int
@@ -61,6 +63,7 @@ class FacePrediction:
     expression: str
     probabilities: Dict[str, float]
     visualization: Optional[str] = None
+    crop: Optional[str] = None
 
 
 @dataclass
@@ -78,6 +81,7 @@ class PredictionReport:
     labels: List[str]
     faces: List[FacePrediction] = field(default_factory=list)
     skipped: List[SkippedInput] = field(default_factory=list)
+    annotated: List[str] = field(default_factory=list)
 
     @property
     def meaningful(self) -> bool:
@@ -87,7 +91,8 @@ class PredictionReport:
     def to_dict(self) -> Dict:
         """A JSON-ready dict."""
         return dict(model=self.model, weights=self.weights, meaningful=self.meaningful, labels=self.labels,
-                    faces=[asdict(f) for f in self.faces], skipped=[asdict(s) for s in self.skipped])
+                    faces=[asdict(f) for f in self.faces], skipped=[asdict(s) for s in self.skipped],
+                    annotated=self.annotated)
 
 
 @dataclass
@@ -129,31 +134,39 @@ def _crop_faces(
     return crops, skipped
 
 
+class _UniqueNames:
+    """File names in one folder, ``STEM.png`` then ``STEM_1.png``, ... when two inputs share a stem."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.counts: Dict[str, int] = {}
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, stem: str) -> Path:
+        count = self.counts.get(stem, 0)
+        self.counts[stem] = count + 1
+        return self.folder / (f'{stem}.png' if count == 0 else f'{stem}_{count}.png')
+
+
 class _Classifier:
     """Classifies batches of aligned faces and, optionally, draws where the model looked."""
 
     def __init__(self, model: nn.Module, labels: List[str], data_config: Dict, device: torch.device,
                  viz_dir: Optional[Path], title_suffix: str, amp_dtype: Optional[torch.dtype] = None,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, crops_dir: Optional[Path] = None) -> None:
         self.model = model
         self.amp_dtype = amp_dtype
         self.channels_last = channels_last
         self.labels = labels
         self.transform = create_fer_transform(data_config)  # grayscale for one-channel models
         self.device = device
-        self.viz_dir = viz_dir
+        self.viz_names = _UniqueNames(viz_dir) if viz_dir is not None else None
+        self.crop_names = _UniqueNames(crops_dir) if crops_dir is not None else None
         self.title_suffix = title_suffix
-        self.viz_names: Dict[str, int] = {}
-
-    def _viz_path(self, crop: _FaceCrop) -> Path:
-        stem = f'{crop.file.stem}_face{crop.face}'
-        count = self.viz_names.get(stem, 0)
-        self.viz_names[stem] = count + 1
-        return self.viz_dir / (f'{stem}.png' if count == 0 else f'{stem}_{count}.png')
 
     def __call__(self, crops: List[_FaceCrop]) -> List[FacePrediction]:
         images = to_input(torch.stack([self.transform(c.image) for c in crops]), self.device, self.channels_last)
-        if self.viz_dir is None:
+        if self.viz_names is None:
             with torch.inference_mode(), autocast(self.device, self.amp_dtype):
                 logits = self.model(images)
             maps = None
@@ -167,8 +180,12 @@ class _Classifier:
             prediction = FacePrediction(
                 file=str(crop.file), face=crop.face, box=crop.box, detector_score=crop.detector_score,
                 expression=expression, probabilities={label: float(p) for label, p in zip(self.labels, probs)})
+            if self.crop_names is not None:
+                path = self.crop_names(f'{crop.file.stem}_face{crop.face}')
+                crop.image.save(path)
+                prediction.crop = str(path)
             if maps is not None:
-                path = self._viz_path(crop)
+                path = self.viz_names(f'{crop.file.stem}_face{crop.face}')
                 lanet_map = maps['lanet_map'][i] if maps['lanet_map'] is not None else None
                 title = f'{crop.file.name} face {crop.face}: {expression} {float(probs.max()):.2f}{self.title_suffix}'
                 render_explanation(crop.image, maps['relevance'][i], lanet_map, title).save(path)
@@ -188,6 +205,8 @@ def predict(
         min_face_size: float = 32.,
         device: Optional[Union[str, torch.device]] = None,
         save_viz: Optional[Union[str, Path]] = None,
+        save_crops: Optional[Union[str, Path]] = None,
+        save_annotated: Optional[Union[str, Path]] = None,
         progress: Optional[bool] = None,
         amp: str = 'auto',
         channels_last: bool = True,
@@ -208,6 +227,8 @@ def predict(
         min_face_size: Faces whose box has a shorter side below this many pixels are reported and skipped.
         device: Where the model runs; default CUDA when available for named models, else the model's device.
         save_viz: Folder for one explanation PNG per face (aligned face, LANet map, relevance map).
+        save_crops: Folder for the aligned faces, as the model saw them (before normalisation).
+        save_annotated: Folder for each input image with every face's box, top expression and confidence drawn.
         progress: Show a progress bar; None shows it for 20 or more files on a terminal.
         amp: Autocast precision: 'auto' (bf16 where the device runs it fast), 'bf16' or 'none'. Explanation
             pictures are computed in fp32.
@@ -234,12 +255,9 @@ def predict(
     resample = pillow_resample(data_config['interpolation'])
     if not aligned and detector is None:
         detector = RetinaFaceDetector()
-    viz_dir = Path(save_viz) if save_viz is not None else None
-    if viz_dir is not None:
-        viz_dir.mkdir(parents=True, exist_ok=True)
     title_suffix = ' (random weights)' if weights == RANDOM_WEIGHTS else ''
-    classify = _Classifier(fer_model, labels, data_config, device, viz_dir, title_suffix,
-                           resolve_amp_dtype(amp, device), channels_last)
+    classify = _Classifier(fer_model, labels, data_config, device, Path(save_viz) if save_viz else None, title_suffix,
+                           resolve_amp_dtype(amp, device), channels_last, Path(save_crops) if save_crops else None)
 
     if isinstance(images, (str, Path)):
         images = [images]
@@ -250,23 +268,64 @@ def predict(
     pending: List[_FaceCrop] = []
     for path in tqdm(files, desc='predict', unit='image', disable=None if progress else True):
         try:
-            image = read_image(path)
+            crops, skipped = _crop_faces(path, read_image(path), None if aligned else detector, size, resample,
+                                         min_face_size)
         except ImageReadError as e:
-            report.skipped.append(SkippedInput(str(path), e.reason))
-            continue
-        crops, skipped = _crop_faces(path, image, None if aligned else detector, size, resample, min_face_size)
+            crops, skipped = [], [SkippedInput(str(path), e.reason)]
+        except Exception as e:  # one bad file never stops the run: report it and go on
+            crops, skipped = [], [SkippedInput(str(path), f'face detection or alignment failed ({type(e).__name__}: '
+                                                          f'{e}); check the image')]
         report.skipped.extend(skipped)
         pending.extend(crops)
         while len(pending) >= batch_size:
-            report.faces.extend(classify(pending[:batch_size]))
+            _classify_into(report, classify, pending[:batch_size])
             pending = pending[batch_size:]
     if pending:
-        report.faces.extend(classify(pending))
+        _classify_into(report, classify, pending)
+    if save_annotated is not None:
+        report.annotated = _annotate(report, Path(save_annotated), title_suffix)
     return report
 
 
-def format_table(report: PredictionReport) -> str:
-    """The report as a text table, one row per face, then the skipped inputs."""
+def _annotate(report: PredictionReport, folder: Path, suffix: str) -> List[str]:
+    """Draw every predicted face on its image (read again, so no image is held during the run); the paths written."""
+    names = _UniqueNames(folder)
+    by_file: Dict[str, List[FacePrediction]] = {}
+    for face in report.faces:
+        by_file.setdefault(face.file, []).append(face)
+    written = []
+    for file, faces in by_file.items():
+        labels = [(f.box, f'{f.expression} {f.probabilities[f.expression]:.2f}{suffix}') for f in faces]
+        path = names(Path(file).stem)
+        annotate_image(read_image(Path(file)), labels).save(path)
+        written.append(str(path))
+    return written
+
+
+def _classify_into(report: PredictionReport, classify: '_Classifier', crops: List[_FaceCrop]) -> None:
+    """Classify a batch of faces into ``report``; when the batch fails, each face alone, reporting those that fail."""
+    try:
+        report.faces.extend(classify(crops))
+    except FerError:
+        raise
+    except Exception as e:
+        if len(crops) > 1:
+            for crop in crops:
+                _classify_into(report, classify, [crop])
+        else:
+            report.skipped.append(SkippedInput(str(crops[0].file), f'face {crops[0].face} could not be classified '
+                                                                   f'({type(e).__name__}: {e})'))
+
+
+def format_table(report: PredictionReport, top_k: Optional[int] = None) -> str:
+    """The report as a text table, one row per face, then the skipped inputs.
+
+    Args:
+        report: What :func:`predict` found.
+        top_k: Show each face's ``top_k`` most probable expressions instead of a column per label.
+    """
+    if top_k is not None and not 1 <= top_k <= len(report.labels):
+        raise ConfigError(f'--top-k must be between 1 and the {len(report.labels)} labels, got {top_k}.')
     lines = [f'model {report.model}, weights: {report.weights}']
     if not report.meaningful:
         lines.append('WARNING: random weights, the expressions below are meaningless.')
@@ -276,14 +335,18 @@ def format_table(report: PredictionReport) -> str:
         box_width = max(len('box x0,y0,x1,y1'), *(len(b) for b in boxes))
         expression_width = max(len(label) for label in report.labels) + 5
         widths = [max(len(label), 5) for label in report.labels]
-        header = f'{"file":<{file_width}} {"face":>4} {"box x0,y0,x1,y1":<{box_width}} ' \
-                 f'{"expression":<{expression_width}} ' + ' '.join(f'{lb:>{w}}' for lb, w in zip(report.labels, widths))
-        lines.append(header)
+        columns = f'top {top_k}' if top_k else f'{"expression":<{expression_width}} ' + ' '.join(
+            f'{lb:>{w}}' for lb, w in zip(report.labels, widths))
+        lines.append(f'{"file":<{file_width}} {"face":>4} {"box x0,y0,x1,y1":<{box_width}} {columns}')
         for face, box in zip(report.faces, boxes):
-            top = f'{face.expression} {face.probabilities[face.expression]:.2f}'
-            probabilities = ' '.join(f'{face.probabilities[lb]:>{w}.2f}' for lb, w in zip(report.labels, widths))
-            lines.append(f'{face.file:<{file_width}} {face.face:>4} {box:<{box_width}} {top:<{expression_width}} '
-                         f'{probabilities}')
+            if top_k:
+                ranked = sorted(face.probabilities.items(), key=lambda item: -item[1])[:top_k]
+                values = '  '.join(f'{label} {p:.2f}' for label, p in ranked)
+            else:
+                top = f'{face.expression} {face.probabilities[face.expression]:.2f}'
+                values = f'{top:<{expression_width}} ' + ' '.join(
+                    f'{face.probabilities[lb]:>{w}.2f}' for lb, w in zip(report.labels, widths))
+            lines.append(f'{face.file:<{file_width}} {face.face:>4} {box:<{box_width}} {values}')
     else:
         lines.append('no face was classified.')
     if report.skipped:
@@ -304,13 +367,13 @@ def write_report(report: PredictionReport, path: Union[str, Path]) -> Path:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(['file', 'face', 'x0', 'y0', 'x1', 'y1', 'detector_score', 'expression'] +
-                    [f'p_{label}' for label in report.labels] + ['visualization', 'skipped', 'weights'])
+                    [f'p_{label}' for label in report.labels] + ['visualization', 'crop', 'skipped', 'weights'])
     for f in report.faces:
         score = '' if f.detector_score is None else f'{f.detector_score:.4f}'
         writer.writerow([f.file, f.face, *f.box, score, f.expression] +
                         [f'{f.probabilities[label]:.6f}' for label in report.labels] +
-                        [f.visualization or '', '', report.weights])
+                        [f.visualization or '', f.crop or '', '', report.weights])
     for s in report.skipped:
-        writer.writerow([s.file] + [''] * (7 + len(report.labels) + 1) + [s.reason, report.weights])
+        writer.writerow([s.file] + [''] * (7 + len(report.labels) + 2) + [s.reason, report.weights])
     path.write_text(buffer.getvalue(), encoding='utf-8')
     return path
