@@ -3,7 +3,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from test_train import TINY_TRANSFER, train_args, write_toy_folder
+from helpers import TINY_TRANSFER, train_args, write_toy_folder
 
 import timm_fer  # noqa: F401
 from timm_fer.cli.train import main as train_main

@@ -3,44 +3,26 @@ import argparse
 import json
 import math
 import os
-import random
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_TRANSFER, run_torchrun, train_args, write_toy_folder
 from hypothesis import given
 from hypothesis import strategies as st
-from PIL import Image
+from torch.optim.lr_scheduler import MultiStepLR
 
 from timm_fer.cli import main as cli_main
+from timm_fer.cli.train import _add_arguments, config_from_args
 from timm_fer.cli.train import main as train_main
+from timm_fer.engine import TrainConfig, train
+from timm_fer.engine.scheduler import create_lr_scheduler
+from timm_fer.errors import ConfigError
 from timm_fer.hub import create_fer_model
-from timm_fer.train import RESUME_DEFAULTS, _add_arguments, create_lr_scheduler, resolve_config
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-TOY_COLOURS = {'blue': (40, 60, 200), 'green': (50, 190, 60), 'red': (210, 50, 40)}
-TINY_TRANSFER = ['--model', 'transfer_fer_ir50', '--img-size', '32', '--model-kwargs', 'stem_layers=(1, 1, 1)',
-                 'stem_channels=(16, 16, 32)', 'embed_dim=32', 'depth=1', 'num_heads=2']
 TINY_VIT = ['--model', 'vit_tiny_patch16_224', '--img-size', '32', '--model-kwargs', 'patch_size=8', 'embed_dim=32',
             'depth=1', 'num_heads=2']
 TIMING_KEYS = ('images_per_second', 'epoch_seconds')
-
-
-def write_toy_folder(root: Path, train_per_class: int = 8, val_per_class: int = 4) -> Path:
-    """Class-per-folder toy faces whose class is their colour; 'blue' has half the images of the others."""
-    rng = random.Random(0)
-    for split, count in (('train', train_per_class), ('val', val_per_class)):
-        for name, colour in TOY_COLOURS.items():
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(count // 2 if name == 'blue' else count):
-                image = Image.new('RGB', (24, 24), tuple(min(255, max(0, c + rng.randint(-40, 40))) for c in colour))
-                image.putpixel((rng.randrange(24), rng.randrange(24)), (255, 255, 255))
-                image.save(folder / f'{i}.png')
-    return root
 
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread', 'offline_hub')
@@ -51,11 +33,6 @@ def toy_data(tmp_path_factory) -> Path:
     return write_toy_folder(tmp_path_factory.mktemp('toy'), train_per_class=16, val_per_class=8)
 
 
-def train_args(data: Path, output: Path, *extra: str) -> list:
-    return ['--dataset', 'folder', '--data-dir', str(data), '--output', str(output), '--no-pretrained',
-            '--workers', '0', '--batch-size', '8', *extra]
-
-
 def read_metrics(output: Path, drop_timing: bool = True) -> list:
     lines = [json.loads(line) for line in (output / 'metrics.jsonl').read_text().splitlines()]
     return [{k: v for k, v in line.items() if not (drop_timing and k in TIMING_KEYS)} for line in lines]
@@ -63,21 +40,6 @@ def read_metrics(output: Path, drop_timing: bool = True) -> list:
 
 def load_model_state(path: Path) -> dict:
     return torch.load(path, map_location='cpu', weights_only=True)['model']
-
-
-def run_torchrun(argv: list, timeout: float = 120) -> tuple:
-    """Run ``torchrun --standalone --nproc-per-node 2 ARGV`` on CPU; on timeout end it and its workers."""
-    env = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
-    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2', *argv]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        pytest.fail(f'torchrun did not finish in {timeout} s: {err[-3000:]}')
-    return process.returncode, out, err
 
 
 def test_toy_run_learns_and_writes_its_outputs(toy_data, tmp_path, capsys):
@@ -110,8 +72,10 @@ def test_resume_after_a_kill_gives_bit_identical_weights(toy_data, tmp_path, sch
     assert train_main(train_args(toy_data, killed, *common, '--stop-after-steps', '11')) == 0
     saved = torch.load(killed / 'last.pth', weights_only=True)
     assert (saved['epoch'], saved['step_in_epoch'], saved['global_step']) == (1, 2, 8)
-    if not schedule:  # a checkpoint of a version before these settings existed resumes with their defaults
-        saved['config'] = {k: v for k, v in saved['config'].items() if k not in RESUME_DEFAULTS}
+    if not schedule:  # a checkpoint of a version before these settings and timm's schedulers resumes with defaults
+        saved['config'] = {k: v for k, v in saved['config'].items() if k not in ('sched', 'warmup', 'smoothing')}
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+        saved['scheduler'] = MultiStepLR(optimizer, [6, 12], gamma=0.1).state_dict()
         torch.save(saved, killed / 'last.pth')
     assert train_main(train_args(toy_data, killed, *common, '--resume')) == 0
     whole, resumed = load_model_state(tmp_path / 'whole' / 'last.pth'), load_model_state(killed / 'last.pth')
@@ -127,28 +91,33 @@ def test_lr_schedules_warm_up_then_peak_then_never_rise(total, warmup_fraction, 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     scheduler = create_lr_scheduler(optimizer, sched, total, milestones, warmup)
     lrs = []
-    for _ in range(total):
+    for step in range(total):
         lrs.append(optimizer.param_groups[0]['lr'])
         optimizer.step()
-        scheduler.step()
-    assert lrs[:warmup] == pytest.approx([0.1 * (step + 1) / warmup for step in range(warmup)])
+        scheduler.step_update(step + 1)
+    assert lrs[:warmup] == pytest.approx([0.1 * step / warmup for step in range(warmup)])
     assert lrs[warmup] == pytest.approx(0.1) and max(lrs) == pytest.approx(0.1)
     assert all(later <= earlier + 1e-12 for earlier, later in zip(lrs[warmup:], lrs[warmup + 1:]))
     if sched == 'cosine':
         assert lrs[warmup + (total - warmup) // 2] == pytest.approx(0.05, abs=0.1 * math.pi / (total - warmup))
         assert 0 < lrs[-1] <= 0.1 * (math.pi / (total - warmup)) ** 2 / 4 + 1e-12
     else:
-        assert lrs[-1] == pytest.approx(0.1 * 0.1 ** len(milestones))
+        decays = [sum(step >= milestone for milestone in milestones) for step in range(warmup, total)]
+        assert lrs[warmup:] == pytest.approx([0.1 * 0.1 ** count for count in decays])
 
 
 def test_label_smoothing_mixes_the_uniform_target_in_linearly(toy_data, tmp_path):
-    """With lr 0 every run sees the same logits, so the loss is affine in the smoothing mass."""
+    """With lr 0 every run sees the same logits, so the loss is affine in the smoothing mass (Python API)."""
     losses = []
-    for smoothing in ('0', '0.3', '0.6'):
-        output = tmp_path / smoothing
-        assert train_main(train_args(toy_data, output, *TINY_VIT, '--epochs', '1', '--lr', '0', '--amp', 'none',
-                                     '--smoothing', smoothing, '--no-eval')) == 0
-        losses.append(read_metrics(output)[0]['train_loss'])
+    for smoothing in (0., 0.3, 0.6):
+        config = TrainConfig.from_recipe(
+            'folder', str(toy_data), output=str(tmp_path / str(smoothing)), pretrained_tag=None, workers=0,
+            batch_size=8, model='vit_tiny_patch16_224', img_size=32,
+            model_kwargs=dict(patch_size=8, embed_dim=32, depth=1, num_heads=2), epochs=1, lr=0., amp='none',
+            smoothing=smoothing, evaluate=False)
+        result = train(config, log=lambda _: None)
+        assert result.finished and result.global_step == 6 and result.best_metric is None
+        losses.append(read_metrics(Path(result.output))[0]['train_loss'])
     assert losses[1] != pytest.approx(losses[0], abs=1e-3)
     assert losses[2] - losses[1] == pytest.approx(losses[1] - losses[0], abs=1e-5)
 
@@ -196,29 +165,53 @@ def _parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(['--data-dir', 'x', *argv])
 
 
-class _OneProcess:
-    world_size, distributed, device = 1, False, torch.device('cpu')
-
-
-@pytest.mark.parametrize('argv, expected', [
-    (('--dataset', 'ferplus'), dict(epochs=40, iterations=None, lr=1e-3, milestones=(15, 30), batch_size=256,
-                                    momentum=0.9, weight_decay=0., metric='accuracy', sampler='balanced',
-                                    model_kwargs=dict(num_branches=2, mad_prob=0.6, msad_prob=0.3))),
-    (('--dataset', 'affectnet7'), dict(epochs=None, iterations=20_000, lr=3e-4, milestones=(9_600, 19_200),
-                                       metric='mean_class_accuracy',
-                                       model_kwargs=dict(num_branches=4, mad_prob=0.2, msad_prob=0.6))),
-    (('--dataset', 'rafdb', '--epochs', '20', '--model-kwargs', 'mad_prob=0.5'),
+@pytest.mark.parametrize('overrides, expected', [
+    (dict(dataset='ferplus'), dict(epochs=40, iterations=None, lr=1e-3, milestones=(15, 30), batch_size=256,
+                                   momentum=0.9, weight_decay=0., metric='accuracy', sampler='balanced',
+                                   eval_split='valid', model_kwargs=dict(num_branches=2, mad_prob=0.6, msad_prob=0.3))),
+    (dict(dataset='affectnet7'), dict(epochs=None, iterations=20_000, lr=3e-4, milestones=(9_600, 19_200),
+                                      metric='mean_class_accuracy',
+                                      model_kwargs=dict(num_branches=4, mad_prob=0.2, msad_prob=0.6))),
+    (dict(dataset='rafdb', epochs=20, model_kwargs=dict(mad_prob=0.5)),
      dict(epochs=20, milestones=(8, 15), model_kwargs=dict(num_branches=2, mad_prob=0.5, msad_prob=0.3))),
-    (('--dataset', 'rafdb', '--model', 'vit_fer_ir50', '--milestones', '5', '--lr', '0.01'),
-     dict(milestones=(5,), lr=0.01, model_kwargs={})),
-    (('--dataset', 'ferplus', '--sampler', 'uniform', '--weight-decay', '5e-4'),
+    (dict(dataset='rafdb', model='vit_fer_ir50', milestones=[5], lr=0.01),
+     dict(milestones=(5,), lr=0.01, model_kwargs={}, output=os.path.join('runs', 'rafdb-vit_fer_ir50'))),
+    (dict(dataset='ferplus', sampler='uniform', weight_decay=5e-4),
      dict(sampler='uniform', weight_decay=5e-4, sched='step', warmup=0, smoothing=0.)),
-    (('--dataset', 'ferplus', '--sched', 'cosine', '--warmup', '2', '--smoothing', '0.1'),
+    (dict(dataset='ferplus', sched='cosine', warmup=2, smoothing=0.1),
      dict(sched='cosine', milestones=(), warmup=2, smoothing=0.1)),
 ])
-def test_recipes_and_overrides(argv, expected):
-    config = resolve_config(_parse(*argv), _OneProcess())
-    assert {key: config[key] for key in expected} == expected
+def test_recipes_and_overrides(overrides, expected):
+    config = TrainConfig.from_recipe(data_dir='x', **overrides)
+    assert {key: getattr(config, key) for key in expected} == expected
+    assert config.world_size is None and config.workers is None  # set by the processes that train
+
+
+def test_flags_give_the_config_of_the_same_python_arguments():
+    args = _parse('--dataset', 'rafdb', '--epochs', '20', '--model-kwargs', 'mad_prob=0.5', 'img_size=64',
+                  '--no-eval', '--no-pretrained', '--no-augment', '--classes', 'a,b', '--sched', 'cosine',
+                  '--warmup', '1', '--no-channels-last')
+    assert config_from_args(args) == TrainConfig.from_recipe(
+        'rafdb', 'x', epochs=20, model_kwargs=dict(mad_prob=0.5, img_size=64), evaluate=False, pretrained_tag=None,
+        augment=False, classes=['a', 'b'], sched='cosine', warmup=1, channels_last=False)
+
+
+@pytest.mark.parametrize('overrides, error, message', [
+    (dict(dataset='raf-db'), ConfigError, "unknown dataset 'raf-db'; choose one of rafdb, "),
+    (dict(dataset='rafdb', epochs=2, iterations=100), ConfigError, 'as epochs or as iterations, not both'),
+    (dict(dataset='rafdb', sched='linear'), ConfigError, "sched is one of step, cosine, got 'linear'"),
+    (dict(dataset='rafdb', learning_rate=0.1), TypeError, 'learning_rate'),
+])
+def test_bad_python_settings(overrides, error, message):
+    with pytest.raises(error, match=message):
+        TrainConfig.from_recipe(data_dir='x', **overrides)
+
+
+def test_help_hides_the_test_only_flag(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(['train', '--help'])
+    help_text = capsys.readouterr().out
+    assert '--checkpoint-every-steps' in help_text and '--stop-after-steps' not in help_text
 
 
 @pytest.mark.parametrize('extra, message', [
@@ -255,6 +248,10 @@ def test_finished_run_is_never_overwritten_and_resume_checks_settings(toy_data, 
     assert train_main(train_args(toy_data, output, *TINY_TRANSFER, '--epochs', '2', '--lr', '0.5', '--resume')) == 2
     error = capsys.readouterr().err
     assert 'was written by a run with other settings (epochs 1 -> 2; ' in error and 'lr 0.001 -> 0.5' in error
+    weights = tmp_path / 'weights.pth'
+    torch.save(load_model_state(output / 'last.pth'), weights)
+    assert train_main(train_args(toy_data, output, *TINY_TRANSFER, '--epochs', '1', '--resume', str(weights))) == 2
+    assert f'{weights} is not a checkpoint of timm-fer train; use --initial-checkpoint' in capsys.readouterr().err
     assert {name: (output / name).read_bytes() for name in os.listdir(output)} == before
 
 

@@ -3,11 +3,12 @@ import argparse
 from typing import List, Optional
 
 from ..data import DATASET_NAMES
-from ..engine.train import SAMPLER_DESCRIPTIONS, train
+from ..engine import TrainConfig, train
+from ..engine.train_config import CHOICES
 from ..hub import PAPER_INIT_TAG
 from .common import add_model_arguments, add_runtime_arguments, parse_model_kwargs, run_command
 
-__all__ = ['add_train_parser', 'main', 'run']
+__all__ = ['add_train_parser', 'config_from_args', 'main', 'run']
 
 DESCRIPTION = """Train a FER model with the paper's protocol.
 
@@ -22,9 +23,26 @@ torchrun --nproc-per-node N -m timm_fer.train ...  (--batch-size is the global b
 """
 
 
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's settings from the parsed flags: the dataset's recipe, overridden by the flags given."""
+    return TrainConfig.from_recipe(
+        args.dataset, args.data_dir, evaluate=not args.no_eval, eval_split=args.eval_split,
+        classes=args.classes.split(',') if args.classes else None, skip_missing_images=args.skip_missing_images,
+        model=args.model, model_kwargs=parse_model_kwargs(args.model_kwargs), img_size=args.img_size,
+        pretrained_tag=None if args.no_pretrained else args.pretrained_tag,
+        initial_checkpoint=args.initial_checkpoint, epochs=args.epochs, iterations=args.iterations,
+        sched=args.sched, milestones=args.milestones, warmup=args.warmup, smoothing=args.smoothing, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, batch_size=args.batch_size,
+        grad_accum_steps=args.grad_accum_steps, sampler=args.sampler, metric=args.metric,
+        augment=not args.no_augment, rotation=args.rotation, crop_scale=args.crop_scale, hflip=args.hflip,
+        erase_prob=args.erase_prob, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
+        sync_bn=args.sync_bn, seed=args.seed, workers=args.workers, output=args.output,
+        checkpoint_every_steps=args.checkpoint_every_steps, stop_after_steps=args.stop_after_steps)
+
+
 def _train(args: argparse.Namespace) -> int:
-    args.model_kwargs = parse_model_kwargs(args.model_kwargs)
-    return train(args)
+    train(config_from_args(args), resume=args.resume, device=args.device)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +83,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     length.add_argument('--iterations', type=int, default=None, help='training length in optimiser steps')
     recipe.add_argument('--milestones', type=int, nargs='+', default=None,
                         help="epochs (or iterations) where lr is x0.1 (default: the recipe's, scaled to the length)")
-    recipe.add_argument('--sched', choices=('step', 'cosine'), default='step',
+    recipe.add_argument('--sched', choices=CHOICES['sched'], default='step',
                         help="learning-rate schedule: step (x0.1 at --milestones, the paper's) or cosine (to 0 at the "
                              'end, stepped every iteration)')
     recipe.add_argument('--warmup', type=int, default=0,
@@ -77,10 +95,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument('--batch-size', type=int, default=None,
                         help='GLOBAL batch size; each process takes batch / (processes x accumulation steps)')
     recipe.add_argument('--grad-accum-steps', type=int, default=1, help='micro-batches per optimiser step')
-    recipe.add_argument('--sampler', choices=tuple(SAMPLER_DESCRIPTIONS), default='balanced',
+    recipe.add_argument('--sampler', choices=CHOICES['sampler'], default='balanced',
                         help="balanced: every class up-sampled to the largest (the paper's); uniform: every image "
                              'once per epoch (for overall accuracy on imbalanced data such as FERPlus)')
-    recipe.add_argument('--metric', choices=('accuracy', 'mean_class_accuracy'), default=None,
+    recipe.add_argument('--metric', choices=CHOICES['metric'], default=None,
                         help='evaluation metric that selects best.pth')
 
     augment = parser.add_argument_group('augmentation')
@@ -100,8 +118,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                            help='continue a stopped run exactly, from CHECKPOINT (default: OUTPUT/last.pth)')
     run_group.add_argument('--checkpoint-every-steps', type=int, default=None,
                            help='also checkpoint every N optimiser steps inside epochs')
-    run_group.add_argument('--stop-after-steps', type=int, default=None,
-                           help='stop after global step N without saving, as if killed (to test --resume)')
+    run_group.add_argument('--stop-after-steps', type=int, default=None,  # test only: stop as if killed, unsaved
+                           help=argparse.SUPPRESS)
 
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:

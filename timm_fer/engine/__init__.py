@@ -2,7 +2,9 @@
 from .evaluate import EvaluationResult, evaluate_checkpoint, evaluate_model, write_eval_report
 from .metrics import ClassificationReport, confusion_matrix
 from .recipes import RECIPES, Recipe
-from .train import Trainer, train
+from .train import TrainResult, train
+from .train_config import TrainConfig
+from .trainer import Trainer
 
-__all__ = ['RECIPES', 'ClassificationReport', 'EvaluationResult', 'Recipe', 'Trainer', 'confusion_matrix',
-           'evaluate_checkpoint', 'evaluate_model', 'train', 'write_eval_report']
+__all__ = ['RECIPES', 'ClassificationReport', 'EvaluationResult', 'Recipe', 'TrainConfig', 'TrainResult', 'Trainer',
+           'confusion_matrix', 'evaluate_checkpoint', 'evaluate_model', 'train', 'write_eval_report']

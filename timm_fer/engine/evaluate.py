@@ -156,7 +156,6 @@ def evaluate_checkpoint(
     dataset_name = dataset or run.get('dataset')
     if dataset_name is None:
         raise ConfigError(f'{checkpoint} does not say its dataset: pass --dataset ({", ".join(DATASET_NAMES)}).')
-    model_name = model or saved.model_name or 'transfer_fer_ir50'
     kwargs = dict(model_kwargs or {})
     if img_size is not None:
         kwargs['img_size'] = img_size
@@ -169,7 +168,9 @@ def evaluate_checkpoint(
         raise ConfigError(
             f'{checkpoint} was trained on classes {list(saved.labels)}, but {dataset_name} {split} has '
             f'{list(data.classes)}; evaluate on data with the same classes in the same order (--classes).')
-    fer_model, _ = load_model(model_name, saved, num_classes=len(data.classes), model_kwargs=kwargs)
+    fer_model, _ = load_model(model, saved, num_classes=len(data.classes), model_kwargs=kwargs,
+                              default_model='transfer_fer_ir50')
+    model_name = model or saved.model_name or fer_model.pretrained_cfg['architecture']
     data.transform = create_fer_transform(resolve_fer_data_config(fer_model, kwargs.get('img_size')))
     fer_model = prepare_model(fer_model, env.device, channels_last, compile_model)
     confusion, loss_sum = evaluate_model(

@@ -1,10 +1,19 @@
-"""Random generator states of a training process, saved in checkpoints so that ``--resume`` continues exactly."""
+"""What ``resume`` needs to continue a run exactly: random states, the run checkpoint, its config and metrics."""
+import json
+import os
 import random
-from typing import Any, Dict
+from dataclasses import MISSING, fields
+from typing import Any, Dict, List
 
 import torch
 
-__all__ = ['capture_rng_state', 'restore_rng_state']
+from ..errors import CheckpointMismatchError, ConfigError, FerError
+from ..hub import Checkpoint, read_checkpoint
+from ..utils import write_text_atomic
+from .train_config import TrainConfig
+
+__all__ = ['capture_rng_state', 'config_differences', 'read_run_checkpoint', 'restore_rng_state',
+           'truncate_metrics']
 
 
 def capture_rng_state() -> Dict[str, Any]:
@@ -21,3 +30,56 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
     random.setstate(state['python'])
     if 'cuda' in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def read_run_checkpoint(path: str) -> Checkpoint:
+    """Read a checkpoint of ``timm-fer train`` to resume it, with its ``run_config`` and ``training_state``.
+
+    Raises:
+        ConfigError: the file cannot be read, or is not a checkpoint of ``timm-fer train``.
+    """
+    try:
+        checkpoint = read_checkpoint(path)
+    except CheckpointMismatchError:  # entries that are neither weights nor a run's: no run checkpoint either
+        checkpoint = None
+    except FerError as e:
+        raise ConfigError(f'cannot read checkpoint {path} to resume ({type(e).__name__}: {e}).') from e
+    if checkpoint is None or checkpoint.run_config is None:
+        raise ConfigError(f'{path} is not a checkpoint of timm-fer train; use --initial-checkpoint for weights.')
+    return checkpoint
+
+
+def config_differences(saved: Dict[str, Any], config: TrainConfig) -> List[str]:
+    """The resume fields of ``config`` that differ from the ``saved`` config of a checkpoint, as 'name old -> new'.
+
+    A field missing from ``saved`` (added after the checkpoint was written) takes its default, which is what earlier
+    versions did.
+    """
+    different = []
+    for f in fields(config):
+        if not f.metadata.get('resume'):
+            continue
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        old = saved.get(f.name, None if default is MISSING else default)
+        new = getattr(config, f.name)
+        if _comparable(old) != _comparable(new):
+            different.append(f'{f.name} {old!r} -> {new!r}')
+    return different
+
+
+def truncate_metrics(path: str, global_step: int) -> None:
+    """Drop metrics lines written after ``global_step``, which a resumed run writes again."""
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding='utf-8') as f:
+        lines = [line for line in f if line.strip() and json.loads(line)['step'] <= global_step]
+    write_text_atomic(path, ''.join(lines))
+
+
+def _comparable(value: Any) -> Any:
+    """``value`` with tuples as lists, to compare configs that went through different containers."""
+    if isinstance(value, (list, tuple)):
+        return [_comparable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _comparable(item) for key, item in value.items()}
+    return value

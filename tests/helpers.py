@@ -1,0 +1,51 @@
+"""Helpers of the training and evaluation tests: a toy dataset, a tiny TransFER, train flags and torchrun."""
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TOY_COLOURS = {'blue': (40, 60, 200), 'green': (50, 190, 60), 'red': (210, 50, 40)}
+TINY_TRANSFER = ['--model', 'transfer_fer_ir50', '--img-size', '32', '--model-kwargs', 'stem_layers=(1, 1, 1)',
+                 'stem_channels=(16, 16, 32)', 'embed_dim=32', 'depth=1', 'num_heads=2']
+"""Flags of a TransFER small enough to train on CPU in seconds."""
+
+
+def write_toy_folder(root: Path, train_per_class: int = 8, val_per_class: int = 4) -> Path:
+    """Class-per-folder toy faces whose class is their colour; 'blue' has half the images of the others."""
+    rng = random.Random(0)
+    for split, count in (('train', train_per_class), ('val', val_per_class)):
+        for name, colour in TOY_COLOURS.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count // 2 if name == 'blue' else count):
+                image = Image.new('RGB', (24, 24), tuple(min(255, max(0, c + rng.randint(-40, 40))) for c in colour))
+                image.putpixel((rng.randrange(24), rng.randrange(24)), (255, 255, 255))
+                image.save(folder / f'{i}.png')
+    return root
+
+
+def train_args(data: Path, output: Path, *extra: str) -> list:
+    """``timm-fer train`` flags of a quick run on the toy folder ``data``, writing to ``output``."""
+    return ['--dataset', 'folder', '--data-dir', str(data), '--output', str(output), '--no-pretrained',
+            '--workers', '0', '--batch-size', '8', *extra]
+
+
+def run_torchrun(argv: list, timeout: float = 120) -> tuple:
+    """Run ``torchrun --standalone --nproc-per-node 2 ARGV`` on CPU; on timeout end it and its workers."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
+    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2', *argv]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f'torchrun did not finish in {timeout} s: {err[-3000:]}')
+    return process.returncode, out, err
