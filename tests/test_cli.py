@@ -64,3 +64,15 @@ def test_timm_script_runner_reports_a_missing_script(tmp_path, capsys):
 def test_modules_run_with_help(module):
     result = subprocess.run([sys.executable, '-m', module, '--help'], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and 'timm' in result.stdout
+
+
+def test_bare_command_prints_help_and_runs_nothing(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith('usage: timm-fer') and 'models' in out and 'params (M)' not in out
+
+
+@pytest.mark.parametrize('module', ['timm_fer.train', 'timm_fer.evaluate'])
+def test_torchrun_entry_modules_still_run(module):
+    result = subprocess.run([sys.executable, '-m', module, '--help'], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and f'python -m {module}' in result.stdout

@@ -29,7 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``timm-fer``; errors caused by data or options print one line and exit with status 2."""
-    argv = (sys.argv[1:] if argv is None else argv) or ['models']
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if not argv:
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
     args.command_line = 'timm-fer ' + shlex.join(argv)
     return args.func(args)

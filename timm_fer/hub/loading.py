@@ -50,17 +50,19 @@ def load_model(
         num_classes: Optional[int] = None,
         model_kwargs: Optional[Dict[str, Any]] = None,
         random_weights: bool = False,
+        default_model: str = DEFAULT_MODEL,
 ) -> Tuple[nn.Module, str]:
     """A timm-fer model with trained weights, in eval mode, and a description of where the weights came from.
 
     Args:
         model: Model name with an optional tag (the tag sets labels and preprocessing). Default: the name the
-            checkpoint carries, else :data:`DEFAULT_MODEL`.
+            checkpoint carries, else ``default_model``.
         checkpoint: A checkpoint file or Hub model folder (or one already read); without it the tag's published or
             shipped weights load.
         num_classes: Classes the model must have; a checkpoint with another number of classes is an error.
         model_kwargs: Constructor arguments, over those the checkpoint carries.
         random_weights: When the tag's weights cannot be loaded, go on with random weights (demo only).
+        default_model: The model tried when neither ``model`` nor the checkpoint names one.
 
     Raises:
         PretrainedWeightsError: the weights cannot be read or loaded (and ``random_weights`` is off).
@@ -70,8 +72,9 @@ def load_model(
     if checkpoint is not None:
         if not isinstance(checkpoint, Checkpoint):
             checkpoint = read_checkpoint(checkpoint)
-        return _model_from_checkpoint(checkpoint, model, num_classes, model_kwargs), f'checkpoint {checkpoint.path}'
-    name = model or DEFAULT_MODEL
+        return _model_from_checkpoint(checkpoint, model or checkpoint.model_name, default_model, num_classes,
+                                      model_kwargs), f'checkpoint {checkpoint.path}'
+    name = model or default_model
     kwargs = dict(model_kwargs or {})
     if num_classes is not None:
         kwargs['num_classes'] = num_classes
@@ -108,16 +111,15 @@ def _classifier_rows(architecture: str, state_dict: Dict[str, torch.Tensor]) -> 
 def _model_from_checkpoint(
         checkpoint: Checkpoint,
         model: Optional[str],
+        default_model: str,
         num_classes: Optional[int],
         model_kwargs: Optional[Dict[str, Any]],
 ) -> nn.Module:
     """Build the model a checkpoint belongs to and load its weights strictly (classifier included)."""
     if model is not None:
-        name, why = model, 'given'
-    elif checkpoint.model_name is not None:
-        name, why = checkpoint.model_name, 'named by the checkpoint'
+        name, why = model, 'given' if model != checkpoint.model_name else 'named by the checkpoint'
     else:
-        name, why = DEFAULT_MODEL, 'the default; the file does not say which model it holds'
+        name, why = default_model, 'the default; the file does not say which model it holds'
     architecture = name.partition('.')[0]
     kwargs = dict(checkpoint.model_kwargs) if architecture == checkpoint.architecture else {}
     kwargs.update(model_kwargs or {})
