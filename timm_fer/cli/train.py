@@ -28,7 +28,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_recipe(
         args.dataset, args.data_dir, evaluate=not args.no_eval, eval_split=args.eval_split,
         classes=args.classes.split(',') if args.classes else None, skip_missing_images=args.skip_missing_images,
-        model=args.model, model_kwargs=parse_model_kwargs(args.model_kwargs), img_size=args.img_size,
+        skip_bad_images=args.skip_bad_images, model=args.model, model_kwargs=parse_model_kwargs(args.model_kwargs),
+        img_size=args.img_size,
         pretrained_tag=None if args.no_pretrained else args.pretrained_tag,
         initial_checkpoint=args.initial_checkpoint, epochs=args.epochs, iterations=args.iterations,
         sched=args.sched, milestones=args.milestones, warmup=args.warmup, smoothing=args.smoothing, lr=args.lr,
@@ -64,6 +65,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                       help='comma-separated class folders in label order, for --dataset folder (default: sorted)')
     data.add_argument('--skip-missing-images', action='store_true',
                       help='FERPlus: skip images that have votes but no file, instead of failing')
+    data.add_argument('--skip-bad-images', action='store_true',
+                      help='leave out images that cannot be decoded (every image is checked before training starts) '
+                           'and list them, instead of failing')
     data.add_argument('--workers', type=int, default=None, help='data loader worker processes per process')
 
     model = parser.add_argument_group('model')

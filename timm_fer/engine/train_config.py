@@ -41,6 +41,7 @@ class TrainConfig:
         classes: Class folders in label order for the folder dataset (None: sorted); set to the dataset's classes
             when training starts.
         skip_missing_images: FERPlus: skip images that have votes but no file, instead of failing.
+        skip_bad_images: Leave out images that cannot be decoded (all are checked before training), instead of failing.
         model: timm model name.
         model_kwargs: Model constructor arguments.
         img_size: Square input size (None: ``model_kwargs['img_size']``, else the model's).
@@ -81,6 +82,7 @@ class TrainConfig:
     eval_split: Optional[str] = None
     classes: Optional[List[str]] = field(default=None, metadata=RESUME)
     skip_missing_images: bool = False
+    skip_bad_images: bool = False
     model: str = field(default='transfer_fer_ir50', metadata=RESUME)
     model_kwargs: Dict[str, Any] = field(default_factory=dict, metadata=RESUME)
     img_size: Optional[int] = field(default=None, metadata=RESUME)

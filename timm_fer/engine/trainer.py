@@ -8,7 +8,7 @@ import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, replace
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader
 from tqdm import tqdm
 
-from ..data import ClassBalancedSampler, create_fer_dataset, create_fer_transform
+from ..data import ClassBalancedSampler, FerDataset, create_fer_dataset, create_fer_transform
 from ..errors import ConfigError
 from ..hub import TRAIN_CHECKPOINT_FORMAT, create_fer_model, resolve_fer_data_config
 from ..utils import autocast, prepare_model, resolve_amp_dtype, to_input, write_atomic
@@ -56,9 +56,9 @@ class Trainer:
     def __init__(self, config: TrainConfig, env: DistributedEnv, log: Callable[[str], None]) -> None:
         self.env = env
         self.log = log
-        self.train_set = create_fer_dataset(config.dataset, config.data_dir, 'train', classes=config.classes,
-                                            skip_missing=config.skip_missing_images)
-        log(self.train_set.summary())
+        self.config = config
+        self.train_set = self._checked(create_fer_dataset(
+            config.dataset, config.data_dir, 'train', classes=config.classes, skip_missing=config.skip_missing_images))
         self.classes = self.train_set.classes
         self.config = config = replace(config, classes=list(self.classes))
         empty = [name for name, count in zip(self.classes, self.train_set.class_counts) if not count]
@@ -66,11 +66,10 @@ class Trainer:
             log(f'Warning: classes {empty} have no training images; the balanced sampler leaves them out.')
         self.eval_set = None
         if config.evaluate:
-            self.eval_set = create_fer_dataset(
+            self.eval_set = self._checked(create_fer_dataset(
                 config.dataset, config.data_dir, config.eval_split,
                 classes=self.classes if config.dataset == 'folder' else None,
-                skip_missing=config.skip_missing_images)
-            log(self.eval_set.summary())
+                skip_missing=config.skip_missing_images))
 
         self.model, init = create_fer_model(
             config.model, len(self.classes), config.img_size, config.model_kwargs,
@@ -115,10 +114,18 @@ class Trainer:
         self.step_in_epoch = 0
         self.global_step = 0
         self.best_metric: Optional[float] = None
+        self.pending_record: Optional[Dict[str, Any]] = None
         self.epoch_sums = self._zero_sums()
         self.images_per_second = 0.
         self.epoch_seconds = 0.
         self.output = config.output
+
+    def _checked(self, dataset: FerDataset) -> FerDataset:
+        """Decode every image of ``dataset`` up front (a damaged file fails now, not after an epoch), and log it."""
+        for path, reason in dataset.drop_unreadable_images(self.config.skip_bad_images, progress=self.env.is_main):
+            self.log(f'Skipped unreadable image {path}: {reason}')
+        self.log(dataset.summary())
+        return dataset
 
     def _zero_sums(self) -> torch.Tensor:
         """Loss sum, correct predictions and images of this process in the current epoch."""
@@ -149,6 +156,7 @@ class Trainer:
             'step_in_epoch': self.step_in_epoch,
             'global_step': self.global_step,
             'best_metric': self.best_metric,
+            'pending_record': self.pending_record,
             'rng_states': rng_states,
             'epoch_sums': epoch_sums,
         }
@@ -176,17 +184,35 @@ class Trainer:
         self.epoch = state['epoch']
         self.step_in_epoch = state['step_in_epoch']
         self.global_step = state['global_step']
-        self.best_metric = state['best_metric']
+        self.best_metric = self._best_on_disk(state['best_metric'])
+        self.pending_record = state.get('pending_record')
         self.scheduler.step_update(self.global_step)  # the lr of the next update, a function of the update count
         restore_rng_state(state['rng_states'][self.env.rank])
         self.epoch_sums = state['epoch_sums'][self.env.rank].to(self.env.device)
         if self.env.is_main:
-            truncate_metrics(os.path.join(self.output, METRICS_FILE), self.global_step)
+            # an epoch checkpointed before its evaluation is evaluated again: its metrics line goes too
+            truncate_metrics(os.path.join(self.output, METRICS_FILE),
+                             self.global_step - (self.pending_record is not None))
         self.log(f'Resumed {path}: epoch {self.epoch + 1}, step {self.step_in_epoch} of {self.steps_per_epoch}, '
                  f'global step {self.global_step} of {self.total_steps}.')
 
+    def _best_on_disk(self, recorded: Optional[float]) -> Optional[float]:
+        """The best metric that best.pth really holds: a run killed between writing last.pth and best.pth (before
+        best.pth was written first) recorded a best that is not on disk; training goes on from what is."""
+        on_disk = None
+        if self.env.is_main and recorded is not None:
+            best = os.path.join(self.output, BEST_CHECKPOINT)
+            on_disk = read_run_checkpoint(best).training_state['best_metric'] if os.path.isfile(best) else None
+            if on_disk != recorded:
+                self.log(f'{best} holds {"no checkpoint" if on_disk is None else f"the best {on_disk:.4f}"}, not the '
+                         f'recorded best {recorded:.4f} (the run was stopped while writing it); going on from what is '
+                         f'on disk.')
+        return all_gather_objects(on_disk)[0]
+
     def fit(self) -> bool:
         """Train until the last step; False when ``stop_after_steps`` stopped it first (nothing saved then)."""
+        if self.pending_record is not None:
+            self._evaluate_epoch()
         while self.global_step < self.total_steps:
             if self.step_in_epoch == 0:
                 self.sampler.set_epoch(self.epoch)
@@ -266,9 +292,10 @@ class Trainer:
         return report, loss_sum / report.num_images
 
     def _end_epoch(self) -> None:
-        """Evaluate, append the epoch's metrics line, then checkpoint (last, and best when it improved)."""
+        """Close the epoch: checkpoint its weights before evaluating them (a failing evaluation loses no training:
+        resuming evaluates the epoch again), then evaluate and record it."""
         loss_sum, correct, images = all_reduce_sum(self.epoch_sums.clone()).tolist()
-        record = {
+        self.pending_record = {
             'epoch': self.epoch + 1,
             'step': self.global_step,
             'lr': self.optimizer.param_groups[0]['lr'],
@@ -277,6 +304,16 @@ class Trainer:
             'images_per_second': self.images_per_second,
             'epoch_seconds': self.epoch_seconds,
         }
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.epoch_sums = self._zero_sums()
+        self.save((LAST_CHECKPOINT,))
+        self._evaluate_epoch()
+
+    def _evaluate_epoch(self) -> None:
+        """Evaluate the epoch just ended, append its metrics line, write the final report after the last epoch, and
+        checkpoint: best.pth before last.pth, so that last.pth never records a best that is not on disk."""
+        record = dict(self.pending_record)
         report = None
         improved = False
         if self.eval_set is not None:
@@ -291,10 +328,6 @@ class Trainer:
         if self.env.is_main:
             with open(os.path.join(self.output, METRICS_FILE), 'a', encoding='utf-8') as f:
                 f.write(json.dumps(record) + '\n')
-        self.epoch += 1
-        self.step_in_epoch = 0
-        self.epoch_sums = self._zero_sums()
-        self.save((LAST_CHECKPOINT, BEST_CHECKPOINT) if improved else (LAST_CHECKPOINT,))
         if report is not None and self.global_step == self.total_steps and self.env.is_main:
             what = f'{self.config.model} on {self.eval_set.display_name} {self.eval_set.split} after training'
             title = (f'{what}: accuracy {100 * report.accuracy:.2f}%, mean class accuracy '
@@ -304,3 +337,5 @@ class Trainer:
                          tta_flip=False, loss=record['eval_loss'], skipped=self.eval_set.skipped)
             write_eval_report(report, self.output, f'eval-{self.config.dataset}-{self.eval_set.split}', title,
                               extra)
+        self.pending_record = None
+        self.save((BEST_CHECKPOINT, LAST_CHECKPOINT) if improved else (LAST_CHECKPOINT,))
