@@ -1,4 +1,6 @@
 """Where the model looked: recorded attention, gradient-weighted rollout, LANet maps, JET overlays."""
+import math
+
 import numpy as np
 import pytest
 import timm
@@ -15,6 +17,7 @@ from timm_fer.inference.visualize import (
     recorded_attention,
     render_explanation,
 )
+from timm_fer.layers import MultiHeadSelfAttentionDropping
 
 TINY = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=2)
 
@@ -30,21 +33,66 @@ def faces():
     return torch.randn(3, 3, 112, 112, generator=torch.Generator().manual_seed(1))
 
 
-def test_recorded_attention_is_the_softmax_of_the_fused_attention_and_restores_forward(model, faces):
+def _hooked_modules(model: torch.nn.Module) -> list[str]:
+    """Names of the submodules of ``model`` that hold forward hooks."""
+    return [name for name, module in model.named_modules() if module._forward_hooks]
+
+
+def test_recorded_attention_hooks_attn_drop_of_the_explicit_path_and_restores_the_switch(model, faces):
     with torch.inference_mode():
         expected = model(faces)
-    with torch.inference_mode(), recorded_attention(model) as attentions:
-        logits = model(faces)
+    model.blocks[1].attn.fused_attn = False  # the switch is restored per module, not reset to one value
+    try:
+        with torch.inference_mode(), recorded_attention(model) as attentions:
+            assert [block.attn.fused_attn for block in model.blocks] == [False, False]
+            assert _hooked_modules(model) == ['blocks.0.attn.attn_drop', 'blocks.1.attn.attn_drop']
+            assert all('forward' not in block.attn.__dict__ for block in model.blocks)
+            logits = model(faces)
+        assert [block.attn.fused_attn for block in model.blocks] == [timm.layers.use_fused_attn(), False]
+        assert _hooked_modules(model) == []
+        with pytest.raises(RuntimeError, match='inside'), recorded_attention(model):
+            raise RuntimeError('inside')
+        assert [block.attn.fused_attn for block in model.blocks] == [timm.layers.use_fused_attn(), False]
+        assert _hooked_modules(model) == []
+    finally:
+        model.blocks[1].attn.fused_attn = timm.layers.use_fused_attn()
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
     assert [a.shape for a in attentions] == [(3, 2, 197, 197)] * 2
     torch.testing.assert_close(attentions[0].sum(dim=-1), torch.ones(3, 2, 197))
-    assert all('forward' not in block.attn.__dict__ for block in model.blocks)
-    with pytest.raises(RuntimeError, match='inside'), recorded_attention(model):
-        raise RuntimeError('inside')
-    assert all('forward' not in block.attn.__dict__ for block in model.blocks)
     with pytest.raises(ValueError, match='no MultiHeadSelfAttentionDropping'):
         with recorded_attention(torch.nn.Linear(2, 2)):
             pass
+
+
+def test_recorded_attention_is_the_softmax_of_q_and_k_and_keeps_the_graph(model, faces):
+    qkv = []
+    handles = [block.attn.qkv.register_forward_hook(lambda _, args, output: qkv.append(output))
+               for block in model.blocks]
+    try:
+        with recorded_attention(model) as attentions:
+            logits = model(faces[:2])
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert len(attentions) == len(qkv) == 2
+    for block, attn, projected in zip(model.blocks, attentions, qkv):
+        heads, head_dim = block.attn.num_heads, block.attn.head_dim
+        q, k, _ = projected.detach().reshape(2, 197, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+        q, k = block.attn.q_norm(q), block.attn.k_norm(k)
+        scores = torch.einsum('bhnd,bhmd->bhnm', q, k) / math.sqrt(head_dim)
+        torch.testing.assert_close(attn.detach(), scores.softmax(dim=-1))
+    gradients = torch.autograd.grad(logits[:, 0].sum(), attentions)
+    assert all(g.shape == a.shape and g.abs().sum() > 0 for g, a in zip(gradients, attentions))
+
+
+def test_recorded_attention_records_a_shared_attn_drop_once_per_call():
+    first = MultiHeadSelfAttentionDropping(8, num_heads=2)
+    second = MultiHeadSelfAttentionDropping(8, num_heads=2)
+    second.attn_drop = first.attn_drop
+    both = torch.nn.Sequential(first, second)
+    with recorded_attention(both) as attentions:
+        both(torch.randn(1, 3, 8))
+    assert len(attentions) == 2
 
 
 def test_rollout_is_chefers_rule():

@@ -7,17 +7,19 @@ starting from the identity, ``R = R + A_bar @ R`` block after block, and the cls
 spatial tokens is the relevance of each 14x14 location. The LANet map is the element-wise max of the local CNNs'
 attention maps, the map that re-weights the stem features.
 
-The encoder's fused attention returns no attention weights, so :func:`recorded_attention` temporarily swaps an
-explicit attention computation into every :class:`~timm_fer.layers.MultiHeadSelfAttentionDropping`.
+The encoder's fused attention kernel returns no attention weights, so :func:`recorded_attention` switches every
+:class:`~timm_fer.layers.MultiHeadSelfAttentionDropping` to its explicit path (``fused_attn = False``) and records
+the attention probabilities with forward hooks on the modules' ``attn_drop``, the convention of timm's
+``AttentionExtract``; the modules' code is left as it is.
 """
 from contextlib import contextmanager
-from functools import partial
-from typing import Dict, Iterator, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from ..layers import LocalCNN, MultiHeadSelfAttentionDropping
 from ..models import TransFER
@@ -29,49 +31,42 @@ PANEL_SIZE = 224
 """Side in pixels of each panel of a rendered explanation."""
 
 
-def _attention_forward_recording(
-        module: MultiHeadSelfAttentionDropping,
-        attentions: List[torch.Tensor],
-        x: torch.Tensor,
-        attn_mask: Optional[torch.Tensor] = None,
-        is_causal: bool = False,
-) -> torch.Tensor:
-    """``MultiHeadSelfAttentionDropping.forward`` with explicit attention probabilities, appended to ``attentions``."""
-    if attn_mask is not None or is_causal:
-        raise ValueError('recording attention supports unmasked, non-causal self-attention only.')
-    B, N, _ = x.shape
-    q, k, v = module.qkv(x).reshape(B, N, 3, module.num_heads, module.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-    q, k = module.q_norm(q), module.k_norm(k)
-    attn = ((q * module.head_dim ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
-    attentions.append(attn)
-    x = module.head_drop(module.attn_drop(attn) @ v)
-    x = x.transpose(1, 2).reshape(B, N, module.attn_dim)
-    return module.proj_drop(module.proj(module.norm(x)))
-
-
 @contextmanager
 def recorded_attention(model: nn.Module) -> Iterator[List[torch.Tensor]]:
     """Record the attention probabilities (B, heads, N, N) of every MSAD attention module of ``model``.
 
-    Inside the ``with`` block each :class:`MultiHeadSelfAttentionDropping` computes ``softmax(q k^T * scale)``
-    explicitly instead of calling the fused kernel (same outputs up to rounding) and appends it, as part of the
-    autograd graph, to the yielded list in call order. The modules' own ``forward`` is restored on exit.
+    Inside the ``with`` block each :class:`MultiHeadSelfAttentionDropping` takes its explicit path
+    (``fused_attn = False``: the same outputs up to rounding), and a forward hook on its ``attn_drop`` module
+    appends that module's input, ``softmax(q k^T * scale)`` before any attention dropout, to the yielded list in
+    call order. The recorded tensors stay in the autograd graph: pass them to ``torch.autograd.grad`` to get their
+    gradients. On exit, even through an exception, the hooks are removed and every module's ``fused_attn`` is
+    restored.
+
+    Raises:
+        ValueError: ``model`` has no MSAD attention module.
     """
     modules = [m for m in model.modules() if isinstance(m, MultiHeadSelfAttentionDropping)]
     if not modules:
         raise ValueError(f'{type(model).__name__} has no MultiHeadSelfAttentionDropping module to record.')
     attentions: List[torch.Tensor] = []
-    saved = [(m, m.__dict__.get('forward')) for m in modules]
-    for module in modules:
-        module.forward = partial(_attention_forward_recording, module, attentions)
+
+    def record(module: nn.Module, args: Tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        attentions.append(args[0])
+
+    fused = [m.fused_attn for m in modules]
+    handles: List[RemovableHandle] = []
     try:
+        for module in modules:
+            module.fused_attn = False
+        # A dropout module shared by several attention modules is hooked once, so each call is recorded once.
+        for attn_drop in dict.fromkeys(m.attn_drop for m in modules):
+            handles.append(attn_drop.register_forward_hook(record))
         yield attentions
     finally:
-        for module, forward in saved:
-            if forward is None:
-                del module.forward
-            else:
-                module.forward = forward
+        for handle in handles:
+            handle.remove()
+        for module, fused_attn in zip(modules, fused, strict=True):
+            module.fused_attn = fused_attn
 
 
 def gradient_weighted_rollout(attentions: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -3,22 +3,33 @@
 TransFER (section 3.3) applies Multi-Attention Dropping across the heads of every self-attention block: per
 sample and per block, with probability p2, the output of one uniformly chosen head is zeroed before the output
 projection, so the heads are pushed to learn complementary relations.
+
+Like timm's ``Attention``, the module computes the attention with the fused kernel
+(``F.scaled_dot_product_attention``) or explicitly, by its ``fused_attn`` switch. The explicit path passes the
+attention probabilities through the ``attn_drop`` module, so forward hooks on ``*.attn_drop`` (timm's
+``AttentionExtract`` convention) and FX nodes ``*.attn.softmax`` see them.
 """
-from typing import Optional, Type
+from typing import Final, Optional, Type
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Attention
+from timm.layers import Attention, maybe_add_mask, resolve_self_attn_mask, use_fused_attn
 from torch import nn
 
 from .multi_attention_dropping import MultiAttentionDropping
 
 
 class MultiHeadSelfAttentionDropping(nn.Module):
-    """timm-compatible multi-head self-attention with MSAD head dropping and fused attention.
+    """timm-compatible multi-head self-attention with MSAD head dropping, fused or explicit.
 
     Parameter names match timm's ``Attention`` (``qkv``, ``q_norm``, ``k_norm``, ``norm``, ``proj``), so its
     weights load unchanged; in eval it computes exactly what ``Attention`` does.
+
+    The ``fused_attn`` attribute chooses the attention computation, as in timm's ``Attention``: it starts as
+    ``timm.layers.use_fused_attn()`` (``TIMM_FUSED_ATTN=0`` turns it off) and can be set per instance. When False,
+    ``softmax(q k^T * scale)`` is computed explicitly and passed through ``attn_drop`` before it weights the
+    values; both paths give the same outputs up to rounding and drop the same heads for the same random state
+    (they differ only in how ``attn_drop`` > 0 draws its dropout mask).
 
     Args:
         dim: Token embedding dimension.
@@ -34,6 +45,7 @@ class MultiHeadSelfAttentionDropping(nn.Module):
         norm_layer: Normalisation layer for ``qk_norm`` and ``scale_norm``.
         head_drop_prob: MSAD probability p2 that a sample has one head dropped in training.
     """
+    fused_attn: Final[bool]
 
     def __init__(
             self,
@@ -63,6 +75,8 @@ class MultiHeadSelfAttentionDropping(nn.Module):
         self.num_heads = num_heads
         self.head_dim = attn_head_dim
         self.attn_dim = num_heads * attn_head_dim
+        self.scale = attn_head_dim ** -0.5
+        self.fused_attn = use_fused_attn()
 
         self.qkv = nn.Linear(dim, self.attn_dim * 3, bias=qkv_bias, **dd)
         self.q_norm = norm_layer(attn_head_dim, **dd) if qk_norm else nn.Identity()
@@ -75,7 +89,10 @@ class MultiHeadSelfAttentionDropping(nn.Module):
 
     @classmethod
     def from_attention(cls, attn: Attention, head_drop_prob: float) -> 'MultiHeadSelfAttentionDropping':
-        """Wrap the submodules of a timm ``Attention`` (shared, not copied) into an MSAD attention."""
+        """Wrap the submodules of a timm ``Attention`` (shared, not copied) into an MSAD attention.
+
+        The MSAD attention takes over the ``fused_attn`` setting of ``attn``.
+        """
         if getattr(attn, 'gate', None) is not None:
             raise ValueError('gated timm Attention (gated=True) is not supported by MSAD.')
         msad = cls(
@@ -88,6 +105,7 @@ class MultiHeadSelfAttentionDropping(nn.Module):
         )
         for name in ('qkv', 'q_norm', 'k_norm', 'attn_drop', 'norm', 'proj', 'proj_drop'):
             setattr(msad, name, getattr(attn, name, nn.Identity()))
+        msad.fused_attn = attn.fused_attn
         return msad.train(attn.training)
 
     def forward(
@@ -99,12 +117,20 @@ class MultiHeadSelfAttentionDropping(nn.Module):
         B, N, _ = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
-        x = F.scaled_dot_product_attention(
-            q, k, v,
-            attn_mask=attn_mask,
-            dropout_p=self.attn_drop.p if self.training else 0.,
-            is_causal=is_causal,
-        )
+        if self.fused_attn:
+            x = F.scaled_dot_product_attention(
+                q, k, v,
+                attn_mask=attn_mask,
+                dropout_p=self.attn_drop.p if self.training else 0.,
+                is_causal=is_causal,
+            )
+        else:
+            q = q * self.scale
+            attn = q @ k.transpose(-2, -1)
+            attn = maybe_add_mask(attn, resolve_self_attn_mask(N, attn, attn_mask, is_causal))
+            attn = attn.softmax(dim=-1)
+            attn = self.attn_drop(attn)  # forward hooks on attn_drop see the attention probabilities
+            x = attn @ v
         x = self.head_drop(x)  # (B, heads, N, head_dim): MAD across the heads axis
         x = x.transpose(1, 2).reshape(B, N, self.attn_dim)
         x = self.proj(self.norm(x))
