@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import _assert, resample_abs_pos_embed, to_2tuple, trunc_normal_
-from timm.models import checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import checkpoint, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import Block
 from torch import nn
@@ -236,7 +236,7 @@ class TransFER(nn.Module):
         blocks = self.blocks if torch.jit.is_scripting() or not stop_early else self.blocks[:max_index + 1]
         for i, block in enumerate(blocks):
             if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint_seq(block, x)
+                x = checkpoint(block, x)
             else:
                 x = block(x)
             if i in take_indices:
@@ -388,14 +388,11 @@ PAPER_ACCURACY = {
 }
 """Accuracy reported by the paper (Table 5) for each fine-tuned tag."""
 
-# Tags whose weights were trained with other constructor arguments than the architecture's defaults.
-_TAG_MODEL_ARGS = {'affectnet7': dict(num_branches=4, mad_prob=0.2, msad_prob=0.6)}
 
-
-def _finetuned_cfg(tag: str, label_names: Sequence[str], dataset: str) -> Dict[str, Any]:
+def _finetuned_cfg(architecture: str, tag: str, label_names: Sequence[str], dataset: str) -> Dict[str, Any]:
     return _cfg(
         label_names,
-        hf_hub_id=f'{HF_HUB_ORG}/transfer_fer_ir50.{tag}',
+        hf_hub_id=f'{HF_HUB_ORG}/{architecture}.{tag}',
         license='cc-by-nc-4.0',
         description=f'TransFER fine-tuned on {dataset} with the paper\'s protocol.',
         notes=(f'paper: {PAPER_ACCURACY[tag]}', f'dataset terms: {dataset} is for non-commercial research only'),
@@ -403,9 +400,9 @@ def _finetuned_cfg(tag: str, label_names: Sequence[str], dataset: str) -> Dict[s
 
 
 default_cfgs = generate_default_cfgs({
-    'transfer_fer_ir50.rafdb': _finetuned_cfg('rafdb', RAFDB_LABELS, 'RAF-DB basic (7 classes)'),
-    'transfer_fer_ir50.ferplus': _finetuned_cfg('ferplus', FERPLUS_LABELS, 'FERPlus (8 classes, majority vote)'),
-    'transfer_fer_ir50.affectnet7': _finetuned_cfg('affectnet7', AFFECTNET7_LABELS, 'AffectNet (7 classes)'),
+    'transfer_fer_ir50.rafdb': _finetuned_cfg('transfer_fer_ir50', 'rafdb', RAFDB_LABELS, 'RAF-DB basic (7 classes)'),
+    'transfer_fer_ir50.ferplus': _finetuned_cfg(
+        'transfer_fer_ir50', 'ferplus', FERPLUS_LABELS, 'FERPlus (8 classes, majority vote)'),
     'transfer_fer_ir50.ms1m_in1k': _cfg(
         (),
         hf_hub_id=f'{HF_HUB_ORG}/transfer_fer_ir50.ms1m_in1k',
@@ -414,6 +411,8 @@ default_cfgs = generate_default_cfgs({
                     'encoder from timm\'s legacy ViT-S (ImageNet-1k), local CNNs and projection freshly '
                     'initialised (seed 0).',
     ),
+    'transfer_fer_ir50_b4.affectnet7': _finetuned_cfg(
+        'transfer_fer_ir50_b4', 'affectnet7', AFFECTNET7_LABELS, 'AffectNet (7 classes)'),
     'vit_fer_ir50': _cfg(RAFDB_LABELS, description='ViT-FER baseline; paper: RAF-DB 89.93 %, AffectNet-7 65.63 %'),
     'transfer_fer_compact.ferplus': _cfg(
         FERPLUS_LABELS,
@@ -432,15 +431,16 @@ default_cfgs = generate_default_cfgs({
 
 @register_model
 def transfer_fer_ir50(pretrained: bool = False, **kwargs: Any) -> TransFER:
-    """TransFER: IR-50 stem (3 stages), 2 LANets with MAD p1=0.6, 8-block ViT-S-like encoder with MSAD p2=0.3.
-
-    The ``affectnet7`` tag uses the paper's AffectNet setting: 4 LANets, p1=0.2, p2=0.6.
-    """
-    tag = kwargs.get('pretrained_cfg')
+    """TransFER: IR-50 stem (3 stages), 2 LANets with MAD p1=0.6, 8-block ViT-S-like encoder with MSAD p2=0.3."""
     model_args = dict(stem_depth=3, num_branches=2, mad_prob=0.6, msad_prob=0.3)
-    if isinstance(tag, str):
-        model_args.update(_TAG_MODEL_ARGS.get(tag, {}))
     return _create_transfer('transfer_fer_ir50', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def transfer_fer_ir50_b4(pretrained: bool = False, **kwargs: Any) -> TransFER:
+    """TransFER in the paper's AffectNet setting: ``transfer_fer_ir50`` with B=4 LANets, MAD p1=0.2, MSAD p2=0.6."""
+    model_args = dict(stem_depth=3, num_branches=4, mad_prob=0.2, msad_prob=0.6)
+    return _create_transfer('transfer_fer_ir50_b4', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
