@@ -47,7 +47,7 @@ def test_toy_run_learns_and_writes_its_outputs(toy_data, tmp_path, capsys):
     argv = train_args(toy_data, output, *TINY_TRANSFER, '--epochs', '10', '--lr', '0.01', '--milestones', '7')
     assert cli_main(['train', *argv]) == 0
     printed = capsys.readouterr().out
-    assert 'Recipe for folder' in printed and "'mad_prob': 0.6" in printed
+    assert 'Recipe for folder' in printed and 'model        transfer_fer_ir50 {' in printed
     assert 'Image folder train: 40 images in 3 classes (blue 8, green 16, red 16)' in printed
     metrics = read_metrics(output, drop_timing=False)
     assert [line['epoch'] for line in metrics] == list(range(1, 11))
@@ -140,6 +140,7 @@ def test_bf16_autocast_run_with_every_image_once(toy_data, tmp_path, capsys):
     assert torch.isfinite(torch.tensor(metrics['train_loss'])) and 0 <= metrics['eval_accuracy'] <= 1
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one(toy_data, tmp_path):
     """Same global batch on 2 gloo processes: same data, augmentation and (BatchNorm-free model) weights."""
     common = [*TINY_VIT, '--epochs', '3', '--lr', '0.05', '--amp', 'none']  # bf16 sums differ by batch split
@@ -168,12 +169,12 @@ def _parse(*argv: str) -> argparse.Namespace:
 @pytest.mark.parametrize('overrides, expected', [
     (dict(dataset='ferplus'), dict(epochs=40, iterations=None, lr=1e-3, milestones=(15, 30), batch_size=256,
                                    momentum=0.9, weight_decay=0., metric='accuracy', sampler='balanced',
-                                   eval_split='valid', model_kwargs=dict(num_branches=2, mad_prob=0.6, msad_prob=0.3))),
+                                   eval_split='valid', model='transfer_fer_ir50', model_kwargs={})),
     (dict(dataset='affectnet7'), dict(epochs=None, iterations=20_000, lr=3e-4, milestones=(9_600, 19_200),
-                                      metric='mean_class_accuracy',
-                                      model_kwargs=dict(num_branches=4, mad_prob=0.2, msad_prob=0.6))),
+                                      metric='mean_class_accuracy', model='transfer_fer_ir50_b4', model_kwargs={},
+                                      output=os.path.join('runs', 'affectnet7-transfer_fer_ir50_b4'))),
     (dict(dataset='rafdb', epochs=20, model_kwargs=dict(mad_prob=0.5)),
-     dict(epochs=20, milestones=(8, 15), model_kwargs=dict(num_branches=2, mad_prob=0.5, msad_prob=0.3))),
+     dict(epochs=20, milestones=(8, 15), model_kwargs=dict(mad_prob=0.5))),
     (dict(dataset='rafdb', model='vit_fer_ir50', milestones=[5], lr=0.01),
      dict(milestones=(5,), lr=0.01, model_kwargs={}, output=os.path.join('runs', 'rafdb-vit_fer_ir50'))),
     (dict(dataset='ferplus', sampler='uniform', weight_decay=5e-4),

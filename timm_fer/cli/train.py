@@ -71,7 +71,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument('--workers', type=int, default=None, help='data loader worker processes per process')
 
     model = parser.add_argument_group('model')
-    model.add_argument('--model', default='transfer_fer_ir50', help='timm model name')
+    model.add_argument('--model', default=None,
+                       help="timm model name (default: the recipe's: transfer_fer_ir50, transfer_fer_ir50_b4 for "
+                            'AffectNet)')
     add_model_arguments(model)
     model.add_argument('--pretrained-tag', default=PAPER_INIT_TAG,
                        help="start from MODEL.TAG when timm can load it (default: the paper's initialisation)")

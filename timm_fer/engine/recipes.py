@@ -1,13 +1,13 @@
 """The paper's training recipe for each dataset (TransFER, section 4.2), the defaults of ``timm-fer train``."""
-from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 __all__ = ['RECIPES', 'Recipe']
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """Optimiser, schedule and TransFER hyper-parameters of one dataset.
+    """Model, optimiser and schedule of one dataset.
 
     Args:
         lr: Initial learning rate of SGD.
@@ -17,7 +17,8 @@ class Recipe:
         batch_size: Global batch size.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
-        model_kwargs: TransFER arguments of the recipe (local CNN branches, MAD and MSAD probabilities).
+        model: The model the paper trains on the dataset; its name sets the architecture (local CNN branches,
+            MAD and MSAD probabilities), as in timm.
         metric: Evaluation metric that selects the best checkpoint: 'accuracy' or 'mean_class_accuracy'.
     """
     lr: float
@@ -27,15 +28,13 @@ class Recipe:
     batch_size: int = 256
     momentum: float = 0.9
     weight_decay: float = 0.
-    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+    model: str = 'transfer_fer_ir50'
     metric: str = 'accuracy'
 
 
-_EPOCH_RECIPE = Recipe(
-    lr=1e-3, epochs=40, milestones=(15, 30), model_kwargs=dict(num_branches=2, mad_prob=0.6, msad_prob=0.3))
-_AFFECTNET_RECIPE = Recipe(
-    lr=3e-4, iterations=20_000, milestones=(9_600, 19_200),
-    model_kwargs=dict(num_branches=4, mad_prob=0.2, msad_prob=0.6), metric='mean_class_accuracy')
+_EPOCH_RECIPE = Recipe(lr=1e-3, epochs=40, milestones=(15, 30))  # 2 LANets, p1 0.6, p2 0.3
+_AFFECTNET_RECIPE = Recipe(  # 4 LANets, p1 0.2, p2 0.6
+    lr=3e-4, iterations=20_000, milestones=(9_600, 19_200), model='transfer_fer_ir50_b4', metric='mean_class_accuracy')
 
 RECIPES = {
     'rafdb': _EPOCH_RECIPE,

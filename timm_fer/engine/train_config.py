@@ -152,9 +152,9 @@ class TrainConfig:
     def from_recipe(cls, dataset: str, data_dir: str, **overrides: Any) -> 'TrainConfig':
         """The recipe of ``dataset`` (TransFER, section 4.2), with ``overrides`` of any of its fields.
 
-        The recipe sets the length, milestones, lr, momentum, weight decay, batch size and metric (an override of
-        None keeps the recipe's), and TransFER arguments that ``model_kwargs`` update for a TransFER model. Its
-        milestones are scaled to another length, and left out with the cosine schedule.
+        The recipe sets the model, length, milestones, lr, momentum, weight decay, batch size and metric (an
+        override of None keeps the recipe's). Its milestones are scaled to another length, and left out with the
+        cosine schedule.
 
         Raises:
             ConfigError: unknown dataset, or settings that do not work together.
@@ -164,12 +164,10 @@ class TrainConfig:
         settings = dict(overrides)
         if settings.get('epochs') is None and settings.get('iterations') is None:
             settings.update(epochs=recipe.epochs, iterations=recipe.iterations)
-        for name in ('lr', 'momentum', 'weight_decay', 'batch_size', 'metric'):
+        for name in ('model', 'lr', 'momentum', 'weight_decay', 'batch_size', 'metric'):
             if settings.get(name) is None:
                 settings[name] = getattr(recipe, name)
-        model = settings.setdefault('model', cls.model)
-        recipe_kwargs = recipe.model_kwargs if model.startswith('transfer_fer') else {}
-        settings['model_kwargs'] = {**recipe_kwargs, **(settings.get('model_kwargs') or {})}
+        settings['model_kwargs'] = dict(settings.get('model_kwargs') or {})
         if settings.get('milestones') is None:
             settings.pop('milestones', None)
             length = settings['epochs'] if settings['epochs'] is not None else settings['iterations']
