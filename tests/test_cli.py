@@ -10,6 +10,7 @@ from timm_fer.models import registered_models
 from timm_fer.run_timm_script import main as run_timm_script
 
 
+@pytest.mark.slow
 def test_models_command_lists_every_model_with_size_and_prediction(capsys):
     assert main(['models', '--batch-size', '1']) == 0
     lines = capsys.readouterr().out.splitlines()

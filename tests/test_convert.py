@@ -79,6 +79,7 @@ def test_legacy_vit_small_converts_to_the_transfer_encoder(vit_source, tmp_path)
         assert torch.allclose(model.norm(model.blocks(tokens)), expected, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_both_sources_make_the_paper_initialisation(ir50_source, vit_source, tmp_path):
     torch.save(ir50_source, tmp_path / 'ir.pth')
     torch.save(vit_source, tmp_path / 'vit.pth')

@@ -125,6 +125,7 @@ def test_wrong_classes_and_missing_checkpoint(trained, tmp_path, capsys):
     assert 'checkpoint not found' in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_torchrun_evaluation_shards_match_one_process(trained, tmp_path):
     data, run = trained
     returncode, _, err = run_torchrun(['-m', 'timm_fer.evaluate', str(run / 'last.pth'), '--data-dir', str(data),

@@ -118,10 +118,10 @@ def test_auto_amp_picks_bf16_only_where_it_is_fast(monkeypatch):
     assert runtime.resolve_amp_dtype('none', cpu) is None
 
 
+@pytest.mark.slow
 def test_train_command_runs_compiled_in_channels_last(tmp_path, capsys):
     data = write_toy_folder(tmp_path / 'toy', train_per_class=8, val_per_class=2)
-    argv = train_args(data, tmp_path / 'run', *TINY_TRANSFER, '--epochs', '1', '--no-eval', '--compile',
-                      '--amp', 'bf16')
-    assert train_main(argv) == 0
-    assert 'amp bf16, channels-last True, compile True' in capsys.readouterr().out
+    argv = train_args(data, tmp_path / 'run', *TINY_TRANSFER, '--epochs', '1', '--no-eval', '--compile')
+    assert train_main(argv) == 0  # bf16 where the CPU runs it fast: elsewhere its reference kernels take minutes
+    assert 'amp auto, channels-last True, compile True' in capsys.readouterr().out
     assert (tmp_path / 'run' / 'last.pth').is_file()
