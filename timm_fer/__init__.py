@@ -33,9 +33,11 @@ __all__ = [
     'load_model',
     'models',
     'predict',
+    'predict_video',
 ]
 
-_LAZY = {'predict': ('.inference.predict', 'predict'), 'load_model': ('.hub.loading', 'load_model')}
+_LAZY = {'predict': ('.inference.predict', 'predict'), 'load_model': ('.hub.loading', 'load_model'),
+         'predict_video': ('.inference.video', 'predict_video')}
 """Public functions of the higher layers, imported on first use so that ``import timm_fer`` stays light."""
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 __all__ = ['CheckpointMismatchError', 'ConfigError', 'DatasetError', 'DatasetFileNotFoundError',
            'ExportUnavailableError', 'FaceDetectorUnavailableError', 'FerError', 'ImageReadError',
-           'PretrainedWeightsError']
+           'PretrainedWeightsError', 'UnsupportedCodecError', 'VideoDecoderUnavailableError', 'VideoReadError']
 
 
 class FerError(Exception):
@@ -54,3 +54,34 @@ class FaceDetectorUnavailableError(FerError, ImportError):
 
 class ExportUnavailableError(FerError, ImportError):
     """A package the export format needs is not installed."""
+
+
+class VideoReadError(FerError, ValueError):
+    """A video file is missing, not a video, or cannot be decoded; the message names the file and the fix.
+
+    Attributes:
+        path: The file.
+        reason: What is wrong with it and what to do, without the file name.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f'{path}: {reason}')
+        self.path = path
+        self.reason = reason
+
+
+class UnsupportedCodecError(VideoReadError):
+    """The video's codec has no decoder in the installed FFmpeg libraries.
+
+    Attributes:
+        codec: The codec as FFmpeg describes it, e.g. ``none (QQQQ / 0x51515151)`` for an unknown FourCC.
+    """
+
+    def __init__(self, path: Path, codec: str) -> None:
+        super().__init__(path, f"its video codec '{codec}' cannot be decoded by the FFmpeg libraries inside PyAV; "
+                               f're-encode it to H.264, VP9 or MJPEG (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4).')
+        self.codec = codec
+
+
+class VideoDecoderUnavailableError(FerError, ImportError):
+    """The optional video decoder (PyAV) is not installed."""

@@ -1,10 +1,14 @@
-"""``timm-fer predict``: detect, align and classify the faces in photos."""
+"""``timm-fer predict``: detect, align and classify the faces in photos and videos."""
 import argparse
 from pathlib import Path
+from typing import List, Optional, Tuple
 
 from ..errors import ConfigError
+from ..faces import FaceDetector
+from ..faces.io import find_media
 from ..hub import DEFAULT_MODEL
-from ..inference.predict import OUTPUT_SUFFIXES, format_table, predict, write_report
+from ..inference.predict import OUTPUT_SUFFIXES, SkippedInput, format_table, predict, write_report
+from ..inference.video import DEFAULT_FPS, DEFAULT_SMOOTHING, format_video_table, predict_video, write_video_report
 from .common import add_runtime_arguments, run_command
 
 __all__ = ['add_predict_parser', 'run']
@@ -15,24 +19,65 @@ def _predict(args: argparse.Namespace) -> int:
         raise ConfigError(f'--output must end in .json or .csv, got {args.output}.')
     if args.top_k is not None and args.top_k < 1:
         raise ConfigError(f'--top-k must be at least 1, got {args.top_k}.')
+    if args.fps is not None and not args.fps > 0:
+        raise ConfigError(f'--fps must be positive, got {args.fps}.')
     detector = None
     if not args.aligned:
         from ..faces import RetinaFaceDetector
         detector = RetinaFaceDetector(score_threshold=args.face_threshold)
-    report = predict(
-        args.images, model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights,
-        aligned=args.aligned, detector=detector, batch_size=args.batch_size, min_face_size=args.min_face_size,
-        device=args.device, save_viz=args.save_viz, save_crops=args.save_crops, save_annotated=args.save_annotated,
-        amp=args.amp, channels_last=args.channels_last, compile_model=args.compile)
-    print(format_table(report, top_k=args.top_k))
+    images, videos, problems = find_media([str(i) for i in args.images])
+    faces = 0
+    if not videos or images:
+        report = predict(
+            images if videos else args.images, model=args.model, checkpoint=args.checkpoint,
+            random_weights=args.random_weights, aligned=args.aligned, detector=detector, batch_size=args.batch_size,
+            min_face_size=args.min_face_size, device=args.device, save_viz=args.save_viz, save_crops=args.save_crops,
+            save_annotated=args.save_annotated, amp=args.amp, channels_last=args.channels_last,
+            compile_model=args.compile)
+        print(format_table(report, top_k=args.top_k))
+        if args.output is not None:
+            print(f'wrote {write_report(report, args.output)}')
+        for folder, count, what in ((args.save_viz, len(report.faces), 'explanation picture'),
+                                    (args.save_crops, len(report.faces), 'aligned face'),
+                                    (args.save_annotated, len(report.annotated), 'annotated image')):
+            _say_written(folder, count, what)
+        faces += len(report.faces)
+    if videos:
+        faces += _predict_videos(args, videos, problems, detector, mixed=bool(images))
+    elif args.timeline is not None:
+        print('no video among the inputs: --timeline wrote nothing')
+    return 0 if faces else 1
+
+
+def _predict_videos(args: argparse.Namespace, videos: List[Path], problems: List[Tuple[str, str]],
+                    detector: Optional[FaceDetector], mixed: bool) -> int:
+    """The video part of the run: tables, outputs and pictures; the number of rows (faces over frames) found."""
+    report = predict_video(
+        videos, model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights,
+        aligned=args.aligned, detector=detector, fps=None if args.every_frame else args.fps or DEFAULT_FPS,
+        batch_size=args.batch_size, min_face_size=args.min_face_size, device=args.device, timeline=args.timeline,
+        save_annotated=args.save_annotated, smoothing=args.smoothing, amp=args.amp,
+        channels_last=args.channels_last, compile_model=args.compile)
+    report.skipped[:0] = [SkippedInput(item, reason) for item, reason in problems]
+    if mixed:
+        print()
+    print(format_video_table(report))
     if args.output is not None:
-        print(f'wrote {write_report(report, args.output)}')
-    for folder, count, what in ((args.save_viz, len(report.faces), 'explanation picture'),
-                                (args.save_crops, len(report.faces), 'aligned face'),
-                                (args.save_annotated, len(report.annotated), 'annotated image')):
-        if folder is not None and count:
-            print(f'wrote {count} {what}{"s" if count > 1 else ""} to {folder}')
-    return 0 if report.faces else 1
+        path = args.output.with_name(f'{args.output.stem}_video{args.output.suffix}') if mixed else args.output
+        print(f'wrote {write_video_report(report, path)} ({len(report.faces)} rows: a face in a sampled frame each)')
+    elif report.faces:
+        print(f'{len(report.faces)} rows (frame, time, track, box, probabilities): write them with --output '
+              f'results.csv or results.json')
+    _say_written(args.timeline, sum(1 for v in report.videos if v.timeline), 'timeline picture')
+    _say_written(args.save_annotated, sum(1 for v in report.videos if v.annotated), 'annotated video')
+    if args.save_viz is not None or args.save_crops is not None:
+        print('note: --save-viz and --save-crops apply to photos; none were written for the videos')
+    return len(report.faces)
+
+
+def _say_written(folder: Optional[Path], count: int, what: str) -> None:
+    if folder is not None and count:
+        print(f'wrote {count} {what}{"s" if count > 1 else ""} to {folder}')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,13 +88,16 @@ def run(args: argparse.Namespace) -> int:
 def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``timm-fer predict``."""
     parser = subparsers.add_parser(
-        'predict', help='detect, align and classify the faces in photos',
+        'predict', help='detect, align and classify the faces in photos and videos',
         description='Examples:\n  timm-fer predict photo.jpg photos/ "shots/**/*.png" --output results.csv\n'
                     '  timm-fer predict --save-viz viz/   (the shipped sample portrait and FERPlus weights)\n'
                     '  timm-fer predict photo.jpg --checkpoint runs/ferplus-transfer_fer_ir50/best.pth\n'
-                    '  timm-fer predict crops/ --aligned --model transfer_fer_ir50.ferplus --checkpoint ferplus.pth',
+                    '  timm-fer predict crops/ --aligned --model transfer_fer_ir50.ferplus --checkpoint ferplus.pth\n'
+                    '  timm-fer predict clip.mp4 --fps 10 --output rows.csv --timeline timelines/ '
+                    '--save-annotated annotated/',
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('images', nargs='*', help='image files, folders or glob patterns (default: a sample portrait)')
+    parser.add_argument('images', nargs='*',
+                        help='image or video files, folders or glob patterns (default: a sample portrait)')
     parser.add_argument('--model', default=None,
                         help='model and tag; the tag sets labels and preprocessing (default: the model a checkpoint '
                              f'names, else {DEFAULT_MODEL})')
@@ -63,7 +111,8 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--save-viz', type=Path, metavar='DIR',
                         help='write one picture per face: aligned face, LANet map, transformer relevance')
     parser.add_argument('--save-annotated', type=Path, metavar='DIR',
-                        help="write each image with every face's box, top expression and confidence drawn on it")
+                        help="write each image (and each video, as .mp4) with every face's box, top expression and "
+                             "confidence (and track id) drawn on it")
     parser.add_argument('--save-crops', type=Path, metavar='DIR', help='write the aligned faces the model classified')
     parser.add_argument('--top-k', type=int, metavar='N',
                         help='show the N most probable expressions of each face instead of every probability')
@@ -73,5 +122,15 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--face-threshold', type=float, default=0.9,
                         help='smallest face detector confidence (default: 0.9)')
     parser.add_argument('--device', help='torch device (default: cuda when available, else cpu)')
+    video = parser.add_argument_group('videos')
+    sampling = video.add_mutually_exclusive_group()
+    sampling.add_argument('--fps', type=float, metavar='N',
+                          help=f'frames sampled per second of video (default: {DEFAULT_FPS:g})')
+    sampling.add_argument('--every-frame', action='store_true', help='classify every frame of the videos')
+    video.add_argument('--timeline', type=Path, metavar='DIR',
+                       help="write one PNG per video: each face track's expression probabilities over time")
+    video.add_argument('--smoothing', type=float, default=DEFAULT_SMOOTHING, metavar='SECONDS',
+                       help='window of the centred moving average of the timeline (default: '
+                            f'{DEFAULT_SMOOTHING:g} s; 0: none)')
     add_runtime_arguments(parser)
     parser.set_defaults(func=run)

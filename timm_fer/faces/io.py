@@ -10,8 +10,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from ..errors import ConfigError, ImageReadError
+from .video_io import is_video_file, video_suffixes
 
-__all__ = ['ImageReadError', 'find_images', 'glob_regex', 'image_suffixes', 'read_image', 'to_rgb', 'walk_files']
+__all__ = ['ImageReadError', 'find_images', 'find_media', 'glob_regex', 'image_suffixes', 'read_image', 'to_rgb',
+           'walk_files']
 
 
 NOT_STILL_IMAGES = frozenset({'MPEG'})
@@ -97,7 +99,12 @@ def _glob_files(pattern: str) -> Iterator[Path]:
     yield from (path for path in walk_files(Path(root or '.')) if matcher.match(path.as_posix()))
 
 
-def find_images(inputs: Sequence[str], progress: Optional[bool] = None) -> Tuple[List[Path], List[Tuple[str, str]]]:
+def find_images(
+        inputs: Sequence[str],
+        progress: Optional[bool] = None,
+        suffixes: Optional[Sequence[str]] = None,
+        what: str = 'image files (.jpg, .png, ...)',
+) -> Tuple[List[Path], List[Tuple[str, str]]]:
     """Expand image files, folders (searched recursively for image suffixes) and glob patterns, in order.
 
     Files reached twice (through two inputs or a link) are listed once; symbolic-link loops are never followed.
@@ -105,11 +112,13 @@ def find_images(inputs: Sequence[str], progress: Optional[bool] = None) -> Tuple
     Args:
         inputs: Files, folders or glob patterns (``**`` for any depth).
         progress: Show a count of the files found; None shows it on a terminal when listing takes over a second.
+        suffixes: The suffixes of the files taken from folders; default :func:`image_suffixes`.
+        what: The files searched for, as the reason of an input folder without any says.
 
     Returns:
         The files, without duplicates, and (input, reason) for every input that gives no file.
     """
-    suffixes = set(image_suffixes())
+    suffixes = set(image_suffixes() if suffixes is None else suffixes)
     files: List[Path] = []
     seen: Set[Path] = set()
     problems: List[Tuple[str, str]] = []
@@ -135,10 +144,24 @@ def find_images(inputs: Sequence[str], progress: Optional[bool] = None) -> Tuple
                 files.append(file)
                 counter.update()
         if not count:
-            problems.append((item, 'the folder holds no image files (.jpg, .png, ...)' if path.is_dir() else
-                             'no file matches this pattern'))
+            problems.append((item, f'the folder holds no {what}' if path.is_dir() else 'no file matches this pattern'))
     counter.close()
     return files, problems
+
+
+def find_media(
+        inputs: Sequence[str],
+        progress: Optional[bool] = None,
+) -> Tuple[List[Path], List[Path], List[Tuple[str, str]]]:
+    """Like :func:`find_images`, with video files too: folders give image and video files (by suffix).
+
+    Returns:
+        The image files (and any other file given by name or pattern), the video files, and (input, reason) for
+        every input that gives no file.
+    """
+    files, problems = find_images(inputs, progress, image_suffixes() + video_suffixes(),
+                                  'image or video files (.jpg, .png, .mp4, .webm, ...)')
+    return ([f for f in files if not is_video_file(f)], [f for f in files if is_video_file(f)], problems)
 
 
 def to_rgb(image: Image.Image, background: Tuple[int, int, int] = (255, 255, 255)) -> Image.Image:

@@ -8,13 +8,13 @@ faces below the minimum size) are reported one by one while the others go on.
 import csv
 import io
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from PIL import Image
-from timm.data import resolve_data_config
 from torch import nn
 from tqdm import tqdm
 
@@ -29,7 +29,7 @@ from ..faces import (
     pillow_resample,
     read_image,
 )
-from ..hub import RANDOM_WEIGHTS, load_model
+from ..hub import RANDOM_WEIGHTS, load_model, resolve_fer_data_config
 from ..utils import autocast, prepare_model, resolve_amp_dtype, to_input
 from .annotate import annotate_image
 from .visualize import explain, render_explanation
@@ -96,7 +96,7 @@ class PredictionReport:
 
 
 @dataclass
-class _FaceCrop:
+class FaceCrop:
     """An aligned face waiting for its batch."""
     file: Path
     face: int
@@ -104,22 +104,26 @@ class _FaceCrop:
     detector_score: Optional[float]
     image: Image.Image
 
+    def describe(self) -> str:
+        """Which face of its input this is, for messages."""
+        return f'face {self.face}'
 
-def _crop_faces(
+
+def crop_faces(
         path: Path,
         image: Image.Image,
         detector: Optional[FaceDetector],
         size: Tuple[int, int],
         resample: Image.Resampling,
         min_face_size: float,
-) -> Tuple[List[_FaceCrop], List[SkippedInput]]:
+) -> Tuple[List[FaceCrop], List[SkippedInput]]:
     """Aligned crops of the faces of one image (the image itself when ``detector`` is None), and faces skipped."""
     if detector is None:
         if min(image.size) < min_face_size:
             return [], [SkippedInput(str(path), f'the aligned crop is {min(image.size)} px, below the minimum face '
                                                 f'size {min_face_size:g} px; use a larger crop')]
         face = image.resize((size[1], size[0]), resample)
-        return [_FaceCrop(path, 0, (0, 0, image.width, image.height), None, face)], []
+        return [FaceCrop(path, 0, (0, 0, image.width, image.height), None, face)], []
     detected: List[DetectedFace] = sorted(detector(image), key=lambda f: (f.box[0], f.box[1]))
     if not detected:
         return [], [SkippedInput(str(path), 'no face found; if the image is an aligned face crop, pass --aligned')]
@@ -130,25 +134,26 @@ def _crop_faces(
             skipped.append(SkippedInput(str(path), f'face {index} at {box} is {face.size:.0f} px, below the minimum '
                                                    f'face size {min_face_size:g} px; use a larger image'))
             continue
-        crops.append(_FaceCrop(path, index, box, face.score, align_face(image, face.landmarks, size, resample)))
+        crops.append(FaceCrop(path, index, box, face.score, align_face(image, face.landmarks, size, resample)))
     return crops, skipped
 
 
-class _UniqueNames:
+class UniqueNames:
     """File names in one folder, ``STEM.png`` then ``STEM_1.png``, ... when two inputs share a stem."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, suffix: str = '.png') -> None:
         self.folder = folder
+        self.suffix = suffix
         self.counts: Dict[str, int] = {}
         folder.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, stem: str) -> Path:
         count = self.counts.get(stem, 0)
         self.counts[stem] = count + 1
-        return self.folder / (f'{stem}.png' if count == 0 else f'{stem}_{count}.png')
+        return self.folder / (f'{stem}{self.suffix}' if count == 0 else f'{stem}_{count}{self.suffix}')
 
 
-class _Classifier:
+class FaceClassifier:
     """Classifies batches of aligned faces and, optionally, draws where the model looked."""
 
     def __init__(self, model: nn.Module, labels: List[str], data_config: Dict, device: torch.device,
@@ -158,13 +163,16 @@ class _Classifier:
         self.amp_dtype = amp_dtype
         self.channels_last = channels_last
         self.labels = labels
+        self.size: Tuple[int, int] = tuple(data_config['input_size'][1:])
+        self.resample = pillow_resample(data_config['interpolation'])
         self.transform = create_fer_transform(data_config)  # grayscale for one-channel models
+        self.image_mode = 'L' if data_config['input_size'][0] == 1 else 'RGB'  # of the pictures: what the model saw
         self.device = device
-        self.viz_names = _UniqueNames(viz_dir) if viz_dir is not None else None
-        self.crop_names = _UniqueNames(crops_dir) if crops_dir is not None else None
+        self.viz_names = UniqueNames(viz_dir) if viz_dir is not None else None
+        self.crop_names = UniqueNames(crops_dir) if crops_dir is not None else None
         self.title_suffix = title_suffix
 
-    def __call__(self, crops: List[_FaceCrop]) -> List[FacePrediction]:
+    def __call__(self, crops: List[FaceCrop]) -> List[FacePrediction]:
         images = to_input(torch.stack([self.transform(c.image) for c in crops]), self.device, self.channels_last)
         if self.viz_names is None:
             with torch.inference_mode(), autocast(self.device, self.amp_dtype):
@@ -182,16 +190,49 @@ class _Classifier:
                 expression=expression, probabilities={label: float(p) for label, p in zip(self.labels, probs)})
             if self.crop_names is not None:
                 path = self.crop_names(f'{crop.file.stem}_face{crop.face}')
-                crop.image.save(path)
+                crop.image.convert(self.image_mode).save(path)
                 prediction.crop = str(path)
             if maps is not None:
                 path = self.viz_names(f'{crop.file.stem}_face{crop.face}')
                 lanet_map = maps['lanet_map'][i] if maps['lanet_map'] is not None else None
                 title = f'{crop.file.name} face {crop.face}: {expression} {float(probs.max()):.2f}{self.title_suffix}'
-                render_explanation(crop.image, maps['relevance'][i], lanet_map, title).save(path)
+                face = crop.image.convert(self.image_mode)
+                render_explanation(face, maps['relevance'][i], lanet_map, title).save(path)
                 prediction.visualization = str(path)
             predictions.append(prediction)
         return predictions
+
+
+def load_classifier(
+        model: Optional[Union[str, nn.Module]],
+        checkpoint: Optional[Union[str, Path]],
+        random_weights: bool,
+        device: Optional[Union[str, torch.device]],
+        amp: str,
+        channels_last: bool,
+        compile_model: bool,
+        viz_dir: Optional[Path] = None,
+        crops_dir: Optional[Path] = None,
+) -> Tuple[FaceClassifier, str, str]:
+    """The classifier of the named (or given) model, the model's name, and where its weights came from.
+
+    The arguments are those of :func:`predict`.
+    """
+    if isinstance(model, nn.Module):
+        fer_model, weights, model_name = model.eval(), 'the given model', type(model).__name__
+        device = torch.device(device) if device else next(model.parameters()).device
+    else:
+        fer_model, weights = load_model(model, checkpoint, random_weights=random_weights)
+        cfg = fer_model.pretrained_cfg
+        model_name = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get('tag') else cfg['architecture']
+        device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    # A model passed in keeps its memory format (channels-last inputs alone select the fast convolutions).
+    fer_model = prepare_model(fer_model, device, channels_last and not isinstance(model, nn.Module), compile_model)
+    labels = list(fer_model.pretrained_cfg.get('label_names') or [f'class {i}' for i in range(fer_model.num_classes)])
+    title_suffix = ' (random weights)' if weights == RANDOM_WEIGHTS else ''
+    classify = FaceClassifier(fer_model, labels, resolve_fer_data_config(fer_model), device, viz_dir, title_suffix,
+                           resolve_amp_dtype(amp, device), channels_last, crops_dir)
+    return classify, model_name, weights
 
 
 def predict(
@@ -239,37 +280,24 @@ def predict(
         raise ConfigError(f'batch size must be at least 1, got {batch_size}.')
     if compile_model and save_viz is not None:
         raise ConfigError('--compile and --save-viz do not go together: explanations need the eager model.')
-    if isinstance(model, nn.Module):
-        fer_model, weights, model_name = model.eval(), 'the given model', type(model).__name__
-        device = torch.device(device) if device else next(model.parameters()).device
-    else:
-        fer_model, weights = load_model(model, checkpoint, random_weights=random_weights)
-        cfg = fer_model.pretrained_cfg
-        model_name = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get('tag') else cfg['architecture']
-        device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    # A model passed in keeps its memory format (channels-last inputs alone select the fast convolutions).
-    fer_model = prepare_model(fer_model, device, channels_last and not isinstance(model, nn.Module), compile_model)
-    labels = list(fer_model.pretrained_cfg.get('label_names') or [f'class {i}' for i in range(fer_model.num_classes)])
-    data_config = resolve_data_config({}, model=fer_model)
-    size = tuple(data_config['input_size'][1:])
-    resample = pillow_resample(data_config['interpolation'])
+    classify, model_name, weights = load_classifier(
+        model, checkpoint, random_weights, device, amp, channels_last, compile_model,
+        Path(save_viz) if save_viz else None, Path(save_crops) if save_crops else None)
     if not aligned and detector is None:
         detector = RetinaFaceDetector()
-    title_suffix = ' (random weights)' if weights == RANDOM_WEIGHTS else ''
-    classify = _Classifier(fer_model, labels, data_config, device, Path(save_viz) if save_viz else None, title_suffix,
-                           resolve_amp_dtype(amp, device), channels_last, Path(save_crops) if save_crops else None)
 
     if isinstance(images, (str, Path)):
         images = [images]
-    files, problems = find_images([str(i) for i in images] if images else [str(SAMPLE_IMAGE)])
-    report = PredictionReport(model_name, weights, labels, skipped=[SkippedInput(i, r) for i, r in problems])
+    files, problems = find_images([str(i) for i in images] if images else [_shown_path(SAMPLE_IMAGE)])
+    report = PredictionReport(model_name, weights, classify.labels,
+                              skipped=[SkippedInput(i, r) for i, r in problems])
     if progress is None:
         progress = len(files) >= 20
-    pending: List[_FaceCrop] = []
+    pending: List[FaceCrop] = []
     for path in tqdm(files, desc='predict', unit='image', disable=None if progress else True):
         try:
-            crops, skipped = _crop_faces(path, read_image(path), None if aligned else detector, size, resample,
-                                         min_face_size)
+            crops, skipped = crop_faces(path, read_image(path), None if aligned else detector, classify.size,
+                                         classify.resample, min_face_size)
         except ImageReadError as e:
             crops, skipped = [], [SkippedInput(str(path), e.reason)]
         except Exception as e:  # one bad file never stops the run: report it and go on
@@ -278,18 +306,24 @@ def predict(
         report.skipped.extend(skipped)
         pending.extend(crops)
         while len(pending) >= batch_size:
-            _classify_into(report, classify, pending[:batch_size])
+            classify_into(report, classify, pending[:batch_size])
             pending = pending[batch_size:]
     if pending:
-        _classify_into(report, classify, pending)
+        classify_into(report, classify, pending)
     if save_annotated is not None:
-        report.annotated = _annotate(report, Path(save_annotated), title_suffix)
+        report.annotated = _annotate(report, Path(save_annotated), classify.title_suffix)
     return report
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the current folder when it lies inside it (as a user would type it), else absolute."""
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith('..') else relative
 
 
 def _annotate(report: PredictionReport, folder: Path, suffix: str) -> List[str]:
     """Draw every predicted face on its image (read again, so no image is held during the run); the paths written."""
-    names = _UniqueNames(folder)
+    names = UniqueNames(folder)
     by_file: Dict[str, List[FacePrediction]] = {}
     for face in report.faces:
         by_file.setdefault(face.file, []).append(face)
@@ -302,19 +336,25 @@ def _annotate(report: PredictionReport, folder: Path, suffix: str) -> List[str]:
     return written
 
 
-def _classify_into(report: PredictionReport, classify: '_Classifier', crops: List[_FaceCrop]) -> None:
-    """Classify a batch of faces into ``report``; when the batch fails, each face alone, reporting those that fail."""
+def classify_pairs(classify: FaceClassifier, crops: Sequence[FaceCrop],
+                    skipped: List[SkippedInput]) -> List[Tuple[FaceCrop, FacePrediction]]:
+    """Classify a batch of faces, each with its prediction; when the batch fails, each face alone, adding those that
+    fail to ``skipped``."""
     try:
-        report.faces.extend(classify(crops))
+        return list(zip(crops, classify(list(crops))))
     except FerError:
         raise
     except Exception as e:
         if len(crops) > 1:
-            for crop in crops:
-                _classify_into(report, classify, [crop])
-        else:
-            report.skipped.append(SkippedInput(str(crops[0].file), f'face {crops[0].face} could not be classified '
-                                                                   f'({type(e).__name__}: {e})'))
+            return [pair for crop in crops for pair in classify_pairs(classify, [crop], skipped)]
+        skipped.append(SkippedInput(str(crops[0].file), f'{crops[0].describe()} could not be classified '
+                                                        f'({type(e).__name__}: {e})'))
+        return []
+
+
+def classify_into(report: PredictionReport, classify: FaceClassifier, crops: List[FaceCrop]) -> None:
+    """Classify a batch of faces into ``report``; when the batch fails, each face alone, reporting those that fail."""
+    report.faces.extend(prediction for _, prediction in classify_pairs(classify, crops, report.skipped))
 
 
 def format_table(report: PredictionReport, top_k: Optional[int] = None) -> str:

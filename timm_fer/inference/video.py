@@ -1,0 +1,488 @@
+"""Expressions over time: ``timm-fer predict`` on videos and :func:`predict_video`.
+
+A video is decoded one frame at a time (:class:`~timm_fer.faces.video_io.VideoReader`, PyAV), sampled at a few
+frames per second (or every frame), and each sampled frame goes through the photo pipeline: its faces are detected
+and aligned (``crop_faces``), given a track id (:class:`~timm_fer.inference.tracking.FaceTracker`), and classified
+in batches (``FaceClassifier``). The result has one row per face and sampled frame, and a summary per track (the share
+of its frames in each expression). Optional outputs: an expression timeline PNG per video, and the video with each
+face's box, track id and top expression drawn on it. A video that cannot be opened, or that breaks off, is reported
+while the others go on; the rows of a video that breaks off are kept.
+"""
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from tqdm import tqdm
+
+from ..errors import ConfigError, FerError, VideoReadError
+from ..faces import FaceDetector, RetinaFaceDetector, image_suffixes
+from ..faces.io import find_media
+from ..faces.video_io import DecodedFrame, VideoReader, VideoWriter, require_video_decoder
+from ..hub import RANDOM_WEIGHTS
+from .annotate import annotate_image
+from .predict import (
+    OUTPUT_SUFFIXES,
+    FaceClassifier,
+    FaceCrop,
+    SkippedInput,
+    UniqueNames,
+    classify_pairs,
+    crop_faces,
+    load_classifier,
+)
+from .timeline import draw_timeline
+from .tracking import FaceTracker, appearance
+
+__all__ = ['DEFAULT_FPS', 'DEFAULT_SMOOTHING', 'FrameFace', 'TrackSummary', 'VideoReport', 'VideoSummary',
+           'format_video_table', 'predict_video', 'write_video_report']
+
+DEFAULT_FPS = 5.
+"""Frames sampled per second of video unless told otherwise."""
+DEFAULT_SMOOTHING = 1.
+"""Seconds of the centred moving average that smooths the timeline's probabilities."""
+
+
+@dataclass
+class FrameFace:
+    """The expression of one face in one sampled frame.
+
+    Attributes:
+        file: The video.
+        frame: Index of the frame among the video's decoded frames, from 0.
+        time: Presentation time of the frame in seconds from the start.
+        track: The face's track id in this video: the same person keeps it across frames.
+        box: (x0, y0, x1, y1) in pixels of the upright frame.
+        detector_score: The detector's confidence; None with ``aligned``.
+        expression: The most probable label.
+        probabilities: Probability of every label, in the model's label order.
+    """
+    file: str
+    frame: int
+    time: float
+    track: int
+    box: Tuple[int, int, int, int]
+    detector_score: Optional[float]
+    expression: str
+    probabilities: Dict[str, float]
+
+
+@dataclass
+class TrackSummary:
+    """One face track of a video: when it was seen and its share of time in each expression.
+
+    Attributes:
+        file: The video.
+        track: The track id.
+        start: Time of its first frame, in seconds.
+        end: Time of its last frame, in seconds.
+        frames: Number of sampled frames it was classified in.
+        expression: Its most frequent top expression.
+        shares: Share of its frames whose top expression is each label (sampled frames are evenly spaced in time,
+            so this is the share of time).
+        mean_probabilities: Its mean probability of each label.
+    """
+    file: str
+    track: int
+    start: float
+    end: float
+    frames: int
+    expression: str
+    shares: Dict[str, float]
+    mean_probabilities: Dict[str, float]
+
+
+@dataclass
+class VideoSummary:
+    """What happened to one video.
+
+    Attributes:
+        file: The video.
+        codec: FFmpeg's name of its codec.
+        width: Frame width in pixels, as stored.
+        height: Frame height in pixels, as stored.
+        fps: The file's average frame rate; None when it does not say.
+        duration: The length the file declares, in seconds; None when it does not say.
+        frames_decoded: Frames decoded.
+        frames_sampled: Frames that went through face detection.
+        frames_with_faces: Sampled frames with at least one classified face.
+        decoded_until: Time of the last decoded frame, in seconds.
+        problem: Why decoding stopped early or what went wrong; None when the whole video was read.
+        timeline: Path of the timeline PNG, when one was written.
+        annotated: Path of the annotated video, when one was written.
+    """
+    file: str
+    codec: str
+    width: int
+    height: int
+    fps: Optional[float]
+    duration: Optional[float]
+    frames_decoded: int = 0
+    frames_sampled: int = 0
+    frames_with_faces: int = 0
+    decoded_until: Optional[float] = None
+    problem: Optional[str] = None
+    timeline: Optional[str] = None
+    annotated: Optional[str] = None
+
+
+@dataclass
+class VideoReport:
+    """Everything :func:`predict_video` found: a row per face and sampled frame, a summary per track and video.
+
+    Attributes:
+        model: The model's name.
+        weights: Where its weights came from.
+        labels: The label names, in the model's order.
+        fps: Frames sampled per second; None when every frame was.
+        smoothing: Seconds of the timeline's moving average.
+        faces: One row per face and sampled frame, in video, frame and left-to-right order.
+        tracks: One summary per face track, in video and track order.
+        videos: One summary per video that could be opened.
+        skipped: Inputs (or parts of them) that gave no prediction, and why.
+    """
+    model: str
+    weights: str
+    labels: List[str]
+    fps: Optional[float]
+    smoothing: float
+    faces: List[FrameFace] = field(default_factory=list)
+    tracks: List[TrackSummary] = field(default_factory=list)
+    videos: List[VideoSummary] = field(default_factory=list)
+    skipped: List[SkippedInput] = field(default_factory=list)
+
+    @property
+    def meaningful(self) -> bool:
+        """False when the model has random weights."""
+        return self.weights != RANDOM_WEIGHTS
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-ready dict."""
+        return dict(model=self.model, weights=self.weights, meaningful=self.meaningful, labels=self.labels,
+                    fps=self.fps, smoothing=self.smoothing, videos=[asdict(v) for v in self.videos],
+                    tracks=[asdict(t) for t in self.tracks], faces=[asdict(f) for f in self.faces],
+                    skipped=[asdict(s) for s in self.skipped])
+
+    def to_dataframe(self) -> Any:
+        """The rows as a pandas DataFrame: file, frame, time, track, x0, y0, x1, y1, detector_score, expression and
+        ``p_<label>`` columns (pandas is not a dependency: ``pip install pandas``)."""
+        return _dataframe([dict(file=f.file, frame=f.frame, time=f.time, track=f.track,
+                                **dict(zip(('x0', 'y0', 'x1', 'y1'), f.box)), detector_score=f.detector_score,
+                                expression=f.expression, **{f'p_{k}': v for k, v in f.probabilities.items()})
+                           for f in self.faces],
+                          ['file', 'frame', 'time', 'track', 'x0', 'y0', 'x1', 'y1', 'detector_score', 'expression'] +
+                          [f'p_{label}' for label in self.labels])
+
+    def tracks_dataframe(self) -> Any:
+        """The track summaries as a pandas DataFrame: file, track, start, end, frames, expression and
+        ``share_<label>`` columns."""
+        return _dataframe([dict(file=t.file, track=t.track, start=t.start, end=t.end, frames=t.frames,
+                                expression=t.expression, **{f'share_{k}': v for k, v in t.shares.items()})
+                           for t in self.tracks],
+                          ['file', 'track', 'start', 'end', 'frames', 'expression'] +
+                          [f'share_{label}' for label in self.labels])
+
+
+def _dataframe(rows: List[Dict[str, Any]], columns: List[str]) -> Any:
+    try:
+        import pandas
+    except ImportError as e:
+        raise ImportError('the DataFrame view needs pandas, which timm-fer does not install: pip install pandas') \
+            from e
+    return pandas.DataFrame(rows, columns=columns)
+
+
+@dataclass
+class _VideoCrop(FaceCrop):
+    """An aligned face of a video frame waiting for its batch."""
+    frame: int
+    time: float
+    track: int
+
+    def describe(self) -> str:
+        return f'face {self.face} of frame {self.frame} ({self.time:.2f} s)'
+
+
+@dataclass
+class _PendingFrame:
+    """A sampled frame whose faces wait for their batch (its image only when the annotated video is written)."""
+    time: float
+    image: Optional[Image.Image]
+    crops: List[_VideoCrop]
+    rows: List[FrameFace] = field(default_factory=list)
+
+
+class _VideoRun:
+    """Runs one video through detection, tracking and batched classification into a report."""
+
+    def __init__(self, report: VideoReport, classify: FaceClassifier, detector: Optional[FaceDetector],
+                 fps: Optional[float], batch_size: int, min_face_size: float, max_gap: float,
+                 disable_progress: Optional[bool]) -> None:
+        self.report = report
+        self.classify = classify
+        self.detector = detector
+        self.fps = fps
+        self.batch_size = batch_size
+        self.min_face_size = min_face_size
+        self.max_gap = max_gap
+        self.disable_progress = disable_progress
+
+    def __call__(self, reader: VideoReader, summary: VideoSummary, writer: Optional[VideoWriter]) -> None:
+        tracker = FaceTracker(max_gap=self.max_gap)
+        pending: List[_PendingFrame] = []
+        failures: List[str] = []
+        frames = tqdm(reader.frames(self.fps), total=reader.expected_frames(self.fps), desc=reader.path.name,
+                      unit='frame', disable=self.disable_progress)
+        try:
+            for frame in frames:
+                summary.frames_sampled += 1
+                pending.append(self._faces_of(reader.path, frame, tracker, failures, writer is not None))
+                if len(pending) >= self.batch_size or sum(len(p.crops) for p in pending) >= self.batch_size:
+                    batch, pending = pending, []
+                    self._flush(batch, summary, writer)
+            self._flush(pending, summary, writer)
+        except FerError:
+            raise
+        except Exception as e:  # keep the rows found so far, and go on with the next video
+            summary.problem = f'stopped after frame {reader.frames_decoded - 1} ({type(e).__name__}: {e})'
+        finally:
+            frames.close()
+        if failures:
+            self.report.skipped.append(SkippedInput(str(reader.path), f'face detection failed on {len(failures)} '
+                                                                      f'frame(s), first {failures[0]}'))
+
+    def _faces_of(self, path: Path, frame: DecodedFrame, tracker: FaceTracker, failures: List[str],
+                  keep_image: bool) -> _PendingFrame:
+        """Detect, align and track the faces of one frame."""
+        try:
+            crops, _ = crop_faces(path, frame.image, self.detector, self.classify.size, self.classify.resample,
+                                   self.min_face_size)
+        except Exception as e:  # one bad frame never stops the video
+            failures.append(f'frame {frame.index} ({frame.time:.2f} s): {type(e).__name__}: {e}')
+            crops = []
+        tracks = tracker.update(frame.time, [c.box for c in crops], [appearance(c.image) for c in crops])
+        video_crops = [_VideoCrop(c.file, c.face, c.box, c.detector_score, c.image, frame.index, frame.time, track)
+                       for c, track in zip(crops, tracks)]
+        return _PendingFrame(frame.time, frame.image if keep_image else None, video_crops)
+
+    def _flush(self, pending: List[_PendingFrame], summary: VideoSummary, writer: Optional[VideoWriter]) -> None:
+        """Classify the faces of the pending frames in batches, add their rows, and write the annotated frames."""
+        crops = [(frame, crop) for frame in pending for crop in frame.crops]
+        by_crop = {id(crop): frame for frame, crop in crops}
+        for start in range(0, len(crops), self.batch_size):
+            batch = [crop for _, crop in crops[start:start + self.batch_size]]
+            for crop, prediction in classify_pairs(self.classify, batch, self.report.skipped):
+                row = FrameFace(str(crop.file), crop.frame, crop.time, crop.track, crop.box, crop.detector_score,
+                                prediction.expression, prediction.probabilities)
+                by_crop[id(crop)].rows.append(row)
+                self.report.faces.append(row)
+        summary.frames_with_faces += sum(1 for frame in pending if frame.rows)
+        if writer is None:
+            return
+        suffix = self.classify.title_suffix
+        for frame in pending:
+            labels = [(r.box, f'#{r.track} {r.expression} {r.probabilities[r.expression]:.2f}{suffix}')
+                      for r in frame.rows]
+            writer.write(annotate_image(frame.image, labels), frame.time)
+
+
+def _summaries(rows: Sequence[FrameFace], labels: List[str]) -> List[TrackSummary]:
+    """One summary per track of one video's rows, in track order."""
+    by_track: Dict[int, List[FrameFace]] = {}
+    for row in rows:
+        by_track.setdefault(row.track, []).append(row)
+    summaries = []
+    for track, track_rows in sorted(by_track.items()):
+        probabilities = np.array([[r.probabilities[label] for label in labels] for r in track_rows])
+        counts = np.bincount(probabilities.argmax(axis=1), minlength=len(labels))
+        shares = {label: float(c / len(track_rows)) for label, c in zip(labels, counts)}
+        summaries.append(TrackSummary(
+            track_rows[0].file, track, track_rows[0].time, track_rows[-1].time, len(track_rows),
+            labels[int(counts.argmax())], shares, dict(zip(labels, probabilities.mean(axis=0).tolist()))))
+    return summaries
+
+
+def _timeline(rows: Sequence[FrameFace], labels: List[str], summary: VideoSummary, fps: Optional[float], path: Path,
+              title: str, smoothing: float) -> None:
+    """Draw one video's timeline."""
+    intervals = [1. / rate for rate in (fps, summary.fps) if rate]
+    interval = max(intervals) if intervals else 1.
+    tracks: Dict[int, Tuple[List[float], List[List[float]]]] = {}
+    for row in rows:
+        times, probabilities = tracks.setdefault(row.track, ([], []))
+        times.append(row.time)
+        probabilities.append([row.probabilities[label] for label in labels])
+    duration = max(summary.duration or 0., (summary.decoded_until or 0.) + interval)
+    draw_timeline({t: (np.array(times), np.array(p)) for t, (times, p) in tracks.items()}, labels, duration,
+                  interval, str(path), title, smoothing)
+
+
+def _not_a_video(path: Path) -> str:
+    if path.suffix.lower() in image_suffixes():
+        return 'an image, not a video: predict it with timm_fer.predict (the command line does so by itself)'
+    return 'not a video file (.mp4, .webm, .avi, .mkv, .mov, ...)'
+
+
+def predict_video(
+        videos: Union[str, Path, Sequence[Union[str, Path]]],
+        model: Optional[Union[str, nn.Module]] = None,
+        checkpoint: Optional[Union[str, Path]] = None,
+        random_weights: bool = False,
+        aligned: bool = False,
+        detector: Optional[FaceDetector] = None,
+        fps: Optional[float] = DEFAULT_FPS,
+        batch_size: int = 32,
+        min_face_size: float = 32.,
+        device: Optional[Union[str, torch.device]] = None,
+        timeline: Optional[Union[str, Path]] = None,
+        save_annotated: Optional[Union[str, Path]] = None,
+        smoothing: float = DEFAULT_SMOOTHING,
+        max_gap: float = 1.,
+        progress: Optional[bool] = None,
+        amp: str = 'auto',
+        channels_last: bool = True,
+        compile_model: bool = False,
+) -> VideoReport:
+    """Predict the expression of every face over time in some videos, with face tracks.
+
+    Args:
+        videos: Video files, folders (searched recursively for video suffixes) or glob patterns, or one of them.
+        model: Model name with optional tag, or a model (put in eval mode); as for :func:`~timm_fer.predict`.
+        checkpoint: Checkpoint file or Hub model folder (:func:`~timm_fer.hub.load_model` reads it).
+        random_weights: Go on with random weights when the named model's weights cannot be loaded (demo only).
+        aligned: The frames already are aligned faces: resize them, detect nothing.
+        detector: Face detector; default :class:`~timm_fer.faces.RetinaFaceDetector` (the ``face`` extra).
+        fps: Frames sampled per second of video (on the grid 0, 1/fps, 2/fps, ... s); None samples every frame.
+        batch_size: Faces per forward pass.
+        min_face_size: Faces whose box has a shorter side below this many pixels are left out.
+        device: Where the model runs; default CUDA when available for named models, else the model's device.
+        timeline: Folder for one expression timeline PNG per video.
+        save_annotated: Folder for each video (``.mp4``) with every face's box, track id and top expression drawn;
+            it holds the sampled frames, each shown until the next, so it lasts as long as the input.
+        smoothing: Seconds of the centred moving average of the timeline's probabilities (0: none).
+        max_gap: Seconds a face track waits for its face (missed detections, frames without faces) before it ends.
+        progress: Show a progress bar over each video's frames; None shows it on a terminal.
+        amp: Autocast precision: 'auto' (bf16 where the device runs it fast), 'bf16' or 'none'.
+        channels_last: Run the model in channels-last memory format.
+        compile_model: ``torch.compile`` the model.
+
+    Raises:
+        VideoDecoderUnavailableError: PyAV (the ``video`` extra) is not installed.
+    """
+    if batch_size < 1:
+        raise ConfigError(f'batch size must be at least 1, got {batch_size}.')
+    if fps is not None and not fps > 0:
+        raise ConfigError(f'--fps must be positive, got {fps}; use --every-frame (fps=None) for every frame.')
+    if smoothing < 0 or max_gap < 0:
+        raise ConfigError(f'smoothing and max_gap must not be negative, got {smoothing} and {max_gap}.')
+    require_video_decoder()
+    classify, model_name, weights = load_classifier(model, checkpoint, random_weights, device, amp, channels_last,
+                                                     compile_model)
+    if not aligned and detector is None:
+        detector = RetinaFaceDetector()
+    if isinstance(videos, (str, Path)):
+        videos = [videos]
+    others, files, problems = find_media([str(v) for v in videos])
+    report = VideoReport(model_name, weights, classify.labels, fps, smoothing,
+                         skipped=[SkippedInput(i, r) for i, r in problems] +
+                         [SkippedInput(str(p), _not_a_video(p)) for p in others])
+    timelines = UniqueNames(Path(timeline)) if timeline is not None else None
+    annotated = UniqueNames(Path(save_annotated), '.mp4') if save_annotated is not None else None
+    run = _VideoRun(report, classify, None if aligned else detector, fps, batch_size, min_face_size, max_gap,
+                    None if progress is None else not progress)
+    for path in files:
+        try:
+            reader = VideoReader(path)
+        except VideoReadError as e:
+            report.skipped.append(SkippedInput(str(path), e.reason))
+            continue
+        with reader:
+            info = reader.info
+            summary = VideoSummary(str(path), info.codec, info.width, info.height, info.fps, info.duration)
+            report.videos.append(summary)
+            first_row = len(report.faces)
+            writer = VideoWriter(annotated(path.stem), reader.rate or fps or 30) if annotated is not None else None
+            try:
+                run(reader, summary, writer)
+            finally:
+                if writer is not None:
+                    writer.close()
+                    summary.annotated = str(writer.path) if writer.frames else None
+            summary.frames_decoded = reader.frames_decoded
+            summary.decoded_until = reader.last_time
+            summary.problem = summary.problem or reader.problem
+        rows = report.faces[first_row:]
+        report.tracks.extend(_summaries(rows, report.labels))
+        if summary.problem:
+            report.skipped.append(SkippedInput(str(path), f'{summary.problem}; kept the {len(rows)} rows of the '
+                                                          f'frames before'))
+        if timelines is not None:
+            summary.timeline = str(timelines(path.stem))
+            _timeline(rows, report.labels, summary, fps, Path(summary.timeline),
+                      f'{path.name}: {model_name}{classify.title_suffix}', smoothing)
+    return report
+
+
+def format_video_table(report: VideoReport) -> str:
+    """The report as text: a line per video, a row per face track (share of its frames in each expression), then
+    the skipped inputs. The rows per frame are in :meth:`VideoReport.to_dict` and :func:`write_video_report`."""
+    sampling = f'{report.fps:g} frames/s sampled' if report.fps else 'every frame'
+    lines = [f'model {report.model}, weights: {report.weights}; {sampling}']
+    if not report.meaningful:
+        lines.append('WARNING: random weights, the expressions below are meaningless.')
+    for video in report.videos:
+        fps = f'{video.fps:.2f} fps' if video.fps else 'unknown fps'
+        duration = f'{video.duration:.2f} s' if video.duration else 'unknown length'
+        tracks = sum(1 for t in report.tracks if t.file == video.file)
+        lines.append(f'{video.file}: {video.codec} {video.width}x{video.height} {fps} {duration}; '
+                     f'{video.frames_sampled} frames sampled, {video.frames_with_faces} with faces, {tracks} track'
+                     f'{"s" if tracks != 1 else ""}')
+    if report.tracks:
+        file_width = max(len('file'), *(len(t.file) for t in report.tracks))
+        expression_width = max(len(label) for label in report.labels) + 5
+        widths = [max(len(label), 5) for label in report.labels]
+        lines.append('share of each track\'s frames per top expression:')
+        lines.append(f'{"file":<{file_width}} {"track":>5} {"from s":>7} {"to s":>7} {"frames":>6} '
+                     f'{"expression":<{expression_width}} ' +
+                     ' '.join(f'{label:>{w}}' for label, w in zip(report.labels, widths)))
+        for t in report.tracks:
+            top = f'{t.expression} {t.shares[t.expression]:.2f}'
+            lines.append(f'{t.file:<{file_width}} {t.track:>5} {t.start:>7.2f} {t.end:>7.2f} {t.frames:>6} '
+                         f'{top:<{expression_width}} ' +
+                         ' '.join(f'{t.shares[label]:>{w}.2f}' for label, w in zip(report.labels, widths)))
+    elif report.videos:
+        lines.append('no face was classified in the videos.')
+    if report.skipped:
+        lines.append(f'skipped ({len(report.skipped)}):')
+        lines.extend(f'  {s.file}: {s.reason}' for s in report.skipped)
+    return '\n'.join(lines)
+
+
+def write_video_report(report: VideoReport, path: Union[str, Path]) -> Path:
+    """Write the report as JSON (``.json``: videos, tracks, rows, skipped) or CSV (``.csv``: one row per face and
+    sampled frame, then one per skipped input)."""
+    path = Path(path)
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ConfigError(f'--output must end in .json or .csv, got {path}.')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == '.json':
+        path.write_text(json.dumps(report.to_dict(), indent=2) + '\n', encoding='utf-8')
+        return path
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(['file', 'frame', 'time', 'track', 'x0', 'y0', 'x1', 'y1', 'detector_score', 'expression'] +
+                    [f'p_{label}' for label in report.labels] + ['skipped', 'weights'])
+    for f in report.faces:
+        score = '' if f.detector_score is None else f'{f.detector_score:.4f}'
+        writer.writerow([f.file, f.frame, f'{f.time:.4f}', f.track, *f.box, score, f.expression] +
+                        [f'{f.probabilities[label]:.6f}' for label in report.labels] + ['', report.weights])
+    for s in report.skipped:
+        writer.writerow([s.file] + [''] * (9 + len(report.labels)) + [s.reason, report.weights])
+    path.write_text(buffer.getvalue(), encoding='utf-8')
+    return path
