@@ -34,3 +34,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def publish_tag(monkeypatch):
+    """Register a tag as if its weights were published on the Hub (what adding it to PUBLISHED_ON_HUB does)."""
+    from dataclasses import replace
+
+    from timm.models import _registry
+
+    from timm_fer.constants import HF_HUB_ORG
+
+    def publish(name: str) -> str:
+        repo_id = f'{HF_HUB_ORG}/{name}'
+        architecture = name.partition('.')[0]
+        for key, cfg in list(_registry._model_pretrained_cfgs.items()):
+            if key == name or (key == architecture and f'{key}.{cfg.tag}' == name):
+                monkeypatch.setitem(_registry._model_pretrained_cfgs, key, replace(cfg, hf_hub_id=repo_id))
+        return repo_id
+    return publish

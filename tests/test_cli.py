@@ -19,6 +19,10 @@ def test_models_command_lists_every_model_with_size_and_prediction(capsys):
     assert rows['transfer_fer_ir50'][1:3] == ['65.22', '15.28']
     label = rows['transfer_fer_ir50'][5]
     assert label in ('surprise', 'fear', 'disgust', 'happiness', 'sadness', 'anger', 'neutral')
+    assert lines[0].endswith('weights (pretrained tags)')
+    assert next(line for line in lines if line.startswith('transfer_fer_compact ')).endswith('ferplus (shipped)')
+    assert next(line for line in lines if line.startswith('transfer_fer_ir50 ')).endswith(
+        'rafdb (not published), ferplus (not published), ms1m_in1k (not published)')
 
 
 def test_timm_script_runner_registers_models_and_passes_arguments(tmp_path):

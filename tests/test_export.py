@@ -91,5 +91,5 @@ def test_cli_export_needs_weights_or_random_weights(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(hf_constants, 'HF_HUB_CACHE', str(tmp_path / 'hub-cache'))
     assert main(['export', '--model', 'vit_fer_ir50', '--format', 'onnx', '--out', str(tmp_path / 'm.onnx')]) == 2
     error = capsys.readouterr().err
-    assert 'no weights are published for vit_fer_ir50' in error and '--checkpoint' in error
+    assert 'no weights have been published for vit_fer_ir50 yet' in error and '--checkpoint' in error
     assert not (tmp_path / 'm.onnx').exists()

@@ -18,9 +18,9 @@ from source_layouts import face_evolve_ir_state_dict, legacy_vit_small_state_dic
 
 import timm_fer  # noqa: F401
 from timm_fer.cli import main
-from timm_fer.constants import FERPLUS_LABELS, HF_HUB_ORG, RAFDB_LABELS
+from timm_fer.constants import FERPLUS_LABELS, HF_HUB_ORG, PUBLISHED_ON_HUB, RAFDB_LABELS
 from timm_fer.errors import CheckpointMismatchError, PretrainedWeightsError
-from timm_fer.hub import make_model_card, read_checkpoint, write_hub_folder
+from timm_fer.hub import default_repo_id, make_model_card, read_checkpoint, write_hub_folder
 
 TINY = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=2)
 
@@ -36,13 +36,17 @@ def _assert_same_weights(a, b):
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_every_tag_has_a_full_hub_id_under_one_organisation():
-    tags = timm.list_pretrained('*fer*') + timm.list_pretrained('ir_*')
-    assert set(tags) >= {'ir_50.ms1m', 'transfer_fer_ir50.ms1m_in1k', 'transfer_fer_ir50.rafdb',
-                         'transfer_fer_ir50.ferplus', 'transfer_fer_ir50_b4.affectnet7'}
-    for name in tags:
+UNPUBLISHED = ('ir_50.ms1m', 'transfer_fer_ir50.ms1m_in1k', 'transfer_fer_ir50.rafdb', 'transfer_fer_ir50.ferplus',
+               'transfer_fer_ir50_b4.affectnet7')
+
+
+def test_only_tags_whose_weights_load_are_listed_as_pretrained():
+    assert timm.list_pretrained('*fer*') + timm.list_pretrained('ir_*') == ['transfer_fer_compact.ferplus']
+    assert PUBLISHED_ON_HUB == frozenset()  # published tags get their repo, under one organisation
+    for name in UNPUBLISHED:
         cfg = timm.models.get_pretrained_cfg(name)
-        assert cfg.hf_hub_id == f'{HF_HUB_ORG}/{name}'
+        assert cfg.hf_hub_id is None and not cfg.has_weights
+        assert default_repo_id(*name.split('.')) == f'{HF_HUB_ORG}/{name}'  # where `timm-fer push` puts them
     rafdb, ferplus = (timm.models.get_pretrained_cfg(f'transfer_fer_ir50.{t}') for t in ('rafdb', 'ferplus'))
     assert rafdb.label_names == RAFDB_LABELS and rafdb.num_classes == 7 and '90.91' in ' '.join(rafdb.notes)
     assert ferplus.label_names == FERPLUS_LABELS and ferplus.num_classes == 8 and '90.83' in ' '.join(ferplus.notes)
@@ -50,7 +54,8 @@ def test_every_tag_has_a_full_hub_id_under_one_organisation():
     assert affectnet.num_classes == 7 and '66.23' in ' '.join(affectnet.notes)
 
 
-def test_round_trip_through_the_offline_hub_is_bit_identical(tmp_path, offline_hub):
+def test_round_trip_through_the_offline_hub_is_bit_identical(tmp_path, offline_hub, publish_tag):
+    publish_tag('transfer_fer_ir50.rafdb')
     torch.manual_seed(1)
     source = timm.create_model('transfer_fer_ir50.rafdb').eval()
     folder = _publish(source, tmp_path, offline_hub, f'{HF_HUB_ORG}/transfer_fer_ir50.rafdb')
@@ -71,7 +76,8 @@ def test_round_trip_through_the_offline_hub_is_bit_identical(tmp_path, offline_h
     assert default_tag.pretrained_cfg['tag'] == 'rafdb'
 
 
-def test_head_reset_in_chans_and_features_only_load_pretrained(tmp_path, offline_hub):
+def test_head_reset_in_chans_and_features_only_load_pretrained(tmp_path, offline_hub, publish_tag):
+    publish_tag('transfer_fer_ir50.ferplus')
     torch.manual_seed(2)
     source = timm.create_model('transfer_fer_ir50.ferplus', **TINY).eval()
     _publish(source, tmp_path, offline_hub, f'{HF_HUB_ORG}/transfer_fer_ir50.ferplus')
@@ -94,7 +100,8 @@ def test_head_reset_in_chans_and_features_only_load_pretrained(tmp_path, offline
         assert all(torch.equal(a, b) for a, b in zip(features(x), expected))
 
 
-def test_ir_backbone_round_trip_and_local_face_evolve_file(tmp_path, offline_hub):
+def test_ir_backbone_round_trip_and_local_face_evolve_file(tmp_path, offline_hub, publish_tag):
+    publish_tag('ir_50.ms1m')
     torch.manual_seed(3)
     source = timm.create_model('ir_50.ms1m').eval()
     _publish(source, tmp_path, offline_hub, f'{HF_HUB_ORG}/ir_50.ms1m')
@@ -121,14 +128,29 @@ def test_local_legacy_vit_file_initialises_the_encoder_only(tmp_path):
     assert model.head.out_features == 7
 
 
-def test_missing_weights_name_the_repo_the_offline_state_and_the_local_file_option(offline_hub):
+def test_missing_weights_name_the_repo_the_offline_state_and_the_local_file_option(offline_hub, publish_tag):
+    publish_tag('transfer_fer_ir50_b4.affectnet7')
     with pytest.raises(PretrainedWeightsError) as error:
         timm.create_model('transfer_fer_ir50_b4.affectnet7', pretrained=True)
     message = str(error.value)
     assert f"'{HF_HUB_ORG}/transfer_fer_ir50_b4.affectnet7'" in message
     assert 'offline' in message and 'pretrained_cfg_overlay=dict(file=' in message
-    with pytest.raises(PretrainedWeightsError, match='no pretrained weights are defined for vit_fer_ir50'):
-        timm.create_model('vit_fer_ir50', pretrained=True)
+
+
+def test_unpublished_weights_fail_at_once_naming_the_tags_that_load(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError('the Hub was asked for weights that are known not to be published')
+    monkeypatch.setattr(huggingface_hub, 'hf_hub_download', no_network)
+    for name, tagged in (('transfer_fer_ir50', 'transfer_fer_ir50.rafdb'), ('vit_fer_ir50', 'vit_fer_ir50'),
+                         ('ir_50.ms1m', 'ir_50.ms1m')):
+        with pytest.raises(PretrainedWeightsError) as error:
+            timm.create_model(name, pretrained=True)
+        message = str(error.value)
+        assert message.startswith(f'no weights have been published for {tagged} yet; the tags whose weights load '
+                                  f'are transfer_fer_compact.ferplus. ')
+        assert f"timm.create_model('{tagged}', pretrained=True, pretrained_cfg_overlay=dict(file=" in message
+    with pytest.raises(PretrainedWeightsError, match='^no checkpoint file at missing.pth: check the path.$'):
+        timm.create_model('transfer_fer_ir50', pretrained=True, pretrained_cfg_overlay=dict(file='missing.pth'))
 
 
 @pytest.mark.filterwarnings('ignore:Detected pickle protocol')
@@ -162,7 +184,7 @@ def test_bad_checkpoint_files_fail_clearly(tmp_path):
 
 
 @pytest.mark.slow
-def test_convert_command_writes_a_loadable_hub_folder(tmp_path, offline_hub, capsys):
+def test_convert_command_writes_a_loadable_hub_folder(tmp_path, offline_hub, capsys, publish_tag):
     torch.save(face_evolve_ir_state_dict(seed=6), tmp_path / 'ir.pth')
     torch.save(legacy_vit_small_state_dict(seed=7), tmp_path / 'vit.pth')
     out = tmp_path / 'hub' / 'transfer_fer_ir50.ms1m_in1k'
@@ -171,7 +193,7 @@ def test_convert_command_writes_a_loadable_hub_folder(tmp_path, offline_hub, cap
     assert main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
     assert 'timm-fer convert --model transfer_fer_ir50.ms1m_in1k' in (out / 'README.md').read_text()
-    make_hub_cache(offline_hub, f'{HF_HUB_ORG}/transfer_fer_ir50.ms1m_in1k', out)
+    make_hub_cache(offline_hub, publish_tag('transfer_fer_ir50.ms1m_in1k'), out)
     model = timm.create_model('transfer_fer_ir50.ms1m_in1k', pretrained=True, num_classes=7)
     assert torch.equal(model.stem.conv.weight, read_checkpoint(tmp_path / 'ir.pth').state_dict['input_layer.0.weight'])
 

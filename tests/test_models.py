@@ -22,7 +22,7 @@ IR_MODELS = [name for name in MODELS if name.startswith('ir_')]
 # Small members of each family for the slow checks (TorchScript, FX, compile).
 SCRIPT_MODELS = ['ir_18', 'ir_se_50', 'transfer_fer_compact', 'transfer_fer_ir50', 'vit_fer_ir50']
 # Models built for other faces than 112x112 RGB crops.
-INPUT_SIZES = {'transfer_fer_compact': (1, 48, 48)}
+INPUT_SIZES = {'transfer_fer_compact': (3, 48, 48)}
 TINY_TRANSFER = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=4)
 # Models of every family for the grad checkpointing / features_only / forward_intermediates contract, built tiny:
 # 4 IR stages, or 3 encoder blocks, on 32x32 faces.

@@ -95,7 +95,7 @@ def test_the_shipped_sample_face_by_default(model, detector_extra):
     report = predict(model=model)
     assert len(report.faces) == 1 and not report.skipped
     face = report.faces[0]
-    assert face.file == str(SAMPLE_IMAGE)
+    assert Path(face.file).resolve() == SAMPLE_IMAGE  # shown relative to the current folder when inside it
     np.testing.assert_allclose(face.box, (66, 56, 159, 177), atol=4)
     assert SAMPLE_IMAGE.stat().st_size < 100_000 and Image.open(SAMPLE_IMAGE).size == (224, 224)
     assert (SAMPLE_IMAGE.parent / 'LICENSE.txt').read_text().count('public domain') >= 1
@@ -173,12 +173,13 @@ def test_checkpoint_file_gives_the_weights_and_a_mismatch_says_what_to_check(mod
         load_model('transfer_fer_ir50', tmp_path / 'tiny.safetensors', model_kwargs=dict(TINY, depth=1))
 
 
-def test_cli_without_weights_fails_in_one_line_naming_the_repo_and_checkpoint(capsys):
+def test_cli_without_weights_fails_in_one_line_naming_the_tags_that_load_and_checkpoint(capsys):
     assert main(['predict', '--model', 'transfer_fer_ir50', '--aligned', str(SAMPLE_IMAGE)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count('\n') == 0
-    assert error.startswith('timm-fer predict: error: no weights for transfer_fer_ir50.rafdb')
-    assert 'timm-fer/transfer_fer_ir50.rafdb' in error and '--checkpoint' in error and '--random-weights' in error
+    assert error.startswith('timm-fer predict: error: no weights have been published for transfer_fer_ir50.rafdb yet; '
+                            'the tags whose weights load are transfer_fer_compact.ferplus;')
+    assert '--checkpoint' in error and '--random-weights' in error and 'timm.create_model' not in error
 
 
 def test_cli_random_weights_demo_is_labelled_meaningless(tmp_path, capsys):

@@ -59,8 +59,8 @@ def test_pretrained_loads_the_shipped_file_with_no_network():
     tensors = safetensors.torch.load_file(COMPACT_FERPLUS_WEIGHTS)
     model = timm.create_model('transfer_fer_compact', pretrained=True)
     assert model.pretrained_cfg['tag'] == 'ferplus' and model.pretrained_cfg['label_names'] == FERPLUS_LABELS
-    assert model.pretrained_cfg['input_size'] == (1, 48, 48) and model.num_classes == 8
-    assert model.stem.conv.in_channels == 1 and len(model.blocks) == 4 and len(model.local_cnn.branches) == 2
+    assert model.pretrained_cfg['input_size'] == (3, 48, 48) and model.num_classes == 8
+    assert model.stem.conv.in_channels == 3 and len(model.blocks) == 4 and len(model.local_cnn.branches) == 2
     assert _weights_equal(model, tensors)
     assert DEFAULT_MODEL == TAG
 
@@ -111,6 +111,51 @@ def test_predict_command_uses_the_shipped_weights_by_default(tmp_path, capsys, o
     assert f'weights: pretrained {TAG} (shipped with timm-fer)' in printed and 'meaningless' not in printed
     report = json.loads(out.read_text())
     assert report['meaningful'] and report['model'] == TAG and report['faces'][0]['expression'] in FERPLUS_LABELS
+
+
+def test_first_conv_folds_the_gray_conversion_in_and_in_chans_1_gives_it_back():
+    rgb = timm.create_model(TAG, pretrained=True).eval()
+    gray = timm.create_model(TAG, pretrained=True, in_chans=1).eval()
+    weight = rgb.stem.conv.weight
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    torch.testing.assert_close(weight, weight.sum(dim=1, keepdim=True) * luma)  # one gray kernel, split by luma
+    torch.testing.assert_close(gray.stem.conv.weight, weight.sum(dim=1, keepdim=True))
+    faces = torch.rand(4, 3, 48, 48)
+    luma_faces = (faces * luma).sum(dim=1, keepdim=True)
+    with torch.no_grad():  # exact in the normalised space: mean and std are the same on every channel
+        torch.testing.assert_close(rgb((faces - 0.5) / 0.5), gray((luma_faces - 0.5) / 0.5), atol=1e-4, rtol=1e-4)
+
+
+def test_timms_own_data_path_classifies_rgb_faces_as_predict_aligned_does(tmp_path, one_torch_thread):
+    model = timm.create_model(TAG, pretrained=True).eval()
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+    faces = [draw_face(mouth, brow).convert('RGB') for mouth, brow in [(8, 0), (-8, 0), (0, 6), (0, -6), (12, -4)]]
+    faces += [Image.merge('RGB', (face.getchannel(0), face.getchannel(1).point(lambda v: v // 2),
+                                  face.getchannel(2))) for face in faces[:2]]  # colour faces, not only gray ones
+    for i, face in enumerate(faces):
+        face.save(tmp_path / f'face{i}.png')
+    report = predict(tmp_path, aligned=True, amp='none')
+    with torch.no_grad():
+        probabilities = model(torch.stack([transform(face) for face in faces])).softmax(dim=1)
+    for face, probs in zip(report.faces, probabilities):
+        assert face.expression == FERPLUS_LABELS[int(probs.argmax())]
+        assert [face.probabilities[label] for label in FERPLUS_LABELS] == pytest.approx(probs.tolist(), abs=0.01)
+
+
+@pytest.mark.skipif(not REAL_FERPLUS.is_dir(), reason=f'real FERPlus data not found at {REAL_FERPLUS}')
+def test_timms_data_path_agrees_with_predict_on_real_validation_faces(one_torch_thread):
+    model = timm.create_model(TAG, pretrained=True).eval()
+    timm_path = FerPlus(str(REAL_FERPLUS), 'valid',
+                        transform=timm.data.create_transform(**timm.data.resolve_data_config({}, model=model)))
+    fer_path = FerPlus(str(REAL_FERPLUS), 'valid', transform=create_fer_transform(
+        resolve_fer_data_config(timm.create_model(TAG, pretrained=True, in_chans=1))))
+    gray = timm.create_model(TAG, pretrained=True, in_chans=1).eval()
+    indices = range(0, len(timm_path), 3)
+    with torch.no_grad():
+        rgb_top = model(torch.stack([timm_path[i][0] for i in indices])).argmax(dim=1)
+        gray_top = gray(torch.stack([fer_path[i][0] for i in indices])).argmax(dim=1)
+    agreement = (rgb_top == gray_top).float().mean().item()
+    assert agreement >= 0.99, f'{agreement:.4f} of {len(indices)} validation faces'
 
 
 @pytest.mark.skipif(not REAL_FERPLUS.is_dir(), reason=f'real FERPlus data not found at {REAL_FERPLUS}')

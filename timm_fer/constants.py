@@ -14,3 +14,8 @@ AFFECTNET8_LABELS = AFFECTNET7_LABELS + ('contempt',)
 
 HF_HUB_ORG = 'timm-fer'
 """Hugging Face Hub organisation that holds timm-fer's weights: each tag lives at ``{HF_HUB_ORG}/{model}.{tag}``."""
+
+PUBLISHED_ON_HUB = frozenset()
+"""Tags whose weights have been pushed to ``{HF_HUB_ORG}/{model}.{tag}``: only these get an ``hf_hub_id``, so
+``timm.list_pretrained()`` lists only weights that load, and ``pretrained=True`` on another tag fails at once
+instead of asking the Hub. Add a tag here in the commit that publishes it."""

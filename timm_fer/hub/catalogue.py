@@ -1,4 +1,5 @@
-"""What timm-fer offers: every registered model with its size, and a random batch through each."""
+"""What timm-fer offers: every registered model with its size and the state of its weights, and a random batch
+through each."""
 import time
 from typing import List
 
@@ -8,13 +9,28 @@ import torch
 from ..models import registered_models
 from ..utils import count_macs, count_params
 
-__all__ = ['list_and_classify']
+__all__ = ['list_and_classify', 'weights_of']
+
+
+def weights_of(architecture: str) -> str:
+    """The tags of ``architecture`` and whether their weights load: shipped in the package, on the Hub, or not yet
+    published (those fail with ``pretrained=True`` until they are)."""
+    parts = []
+    for name in timm.models.get_arch_pretrained_cfgs(architecture):
+        cfg = timm.models.get_pretrained_cfg(name)
+        if not cfg.tag:
+            continue
+        state = 'shipped' if cfg.file else 'Hub' if cfg.hf_hub_id else 'not published'
+        parts.append(f'{cfg.tag} ({state})')
+    return ', '.join(parts) or '-'
 
 
 def list_and_classify(batch_size: int = 2, seed: int = 0) -> List[str]:
-    """One line per registered model: parameters, MACs, input size, time per image and top-1 of a random batch."""
+    """One line per registered model: parameters, MACs, input size, time per image, top-1 of a random batch, and its
+    pretrained tags with whether their weights load (:func:`weights_of`)."""
     torch.manual_seed(seed)
-    lines = [f'{"model":<22} {"params (M)":>10} {"MACs (G)":>9} {"input":>11} {"ms/img":>7}  random-batch top-1']
+    lines = [f'{"model":<22} {"params (M)":>10} {"MACs (G)":>9} {"input":>11} {"ms/img":>7}  '
+             f'{"random-batch top-1":<28} weights (pretrained tags)']
     for name in registered_models():
         model = timm.create_model(name).eval()
         input_size = model.pretrained_cfg['input_size']
@@ -31,5 +47,5 @@ def list_and_classify(batch_size: int = 2, seed: int = 0) -> List[str]:
             top = f'embedding {tuple(output.shape[1:])} (no classifier)'
         size = 'x'.join(map(str, input_size))
         lines.append(f'{name:<22} {count_params(model) / 1e6:>10.2f} {count_macs(model) / 1e9:>9.2f} {size:>11} '
-                     f'{ms_per_image:>7.1f}  {top}')
+                     f'{ms_per_image:>7.1f}  {top:<28} {weights_of(name)}')
     return lines

@@ -70,7 +70,7 @@ def make_model_card(
             '```python\nimport timm\nimport timm_fer  # registers the model with timm\n\n'
             f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()\n"
             'config = timm.data.resolve_data_config({}, model=model)\n'
-            'transform = timm_fer.data.create_fer_transform(config)  # aligned face (PIL) -> normalised tensor\n'
+            'transform = timm.data.create_transform(**config)  # aligned face (PIL) -> normalised tensor\n'
             '```\n'),
     }
     text = generate_readme(card, repo_id.split('/')[-1])

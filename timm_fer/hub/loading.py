@@ -19,6 +19,7 @@ from torch import nn
 
 from ..errors import CheckpointMismatchError, ConfigError, PretrainedWeightsError
 from ..models import registered_models
+from ..models._pretrained import no_weights_reason
 from .checkpoint import Checkpoint, read_checkpoint
 
 __all__ = ['DEFAULT_MODEL', 'PAPER_INIT_TAG', 'RANDOM_WEIGHTS', 'create_fer_model', 'create_named_model',
@@ -95,10 +96,10 @@ def _no_weights_reason(name: str, error: Exception) -> str:
     architecture, _, tag = name.partition('.')
     cfg = resolve_pretrained_cfg(architecture, pretrained_cfg=tag or None)
     tagged = f'{architecture}.{cfg.tag}' if cfg.tag else architecture
-    if not cfg.hf_hub_id:
-        return f'no weights are published for {tagged}'
-    return (f'no weights for {tagged} could be loaded from the Hugging Face Hub repo {cfg.hf_hub_id} (not published '
-            f'yet, or offline: {type(error.__cause__ or error).__name__})')
+    if not (cfg.hf_hub_id or cfg.file or cfg.url):
+        return no_weights_reason(tagged)
+    return (f'no weights for {tagged} could be loaded from the Hugging Face Hub repo {cfg.hf_hub_id} (offline: '
+            f'{type(error.__cause__ or error).__name__})')
 
 
 def _classifier_rows(architecture: str, state_dict: Dict[str, torch.Tensor]) -> Optional[int]:
@@ -220,9 +221,17 @@ def create_fer_model(
 
 
 def resolve_fer_data_config(model: nn.Module, img_size: Optional[int] = None) -> Dict[str, Any]:
-    """timm data config (channels, mean, std, interpolation) of ``model``, at ``img_size`` when the model was built for
-    it."""
+    """timm data config (channels, mean, std, interpolation) of ``model``: the channels of its first conv (timm keeps
+    the pretrained cfg's three for a model made with ``in_chans=1``), at ``img_size`` when the model was built for it.
+    """
     config = resolve_data_config({}, model=model)
-    if img_size is not None:
-        config['input_size'] = (config['input_size'][0], *to_2tuple(img_size))
+    try:
+        channels = model.get_submodule(model.pretrained_cfg['first_conv']).in_channels
+    except (KeyError, AttributeError):  # no first conv named in the cfg, or a wrapper without it
+        channels = config['input_size'][0]
+    size = to_2tuple(img_size) if img_size is not None else config['input_size'][1:]
+    config['input_size'] = (channels, *size)
+    if len(config['mean']) != channels:  # a one-channel model of a three-channel cfg: the channels' mean
+        config['mean'] = (sum(config['mean']) / len(config['mean']),) * channels
+        config['std'] = (sum(config['std']) / len(config['std']),) * channels
     return config

@@ -12,10 +12,10 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from timm.data import resolve_data_config
 from torch import nn
 
 from ..errors import ConfigError, ExportUnavailableError, FerError
+from ..hub import resolve_fer_data_config
 
 __all__ = ['EXPORT_FORMATS', 'METADATA_KEY', 'check_export', 'export_checked', 'export_metadata', 'export_model']
 
@@ -29,7 +29,7 @@ _INSTALL_HINT = 'pip install "timm-fer[export]"'
 
 def export_metadata(model: nn.Module) -> Dict[str, Any]:
     """What a deployment needs besides the graph: model name and tag, label names, preprocessing of the input."""
-    config = resolve_data_config({}, model=model)
+    config = resolve_fer_data_config(model)
     cfg = model.pretrained_cfg
     labels = cfg.get('label_names')
     name = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get('tag') else cfg.get('architecture', type(model).__name__)

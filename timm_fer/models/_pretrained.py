@@ -1,8 +1,9 @@
 """Shared pretrained-weight plumbing of the model families: building with clear errors, checking state dicts."""
 from pathlib import Path
-from typing import Any, Dict, Iterable
+from typing import Any, Dict, Iterable, List, Optional
 
 import safetensors.torch
+import timm
 import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
@@ -10,15 +11,33 @@ from timm.models import build_model_with_cfg
 from timm.models._builder import resolve_pretrained_cfg
 from torch import nn
 
+from ..constants import HF_HUB_ORG, PUBLISHED_ON_HUB
 from ..errors import CheckpointMismatchError, FerError, PretrainedWeightsError
 
-__all__ = ['adaptable_prefixes', 'build_fer_model', 'check_state_dict_fits', 'read_checkpoint_file',
-           'unwrap_state_dict']
+__all__ = ['adaptable_prefixes', 'build_fer_model', 'check_state_dict_fits', 'loadable_tags', 'no_weights_reason',
+           'published_hub_id', 'read_checkpoint_file', 'unwrap_state_dict']
 
 
 def _local_file_hint(name: str) -> str:
-    return (f"To load a local file instead: timm.create_model('{name}', pretrained=True, "
+    return (f"To load a weights file of your own: timm.create_model('{name}', pretrained=True, "
             f"pretrained_cfg_overlay=dict(file='path/to/model.safetensors')).")
+
+
+def published_hub_id(name: str) -> Optional[str]:
+    """The Hub repo of a model tag whose weights are published (:data:`~timm_fer.constants.PUBLISHED_ON_HUB`), else
+    None."""
+    return f'{HF_HUB_ORG}/{name}' if name in PUBLISHED_ON_HUB else None
+
+
+def loadable_tags() -> List[str]:
+    """The timm-fer model tags whose weights load: shipped with the package or published on the Hub."""
+    return timm.list_models(module=['irnet', 'transfer'], pretrained=True, include_tags=True)
+
+
+def no_weights_reason(name: str) -> str:
+    """Why ``name`` (a model with its tag) has no weights to load, naming the tags that do load."""
+    return (f'no weights have been published for {name} yet; the tags whose weights load are '
+            f'{", ".join(loadable_tags()) or "none"}')
 
 
 def build_fer_model(model_cls: type, variant: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
@@ -32,7 +51,9 @@ def build_fer_model(model_cls: type, variant: str, pretrained: bool = False, **k
     )
     name = f'{variant}.{cfg.tag}' if cfg.tag else variant
     if not (cfg.state_dict or cfg.file or cfg.url or cfg.hf_hub_id):
-        raise PretrainedWeightsError(f'no pretrained weights are defined for {name}. {_local_file_hint(name)}')
+        raise PretrainedWeightsError(f'{no_weights_reason(name)}. {_local_file_hint(name)}')
+    if cfg.file and not cfg.state_dict and not Path(cfg.file).exists():
+        raise PretrainedWeightsError(f'no checkpoint file at {cfg.file}: check the path.')
     try:
         return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
     except (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError) as e:
@@ -41,8 +62,6 @@ def build_fer_model(model_cls: type, variant: str, pretrained: bool = False, **k
         raise PretrainedWeightsError(
             f"could not fetch the weights of {name} from the Hugging Face Hub repo '{cfg.hf_hub_id}': {offline} "
             f"({type(e).__name__}). {_local_file_hint(name)}") from e
-    except (FileNotFoundError, IsADirectoryError) as e:
-        raise PretrainedWeightsError(f'no checkpoint file at {cfg.file}: {e}. {_local_file_hint(name)}') from e
     except FerError:
         raise
     except Exception as e:  # a damaged pickle fails with almost any exception type, depending on its bytes

@@ -16,14 +16,8 @@ from timm.models import checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ..constants import HF_HUB_ORG
-from ._pretrained import (
-    CheckpointMismatchError,
-    adaptable_prefixes,
-    build_fer_model,
-    check_state_dict_fits,
-    unwrap_state_dict,
-)
+from ..errors import CheckpointMismatchError
+from ._pretrained import adaptable_prefixes, build_fer_model, check_state_dict_fits, published_hub_id, unwrap_state_dict
 
 __all__ = ['BottleneckIR', 'IRNet', 'Subsample2d', 'checkpoint_filter_fn', 'convert_face_evolve_state_dict',
            'create_ir_stages', 'create_ir_stem', 'is_face_evolve_state_dict']
@@ -381,7 +375,7 @@ default_cfgs = generate_default_cfgs({
     'ir_18': _cfg(),
     'ir_34': _cfg(),
     'ir_50.ms1m': _cfg(
-        hf_hub_id=f'{HF_HUB_ORG}/ir_50.ms1m',
+        hf_hub_id=published_hub_id('ir_50.ms1m'),
         license='mit',
         origin_url='https://github.com/ZhaoJ9014/face.evoLVe',
         description='face.evoLVe IR-50 trained on MS-Celeb-1M (backbone_ir50_ms1m_epoch120.pth), converted; '

@@ -21,9 +21,15 @@ from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from ..constants import AFFECTNET7_LABELS, FERPLUS_LABELS, HF_HUB_ORG, RAFDB_LABELS
+from ..constants import AFFECTNET7_LABELS, FERPLUS_LABELS, RAFDB_LABELS
 from ..layers import LocalCNN, apply_msad
-from ._pretrained import adaptable_prefixes, build_fer_model, check_state_dict_fits, unwrap_state_dict
+from ._pretrained import (
+    adaptable_prefixes,
+    build_fer_model,
+    check_state_dict_fits,
+    published_hub_id,
+    unwrap_state_dict,
+)
 from .irnet import (
     IR_STAGE_CHANNELS,
     convert_face_evolve_state_dict,
@@ -392,7 +398,7 @@ PAPER_ACCURACY = {
 def _finetuned_cfg(architecture: str, tag: str, label_names: Sequence[str], dataset: str) -> Dict[str, Any]:
     return _cfg(
         label_names,
-        hf_hub_id=f'{HF_HUB_ORG}/{architecture}.{tag}',
+        hf_hub_id=published_hub_id(f'{architecture}.{tag}'),
         license='cc-by-nc-4.0',
         description=f'TransFER fine-tuned on {dataset} with the paper\'s protocol.',
         notes=(f'paper: {PAPER_ACCURACY[tag]}', f'dataset terms: {dataset} is for non-commercial research only'),
@@ -405,7 +411,7 @@ default_cfgs = generate_default_cfgs({
         'transfer_fer_ir50', 'ferplus', FERPLUS_LABELS, 'FERPlus (8 classes, majority vote)'),
     'transfer_fer_ir50.ms1m_in1k': _cfg(
         (),
-        hf_hub_id=f'{HF_HUB_ORG}/transfer_fer_ir50.ms1m_in1k',
+        hf_hub_id=published_hub_id('transfer_fer_ir50.ms1m_in1k'),
         license='apache-2.0',
         description='The paper\'s initialisation, no classifier: stem from face.evoLVe IR-50 (MS-Celeb-1M), '
                     'encoder from timm\'s legacy ViT-S (ImageNet-1k), local CNNs and projection freshly '
@@ -416,14 +422,16 @@ default_cfgs = generate_default_cfgs({
     'vit_fer_ir50': _cfg(RAFDB_LABELS, description='ViT-FER baseline; paper: RAF-DB 89.93 %, AffectNet-7 65.63 %'),
     'transfer_fer_compact.ferplus': _cfg(
         FERPLUS_LABELS,
-        hf_hub_id=f'{HF_HUB_ORG}/transfer_fer_compact.ferplus',
+        hf_hub_id=published_hub_id('transfer_fer_compact.ferplus'),
         file=str(COMPACT_FERPLUS_WEIGHTS),
-        input_size=(1, 48, 48),
-        mean=(0.5,),
-        std=(0.5,),
+        input_size=(3, 48, 48),
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
         license='cc-by-nc-4.0',
         description='Compact TransFER trained from scratch on FERPlus (majority vote) with timm-fer train on 2 CPU '
-                    'cores; the weights ship inside the package, so pretrained=True needs no network.',
+                    'cores; the weights ship inside the package, so pretrained=True needs no network. Trained on '
+                    'grayscale faces; its first conv folds the RGB-to-gray conversion in (ITU-R 601 luma), so it '
+                    'takes RGB faces through timm\'s own transforms, and in_chans=1 gives back the grayscale conv.',
         notes=('dataset terms: FERPlus labels are MIT-licensed; FER2013 images are for non-commercial research only',),
     ),
 })
@@ -445,12 +453,12 @@ def transfer_fer_ir50_b4(pretrained: bool = False, **kwargs: Any) -> TransFER:
 
 @register_model
 def transfer_fer_compact(pretrained: bool = False, **kwargs: Any) -> TransFER:
-    """Compact TransFER for 48x48 grayscale faces (FERPlus' format): a narrow 3-stage IR stem (1, 2, 3 units; 32, 64,
-    128 channels), 2 LANets with MAD p1=0.6, a 4-block 192-wide encoder with 4 heads and MSAD p2=0.3. 2.2 M
-    parameters; trains on a CPU.
+    """Compact TransFER for 48x48 faces (FERPlus' size): a narrow 3-stage IR stem (1, 2, 3 units; 32, 64, 128
+    channels), 2 LANets with MAD p1=0.6, a 4-block 192-wide encoder with 4 heads and MSAD p2=0.3. 2.2 M parameters;
+    trains on a CPU. RGB input like every timm model; ``in_chans=1`` for grayscale faces.
     """
     model_args = dict(
-        img_size=48, in_chans=1, stem_layers=(1, 2, 3), stem_channels=(32, 64, 128), stem_depth=3, num_branches=2,
+        img_size=48, stem_layers=(1, 2, 3), stem_channels=(32, 64, 128), stem_depth=3, num_branches=2,
         mad_prob=0.6, embed_dim=192, depth=4, num_heads=4, mlp_ratio=2., msad_prob=0.3)
     return _create_transfer('transfer_fer_compact', pretrained=pretrained, **dict(model_args, **kwargs))
 
