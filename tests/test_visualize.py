@@ -166,3 +166,24 @@ def test_overlay_and_figure(model, faces):
     figure = render_explanation(face, out['relevance'][0], out['lanet_map'][0], 'happiness 0.90')
     assert figure.width == 3 * PANEL_SIZE and figure.height > PANEL_SIZE
     assert render_explanation(face, out['relevance'][0]).width == 2 * PANEL_SIZE
+
+
+def test_title_and_captions_keep_the_spaces_between_words():
+    picture = render_explanation(Image.new('RGB', (112, 112), 'white'), np.zeros((14, 14)), np.zeros((14, 14)),
+                                 'happiness 0.91')
+    title = np.asarray(picture.convert('L'))[:24, :PANEL_SIZE]
+    columns = np.flatnonzero((title < 128).any(axis=0))
+    assert (np.diff(columns) - 1).max() >= 4  # the space between the words, not letter spacing (the old font: 2)
+
+
+def test_a_grayscale_model_is_explained_on_the_grayscale_face_it_saw(tmp_path):
+    from timm_fer.inference import predict
+
+    compact = timm.create_model('transfer_fer_compact', num_classes=3, in_chans=1).eval()
+    Image.new('RGB', (64, 64), (200, 40, 40)).save(tmp_path / 'red.png')
+    face = predict([tmp_path / 'red.png'], model=compact, aligned=True, save_viz=tmp_path / 'viz',
+                   save_crops=tmp_path / 'crops').faces[0]
+    crop = Image.open(face.crop)
+    assert crop.mode == 'L' and crop.size == (48, 48)
+    panel = np.asarray(Image.open(face.visualization).convert('RGB'))[40:200, 20:200].astype(int)
+    assert np.abs(panel[..., 0] - panel[..., 1]).max() <= 1  # the face panel is gray, not red

@@ -17,7 +17,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
@@ -164,11 +164,12 @@ def render_explanation(
     if lanet_map is not None:
         panels.append(('LANet attention (max)', overlay_heatmap(face, lanet_map)))
     panels.append(('transformer relevance', overlay_heatmap(face, relevance)))
-    title_height, caption_height = 22, 18
+    title_height, caption_height = 26, 22
     canvas = Image.new('RGB', (PANEL_SIZE * len(panels), title_height + PANEL_SIZE + caption_height), 'white')
     draw = ImageDraw.Draw(canvas)
-    draw.text((4, 4), title, fill='black')
+    draw.text((6, 5), title, fill='black', font=ImageFont.load_default(size=15))
+    caption_font = ImageFont.load_default(size=13)
     for i, (caption, panel) in enumerate(panels):
         canvas.paste(panel, (i * PANEL_SIZE, title_height))
-        draw.text((i * PANEL_SIZE + 4, title_height + PANEL_SIZE + 3), caption, fill='black')
+        draw.text((i * PANEL_SIZE + 6, title_height + PANEL_SIZE + 4), caption, fill='black', font=caption_font)
     return canvas
