@@ -16,6 +16,17 @@ def _seed_torch() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope='module')
+def model():
+    """A tiny TransFER (:data:`helpers.TINY`) in eval mode, seeded."""
+    import timm
+    from helpers import TINY
+
+    import timm_fer  # noqa: F401  (registers the models)
+    torch.manual_seed(0)
+    return timm.create_model('transfer_fer_ir50', **TINY).eval()
+
+
 @pytest.fixture()
 def offline_hub(tmp_path, monkeypatch) -> Path:
     """An empty, offline Hugging Face Hub cache: pretrained weights are looked up there, never on the network."""

@@ -14,6 +14,8 @@ TOY_COLOURS = {'blue': (40, 60, 200), 'green': (50, 190, 60), 'red': (210, 50, 4
 TINY_TRANSFER = ['--model', 'transfer_fer_ir50', '--img-size', '32', '--model-kwargs', 'stem_layers=(1, 1, 1)',
                  'stem_channels=(16, 16, 32)', 'embed_dim=32', 'depth=1', 'num_heads=2']
 """Flags of a TransFER small enough to train on CPU in seconds."""
+TINY = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=2)
+"""Constructor arguments of a TransFER at 112x112 small enough for quick tests (the ``model`` fixture)."""
 
 
 def write_toy_folder(root: Path, train_per_class: int = 8, val_per_class: int = 4) -> Path:

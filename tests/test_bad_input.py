@@ -8,6 +8,7 @@ import pytest
 import timm
 import torch
 from drawn_faces import draw_face, stub_face
+from helpers import TINY
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -18,14 +19,6 @@ from timm_fer.faces import find_images
 from timm_fer.hub import make_model_card, write_hub_folder
 from timm_fer.inference import predict
 from timm_fer.inference.export import export_checked
-
-TINY = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=2)
-
-
-@pytest.fixture(scope='module')
-def model():
-    torch.manual_seed(0)
-    return timm.create_model('transfer_fer_ir50', **TINY).eval()
 
 
 @pytest.fixture(scope='module')

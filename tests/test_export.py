@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from helpers import TINY
 from huggingface_hub import constants as hf_constants
 
 from timm_fer.cli import main
@@ -12,16 +13,9 @@ from timm_fer.constants import RAFDB_LABELS
 from timm_fer.errors import ConfigError
 from timm_fer.inference.export import METADATA_KEY, check_export, export_model
 
-TINY = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=2)
 ATOL = 1e-4
 RANDOM_ONNX_OPS = {'RandomUniform', 'RandomUniformLike', 'RandomNormal', 'RandomNormalLike', 'Multinomial',
                    'Bernoulli', 'Dropout'}
-
-
-@pytest.fixture(scope='module')
-def model():
-    torch.manual_seed(0)
-    return timm.create_model('transfer_fer_ir50', **TINY).eval()
 
 
 @pytest.fixture(scope='module')

@@ -11,6 +11,7 @@ import huggingface_hub
 import pytest
 import timm
 import torch
+from helpers import TINY
 from huggingface_hub import constants as hf_constants
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -21,8 +22,6 @@ from timm_fer.cli import main
 from timm_fer.constants import FERPLUS_LABELS, HF_HUB_ORG, PUBLISHED_ON_HUB, RAFDB_LABELS
 from timm_fer.errors import CheckpointMismatchError, PretrainedWeightsError
 from timm_fer.hub import default_repo_id, make_model_card, read_checkpoint, write_hub_folder
-
-TINY = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=2)
 
 
 def _publish(model, tmp_path, cache, repo_id):

@@ -6,6 +6,7 @@ import pytest
 import safetensors.torch
 import timm
 import torch
+from helpers import TINY
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,7 +22,6 @@ from timm_fer.hub import (
     write_hub_folder,
 )
 
-TINY = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=2)
 CLASSES = ('calm', 'happy', 'angry')
 
 pytestmark = pytest.mark.usefixtures('offline_hub')

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import safetensors.torch
-import timm
 import torch
 from drawn_faces import draw_face, stub_face
+from helpers import TINY
 from PIL import Image
 
 from timm_fer.cli import main
@@ -19,16 +19,7 @@ from timm_fer.faces import read_image
 from timm_fer.hub import RANDOM_WEIGHTS, load_model
 from timm_fer.inference.predict import SAMPLE_IMAGE, PredictionReport, predict, write_report
 
-TINY = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=2)
-
-
 pytestmark = pytest.mark.usefixtures('offline_hub')
-
-
-@pytest.fixture(scope='module')
-def model():
-    torch.manual_seed(0)
-    return timm.create_model('transfer_fer_ir50', **TINY).eval()
 
 
 @pytest.fixture()

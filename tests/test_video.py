@@ -10,8 +10,6 @@ from typing import List, Sequence
 
 import numpy as np
 import pytest
-import timm
-import torch
 from drawn_faces import stub_face
 from PIL import Image
 
@@ -26,7 +24,6 @@ from timm_fer.inference.video import predict_video, write_video_report
 
 av = pytest.importorskip('av', reason='the video extra (PyAV) is not installed')
 
-TINY = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=2)
 FPS = 10
 NO_FACE = 12
 """The frame of the portrait video that shows no face."""
@@ -75,12 +72,6 @@ def plain_frames(count: int = 24, size: tuple = (160, 120)) -> List[Image.Image]
         image.paste((230, 200, 40), (4 * k, 40, 4 * k + 30, 70))
         frames.append(image)
     return frames
-
-
-@pytest.fixture(scope='module')
-def model():
-    torch.manual_seed(0)
-    return timm.create_model('transfer_fer_ir50', **TINY).eval()
 
 
 @pytest.fixture(scope='module')

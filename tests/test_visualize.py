@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from helpers import TINY
 from PIL import Image
 
 import timm_fer  # noqa: F401  (registers the models)
@@ -18,14 +19,6 @@ from timm_fer.inference.visualize import (
     render_explanation,
 )
 from timm_fer.layers import MultiHeadSelfAttentionDropping
-
-TINY = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=2)
-
-
-@pytest.fixture(scope='module')
-def model():
-    torch.manual_seed(0)
-    return timm.create_model('transfer_fer_ir50', **TINY).eval()
 
 
 @pytest.fixture(scope='module')

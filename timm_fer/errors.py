@@ -6,7 +6,7 @@ those as ``error: <message>`` and exits with status 2.
 from pathlib import Path
 
 __all__ = ['CheckpointMismatchError', 'ConfigError', 'DatasetError', 'DatasetFileNotFoundError',
-           'ExportUnavailableError', 'FaceDetectorUnavailableError', 'FerError', 'ImageReadError',
+           'ExportUnavailableError', 'FaceDetectorUnavailableError', 'FerError', 'ImageReadError', 'InputFileError',
            'PretrainedWeightsError', 'UnsupportedCodecError', 'VideoDecoderUnavailableError', 'VideoReadError']
 
 
@@ -34,8 +34,8 @@ class CheckpointMismatchError(FerError, ValueError):
     """A checkpoint's tensors do not fit the model: the message lists every key that does not fit."""
 
 
-class ImageReadError(FerError, ValueError):
-    """An input file is missing, not an image, or damaged; the message names the file and the fix.
+class InputFileError(FerError, ValueError):
+    """An input file cannot be used; the message names the file, what is wrong and the fix.
 
     Attributes:
         path: The file.
@@ -46,6 +46,10 @@ class ImageReadError(FerError, ValueError):
         super().__init__(f'{path}: {reason}')
         self.path = path
         self.reason = reason
+
+
+class ImageReadError(InputFileError):
+    """An input file is missing, not an image, or damaged."""
 
 
 class FaceDetectorUnavailableError(FerError, ImportError):
@@ -56,18 +60,8 @@ class ExportUnavailableError(FerError, ImportError):
     """A package the export format needs is not installed."""
 
 
-class VideoReadError(FerError, ValueError):
-    """A video file is missing, not a video, or cannot be decoded; the message names the file and the fix.
-
-    Attributes:
-        path: The file.
-        reason: What is wrong with it and what to do, without the file name.
-    """
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f'{path}: {reason}')
-        self.path = path
-        self.reason = reason
+class VideoReadError(InputFileError):
+    """A video file is missing, not a video, or cannot be decoded."""
 
 
 class UnsupportedCodecError(VideoReadError):
