@@ -1,24 +1,33 @@
-"""Speed of `transfer_fer_ir50`: timm-fer's default path against the authors' code path, and the cost of MAD + MSAD.
+"""Speed of `transfer_fer_ir50`: timm-fer's paths and backends against the authors' code path, per CPU class.
 
-Variants, sharing one set of weights and inputs, measured interleaved in one run (median over repetitions):
+Variants, sharing one set of weights (briefly trained on generated faces, so that top-1 agreement means
+something) and inputs, measured interleaved in one run (median over repetitions):
 - authors: the released code path (Python loops over the batch for MAD and head dropping, unfused attention,
   fp32, contiguous tensors; see authors_baseline.py);
-- default: what timm-fer's commands use (channels-last, bf16 autocast where the device supports it, fused
-  attention, vectorised MAD / MSAD; with --compile also torch.compile);
-- default, p1 = p2 = 0: the default path with MAD and MSAD off, so (default / this) is their cost.
+- default: what ``timm-fer train`` and the torch backend use (channels-last, bf16 autocast where the CPU's kernels
+  run it fast, fused attention, vectorised MAD / MSAD); default with p1 = p2 = 0, so (default / this) is the cost
+  of MAD and MSAD;
+- fp32 contiguous and fp32 channels-last: the memory-format lever on its own;
+- int8 Linear (torch dynamic quantisation), ONNX Runtime fp32 and ONNX Runtime int8 MatMul (inference only);
+- with --compile: the default path under torch.compile (inductor); its first call, the compilation, is reported.
 Modes: batch-1 latency, batch-N inference, batch-N training step (forward, backward, SGD update). Peak memory is
 the process's resident high-water mark on CPU (reset before each measurement, so it includes the weights of all
-three variants, about 0.8 GiB) or the CUDA allocator's peak. The fp32 and bf16 matmul rates of the machine are
-measured after each mode in the same run (the best counts), and each variant's achieved rate (2 x MACs x
-images/s, backward counted as 2 x forward) is given as a fraction of the matching one.
+variants) or the CUDA allocator's peak. The fp32 and bf16 matmul rates of the machine are measured after each mode
+in the same run (the best counts), and each variant's achieved rate (2 x MACs x images/s, backward counted as 2 x
+forward) is given as a fraction of the matching one. The header gives the CPU flags that matter and the
+instructions torch's kernels use; the AVX2 proxy on an AVX512 CPU:
 
     python benchmarks/benchmark_transfer.py --batch-size 32 --repeats 5 --out benchmarks/results
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 FBGEMM_ENABLE_INSTRUCTIONS=AVX2 \
+        python benchmarks/benchmark_transfer.py --batch-size 32 --repeats 5 --out benchmarks/results
 """
 import argparse
 import copy
 import json
+import os
 import platform
 import statistics
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -29,6 +38,11 @@ import torch
 from authors_baseline import to_authors_code_path
 
 import timm_fer
+from timm_fer.inference.backends import OnnxRuntimeModel, cached_onnx, quantize_linear
+from timm_fer.utils.runtime import autocast, bf16_is_fast, cpu_capability, cpu_flags, resolve_amp_dtype
+
+PROXY_VARIABLES = ('ATEN_CPU_CAPABILITY', 'ONEDNN_MAX_CPU_ISA', 'FBGEMM_ENABLE_INSTRUCTIONS')
+"""Environment variables that lower the instructions torch, oneDNN and FBGEMM use: the AVX2 proxy."""
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -83,25 +97,28 @@ def matmul_tflops(dtype: torch.dtype, device: torch.device, sizes=(2048, 4096), 
 
 
 class Variant:
-    """One way of running the model: its module, input memory format and autocast dtype."""
+    """One way of running the model: its module (or ONNX Runtime session), memory format, autocast dtype, backend."""
 
-    def __init__(self, name: str, model: torch.nn.Module, channels_last: bool, amp_dtype, device: torch.device):
-        self.name, self.model, self.device = name, model, device
+    def __init__(self, name: str, model, channels_last: bool, amp_dtype, device: torch.device,
+                 backend: str = 'torch', trains: bool = True):
+        self.name, self.model, self.device, self.backend, self.trains = name, model, device, backend, trains
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.amp_dtype = amp_dtype
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9) if trains else None
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
 
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.model, OnnxRuntimeModel):
+            return self.model(images)
+        self.model.eval()
+        with torch.inference_mode(), self.autocast():
+            return self.model(images.contiguous(memory_format=self.memory_format)).float()
+
     def inference(self, images: torch.Tensor) -> Callable[[], None]:
         images = images.contiguous(memory_format=self.memory_format)
-
-        def step() -> None:
-            self.model.eval()
-            with torch.inference_mode(), self.autocast():
-                self.model(images)
-        return step
+        return lambda: self.logits(images)
 
     def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> Callable[[], None]:
         images = images.contiguous(memory_format=self.memory_format)
@@ -116,23 +133,74 @@ class Variant:
         return step
 
 
+def generated_faces(n: int, size: int, generator: torch.Generator):
+    """Generated images whose class is their brightness: a task a model learns in a few steps, so its margins mean
+    something when predictions of two variants are compared."""
+    labels = torch.randint(7, (n,), generator=generator)
+    images = torch.linspace(-1, 1, 7)[labels].view(n, 1, 1, 1) + 0.3 * torch.randn(n, 3, size, size,
+                                                                                    generator=generator)
+    return images, labels
+
+
+def briefly_train(model: torch.nn.Module, steps: int, size: int) -> None:
+    """Train ``model`` for ``steps`` AdamW steps of 16 generated faces (bf16 autocast where it is fast)."""
+    generator = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    amp_dtype = resolve_amp_dtype('auto', next(model.parameters()).device)
+    model.train()
+    for _ in range(steps):
+        images, labels = generated_faces(16, size, generator)
+        optimizer.zero_grad()
+        with autocast(next(model.parameters()).device, amp_dtype):
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+
 def build_variants(args: argparse.Namespace, device: torch.device) -> List[Variant]:
     torch.manual_seed(0)
     reference = timm.create_model('transfer_fer_ir50').to(device)
+    briefly_train(reference, args.train_steps, reference.pretrained_cfg['input_size'][-1])
     state = reference.state_dict()
-    amp_dtype = torch.bfloat16 if not args.no_bf16 else None
+    amp_dtype = resolve_amp_dtype('none' if args.no_bf16 else 'auto', device)
     authors = to_authors_code_path(copy.deepcopy(reference))
+    fp32_contiguous, fp32_cl = copy.deepcopy(reference), copy.deepcopy(reference).to(memory_format=torch.channels_last)
+    int8 = quantize_linear(copy.deepcopy(reference).eval())
     default = reference.to(memory_format=torch.channels_last)
     no_drop = timm.create_model('transfer_fer_ir50', mad_prob=0., msad_prob=0.).to(device)
     no_drop.load_state_dict(state)
     no_drop = no_drop.to(memory_format=torch.channels_last)
-    if args.compile:
-        default, no_drop = torch.compile(default), torch.compile(no_drop)
-    return [
+    precision = 'bf16' if amp_dtype else 'fp32'
+    variants = [
         Variant('authors', authors, channels_last=False, amp_dtype=None, device=device),
-        Variant('default', default, channels_last=True, amp_dtype=amp_dtype, device=device),
+        Variant(f'default ({precision}, channels-last)', default, channels_last=True, amp_dtype=amp_dtype,
+                device=device),
         Variant('default, p1 = p2 = 0', no_drop, channels_last=True, amp_dtype=amp_dtype, device=device),
+        Variant('fp32, contiguous', fp32_contiguous, channels_last=False, amp_dtype=None, device=device),
+        Variant('fp32, channels-last', fp32_cl, channels_last=True, amp_dtype=None, device=device),
+        Variant('int8 Linear (torch dynamic)', int8, channels_last=True, amp_dtype=None, device=device,
+                trains=False),
     ]
+    if args.compile:
+        compiled = torch.compile(copy.deepcopy(default))
+        variants.append(Variant(f'compiled default ({precision})', compiled, channels_last=True,
+                                amp_dtype=amp_dtype, device=device))
+    if device.type == 'cpu':
+        with tempfile.TemporaryDirectory() as folder:
+            start = time.perf_counter()
+            fp32_file = cached_onnx(copy.deepcopy(fp32_contiguous).eval(), 'transfer_fer_ir50', cache_dir=Path(folder))
+            print(f'ONNX export with parity check: {time.perf_counter() - start:.1f} s')
+            int8_file = cached_onnx(copy.deepcopy(fp32_contiguous).eval(), 'transfer_fer_ir50', int8=True,
+                                    cache_dir=Path(folder))
+            threads = torch.get_num_threads()
+            variants += [
+                Variant('onnxruntime fp32', OnnxRuntimeModel(fp32_file, threads), channels_last=False,
+                        amp_dtype=None, device=device, backend='onnxruntime', trains=False),
+                Variant('onnxruntime int8 MatMul', OnnxRuntimeModel(int8_file, threads), channels_last=False,
+                        amp_dtype=None, device=device, backend='onnxruntime', trains=False),
+            ]
+    return variants
 
 
 def measure(step: Callable[[], None], device: torch.device) -> Dict[str, float]:
@@ -144,19 +212,33 @@ def measure(step: Callable[[], None], device: torch.device) -> Dict[str, float]:
     return {'seconds': time.perf_counter() - start, 'peak_mib': peak_memory_mib(device)}
 
 
+def agreement(variants: List[Variant], images: torch.Tensor, batch_size: int) -> Dict[str, float]:
+    """Share of ``images`` whose top-1 each variant's logits give as the authors' fp32 code path's does."""
+    top1 = {v.name: torch.cat([v.logits(chunk).argmax(dim=-1) for chunk in images.split(batch_size)])
+            for v in variants}
+    return {name: float((labels == top1['authors']).float().mean()) for name, labels in top1.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--batch-size', type=int, default=32)
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--compile', action='store_true', help='torch.compile the default variants')
+    parser.add_argument('--compile', action='store_true', help='add a torch.compile-d default variant')
     parser.add_argument('--no-bf16', action='store_true', help='run the default variants in fp32')
+    parser.add_argument('--train-steps', type=int, default=30,
+                        help='AdamW steps on generated faces before measuring, so top-1 agreement means something')
+    parser.add_argument('--agreement-images', type=int, default=128)
     parser.add_argument('--out', type=Path, default=Path('benchmarks/results'))
     args = parser.parse_args()
     device = torch.device(args.device)
     variants = build_variants(args, device)
     input_size = variants[0].model.pretrained_cfg['input_size']
     macs = timm_fer.count_macs(timm.create_model('transfer_fer_ir50'))
+    held_out, held_out_labels = generated_faces(args.agreement_images, input_size[-1], torch.Generator().manual_seed(1))
+    agreements = agreement(variants, held_out.to(device), args.batch_size)
+    accuracy = float((variants[0].logits(held_out[:args.batch_size].to(device)).argmax(-1).cpu()
+                      == held_out_labels[:args.batch_size]).float().mean())
     torch.manual_seed(1)
     batch = torch.randn(args.batch_size, *input_size, device=device)
     targets = torch.randint(7, (args.batch_size,), device=device)
@@ -168,45 +250,64 @@ def main() -> None:
     rows = []
     matmul_rates: Dict[str, List[float]] = {'fp32': [], 'bf16': []}
     for mode, (images, make_step, flop_factor) in modes.items():
-        steps = {v.name: make_step(v) for v in variants}
-        for step in steps.values():
-            step()  # warm-up (and compilation)
+        training = mode.startswith('training')
+        mode_variants = [v for v in variants if v.trains or not training]
+        steps = {v.name: make_step(v) for v in mode_variants}
+        warm_up = {}
+        for name, step in steps.items():
+            warm_up[name] = measure(step, device)['seconds']  # warm-up (and compilation)
         runs: Dict[str, List[Dict[str, float]]] = {name: [] for name in steps}
         for _ in range(args.repeats):
             for name, step in steps.items():
                 runs[name].append(measure(step, device))
         for precision, dtype in (('fp32', torch.float32), ('bf16', torch.bfloat16)):
-            matmul_rates[precision].append(matmul_tflops(dtype, device))
+            if precision == 'fp32' or bf16_is_fast(device):  # bf16 on reference kernels would take minutes
+                matmul_rates[precision].append(matmul_tflops(dtype, device))
         medians = {name: statistics.median(r['seconds'] for r in result) for name, result in runs.items()}
-        peak_rates = {precision: max(rates) for precision, rates in matmul_rates.items()}
-        for variant in variants:
+        peak_rates = {precision: max(rates, default=float('nan')) for precision, rates in matmul_rates.items()}
+        no_drop = next(name for name in medians if name.startswith('default, p1'))
+        for variant in mode_variants:
             seconds = medians[variant.name]
-            precision = 'bf16' if variant.amp_dtype == torch.bfloat16 else 'fp32'
+            precision = 'bf16' if variant.amp_dtype == torch.bfloat16 else 'int8' if 'int8' in variant.name else 'fp32'
             achieved = 2 * macs * flop_factor * images / seconds / 1e12
             rows.append(dict(
-                mode=mode, variant=variant.name, precision=precision, images_per_s=images / seconds,
-                latency_ms=1e3 * seconds, peak_mib=max(r['peak_mib'] for r in runs[variant.name]),
-                speedup_vs_authors=medians['authors'] / seconds,
-                time_vs_no_drop=seconds / medians['default, p1 = p2 = 0'],
-                fraction_of_matmul_rate=achieved / peak_rates[precision]))
+                mode=mode, variant=variant.name, backend=variant.backend, precision=precision,
+                images_per_s=images / seconds, latency_ms=1e3 * seconds, warm_up_s=warm_up[variant.name],
+                peak_mib=max(r['peak_mib'] for r in runs[variant.name]),
+                speedup_vs_authors=medians['authors'] / seconds, time_vs_no_drop=seconds / medians[no_drop],
+                top1_agreement=None if training else agreements[variant.name],
+                fraction_of_matmul_rate=None if precision == 'int8' else achieved / peak_rates[precision]))
 
     name = device_name(device)
+    bf16_rate = (f'{peak_rates["bf16"]:.2f} TFLOP/s' if matmul_rates['bf16'] else 'not measured (slow here)')
+    env = ' '.join(f'{k}={os.environ[k]}' for k in PROXY_VARIABLES if k in os.environ)
     lines = [
-        f'transfer_fer_ir50, 112x112, {device.type} ({name}, {torch.get_num_threads()} threads), '
-        f'torch {torch.__version__}, compile {args.compile}, median of {args.repeats}; matmul rate fp32 '
-        f'{peak_rates["fp32"]:.2f} TFLOP/s, bf16 {peak_rates["bf16"]:.2f} TFLOP/s',
-        '',
-        '| mode | variant | precision | images/s | latency (ms) | peak memory (MiB) | speed-up vs authors | '
-        'time vs p1 = p2 = 0 | share of matmul rate |',
-        '|---|---|---|---|---|---|---|---|---|',
-    ] + [f"| {r['mode']} | {r['variant']} | {r['precision']} | {r['images_per_s']:.2f} | {r['latency_ms']:.0f} | "
-         f"{r['peak_mib']:.0f} | {r['speedup_vs_authors']:.2f}x | {r['time_vs_no_drop']:.3f} | "
-         f"{r['fraction_of_matmul_rate']:.2f} |" for r in rows]
+        f'transfer_fer_ir50, 112x112, {device.type} ({name}, {torch.get_num_threads()} threads), CPU flags '
+        f'{", ".join(cpu_flags()) or "none"}, torch {torch.__version__} cpu capability {cpu_capability()}'
+        f'{", env " + env if env else ""}; median of {args.repeats}; matmul rate fp32 {peak_rates["fp32"]:.2f} '
+        f'TFLOP/s, bf16 {bf16_rate}; model trained {args.train_steps} steps on generated '
+        f'faces (top-1 accuracy {100 * accuracy:.0f} % on held-out ones), agreement with the authors\' top-1 on '
+        f'{args.agreement_images} held-out generated faces',
+    ]
+    for mode in modes:
+        lines += [
+            '', f'**{mode}**', '',
+            '| variant | backend | precision | images/s | latency (ms) | first call (s) | peak memory (MiB) | '
+            'speed-up vs authors | time vs p1 = p2 = 0 | top-1 agreement | share of matmul rate |',
+            '|---|---|---|---|---|---|---|---|---|---|---|',
+        ] + [f"| {r['variant']} | {r['backend']} | {r['precision']} | {r['images_per_s']:.2f} | "
+             f"{r['latency_ms']:.0f} | {r['warm_up_s']:.1f} | {r['peak_mib']:.0f} | {r['speedup_vs_authors']:.2f}x | "
+             f"{r['time_vs_no_drop']:.3f} | "
+             f"{'' if r['top1_agreement'] is None else format(100 * r['top1_agreement'], '.1f') + ' %'} | "
+             f"{'' if r['fraction_of_matmul_rate'] is None else format(r['fraction_of_matmul_rate'], '.2f')} |"
+             for r in rows if r['mode'] == mode]
     print('\n'.join(lines))
+    suffix = '_avx2_proxy' if 'ATEN_CPU_CAPABILITY' in os.environ else ''
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / 'transfer.md').write_text('\n'.join(lines) + '\n')
-    (args.out / 'transfer.json').write_text(json.dumps(dict(
-        args={**vars(args), 'out': str(args.out)}, device=name, matmul_tflops=peak_rates, rows=rows), indent=2))
+    (args.out / f'transfer{suffix}.md').write_text('\n'.join(lines) + '\n')
+    (args.out / f'transfer{suffix}.json').write_text(json.dumps(dict(
+        args={**vars(args), 'out': str(args.out)}, device=name, cpu_flags=cpu_flags(), cpu_capability=cpu_capability(),
+        env=env, matmul_tflops=peak_rates, rows=rows), indent=2))
 
 
 if __name__ == '__main__':

@@ -16,6 +16,12 @@ def _seed_torch() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope='session')
+def _onnx_cache(tmp_path_factory) -> None:
+    """ONNX files that predict's ONNX Runtime backend exports go to a folder of the test run, not the user's cache."""
+    os.environ['TIMM_FER_CACHE'] = str(tmp_path_factory.mktemp('timm-fer-cache'))
+
+
 @pytest.fixture(scope='module')
 def model():
     """A tiny TransFER (:data:`helpers.TINY`) in eval mode, seeded."""

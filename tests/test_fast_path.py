@@ -111,7 +111,11 @@ def test_bf16_predictions_agree_with_fp32_on_at_least_99_percent():
 def test_auto_amp_picks_bf16_only_where_it_is_fast(monkeypatch):
     cpu = torch.device('cpu')
     monkeypatch.setattr(runtime, '_cpu_has_bf16_instructions', lambda: True)
+    monkeypatch.setattr(runtime, 'cpu_capability', lambda: 'AVX512')
     assert runtime.resolve_amp_dtype('auto', cpu) == torch.bfloat16
+    monkeypatch.setattr(runtime, 'cpu_capability', lambda: 'AVX2')  # bf16 on reference kernels: slow
+    assert runtime.resolve_amp_dtype('auto', cpu) is None
+    monkeypatch.setattr(runtime, 'cpu_capability', lambda: 'AVX512')
     monkeypatch.setattr(runtime, '_cpu_has_bf16_instructions', lambda: False)
     assert runtime.resolve_amp_dtype('auto', cpu) is None
     assert runtime.resolve_amp_dtype('bf16', cpu) == torch.bfloat16

@@ -7,7 +7,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 from ..engine.distributed import cleanup_distributed
 from ..errors import ConfigError, FerError
 
-__all__ = ['add_model_arguments', 'add_runtime_arguments', 'parse_model_kwargs', 'run_command']
+__all__ = ['add_backend_arguments', 'add_model_arguments', 'add_runtime_arguments', 'parse_model_kwargs', 'run_command']
 
 
 def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:
@@ -53,3 +53,14 @@ def add_runtime_arguments(parser: argparse._ActionsContainer) -> None:
     parser.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=True,
                         help='run convolutions in channels-last memory format (default: on)')
     parser.add_argument('--compile', action='store_true', help='torch.compile the model')
+
+
+def add_backend_arguments(parser: argparse._ActionsContainer) -> None:
+    """``--backend``, ``--int8`` and ``--threads``, for the commands that only run inference."""
+    parser.add_argument('--backend', choices=('auto', 'torch', 'onnxruntime'), default='auto',
+                        help='where the model runs; auto: ONNX Runtime for a named model in fp32 on the CPU (exported '
+                             'once and cached), else torch (default: auto)')
+    parser.add_argument('--int8', action='store_true',
+                        help='run the Linear layers in int8 (dynamic quantisation, CPU): faster, close to fp32')
+    parser.add_argument('--threads', type=int, metavar='N',
+                        help='intra-op threads (default: one per core that no other process keeps busy)')

@@ -9,7 +9,7 @@ from ..faces.io import find_media
 from ..hub import DEFAULT_MODEL
 from ..inference.predict import OUTPUT_SUFFIXES, SkippedInput, format_table, predict, write_report
 from ..inference.video import DEFAULT_FPS, DEFAULT_SMOOTHING, format_video_table, predict_video, write_video_report
-from .common import add_runtime_arguments, run_command
+from .common import add_backend_arguments, add_runtime_arguments, run_command
 
 __all__ = ['add_predict_parser', 'run']
 
@@ -33,7 +33,7 @@ def _predict(args: argparse.Namespace) -> int:
             random_weights=args.random_weights, aligned=args.aligned, detector=detector, batch_size=args.batch_size,
             min_face_size=args.min_face_size, device=args.device, save_viz=args.save_viz, save_crops=args.save_crops,
             save_annotated=args.save_annotated, amp=args.amp, channels_last=args.channels_last,
-            compile_model=args.compile)
+            compile_model=args.compile, backend=args.backend, int8=args.int8, threads=args.threads)
         print(format_table(report, top_k=args.top_k))
         if args.output is not None:
             print(f'wrote {write_report(report, args.output)}')
@@ -57,7 +57,8 @@ def _predict_videos(args: argparse.Namespace, videos: List[Path], problems: List
         aligned=args.aligned, detector=detector, fps=None if args.every_frame else args.fps or DEFAULT_FPS,
         batch_size=args.batch_size, min_face_size=args.min_face_size, device=args.device, timeline=args.timeline,
         save_annotated=args.save_annotated, smoothing=args.smoothing, amp=args.amp,
-        channels_last=args.channels_last, compile_model=args.compile)
+        channels_last=args.channels_last, compile_model=args.compile, backend=args.backend, int8=args.int8,
+        threads=args.threads)
     report.skipped[:0] = [SkippedInput(item, reason) for item, reason in problems]
     if mixed:
         print()
@@ -133,4 +134,5 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
                        help='window of the centred moving average of the timeline (default: '
                             f'{DEFAULT_SMOOTHING:g} s; 0: none)')
     add_runtime_arguments(parser)
+    add_backend_arguments(parser)
     parser.set_defaults(func=run)

@@ -98,8 +98,8 @@ def _no_weights_reason(name: str, error: Exception) -> str:
     tagged = f'{architecture}.{cfg.tag}' if cfg.tag else architecture
     if not (cfg.hf_hub_id or cfg.file or cfg.url):
         return no_weights_reason(tagged)
-    return (f'no weights for {tagged} could be loaded from the Hugging Face Hub repo {cfg.hf_hub_id} (offline: '
-            f'{type(error.__cause__ or error).__name__})')
+    return (f'no weights for {tagged} could be loaded from the Hugging Face Hub repo {cfg.hf_hub_id} (unreachable, '
+            f'or this machine is offline: {type(error.__cause__ or error).__name__})')
 
 
 def _classifier_rows(architecture: str, state_dict: Dict[str, torch.Tensor]) -> Optional[int]:

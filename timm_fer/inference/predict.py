@@ -9,10 +9,12 @@ import csv
 import io
 import json
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -30,8 +32,9 @@ from ..faces import (
     read_image,
 )
 from ..hub import RANDOM_WEIGHTS, load_model, resolve_fer_data_config
-from ..utils import autocast, prepare_model, resolve_amp_dtype, to_input
+from ..utils.runtime import autocast, num_threads, prepare_model, resolve_amp_dtype, resolve_threads, to_input
 from .annotate import annotate_image
+from .backends import OnnxRuntimeModel, cached_onnx, quantize_linear, resolve_backend
 from .visualize import explain, render_explanation
 
 __all__ = ['OUTPUT_SUFFIXES', 'SAMPLE_IMAGE', 'FacePrediction', 'PredictionReport', 'SkippedInput', 'format_table',
@@ -156,9 +159,10 @@ class UniqueNames:
 class FaceClassifier:
     """Classifies batches of aligned faces and, optionally, draws where the model looked."""
 
-    def __init__(self, model: nn.Module, labels: List[str], data_config: Dict, device: torch.device,
-                 viz_dir: Optional[Path], title_suffix: str, amp_dtype: Optional[torch.dtype] = None,
-                 channels_last: bool = False, crops_dir: Optional[Path] = None) -> None:
+    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], labels: List[str], data_config: Dict,
+                 device: torch.device, viz_dir: Optional[Path], title_suffix: str,
+                 amp_dtype: Optional[torch.dtype] = None, channels_last: bool = False,
+                 crops_dir: Optional[Path] = None, backend: str = 'torch', threads: Optional[int] = None) -> None:
         self.model = model
         self.amp_dtype = amp_dtype
         self.channels_last = channels_last
@@ -167,27 +171,46 @@ class FaceClassifier:
         self.resample = pillow_resample(data_config['interpolation'])
         self.transform = create_fer_transform(data_config)  # grayscale for one-channel models
         self.image_mode = 'L' if data_config['input_size'][0] == 1 else 'RGB'  # of the pictures: what the model saw
+        self.mean = torch.tensor(data_config['mean']).view(1, -1, 1, 1)
+        self.std = torch.tensor(data_config['std']).view(1, -1, 1, 1)
         self.device = device
         self.viz_names = UniqueNames(viz_dir) if viz_dir is not None else None
         self.crop_names = UniqueNames(crops_dir) if crops_dir is not None else None
         self.title_suffix = title_suffix
+        self.backend = backend
+        self.threads = threads if threads is not None else torch.get_num_threads()
+        # Around an ONNX Runtime session, torch's few ops run on one thread: idle torch threads would spin on the
+        # cores the session's threads need.
+        self.torch_threads = 1 if backend == 'onnxruntime' else self.threads
+
+    def batch(self, crops: List[FaceCrop]) -> torch.Tensor:
+        """The normalised batch of the faces: what the test transform gives, converted in bulk when every face
+        already has the model's input size (the transform's resize is then a copy)."""
+        if any(c.image.size != (self.size[1], self.size[0]) for c in crops):
+            return torch.stack([self.transform(c.image) for c in crops])
+        pixels = np.stack([np.asarray(c.image if c.image.mode == self.image_mode else c.image.convert(self.image_mode))
+                           for c in crops])
+        images = torch.from_numpy(pixels).view(len(crops), *self.size, -1).permute(0, 3, 1, 2).float().div_(255)
+        return images.sub_(self.mean).div_(self.std)
 
     def __call__(self, crops: List[FaceCrop]) -> List[FacePrediction]:
-        images = to_input(torch.stack([self.transform(c.image) for c in crops]), self.device, self.channels_last)
-        if self.viz_names is None:
-            with torch.inference_mode(), autocast(self.device, self.amp_dtype):
-                logits = self.model(images)
-            maps = None
-        else:
-            maps = explain(self.model, images)
-            logits = maps['logits']
-        probabilities = logits.float().softmax(dim=-1).cpu()
+        with num_threads(self.torch_threads):
+            images = to_input(self.batch(crops), self.device, self.channels_last)
+            if self.viz_names is None:
+                with torch.inference_mode(), autocast(self.device, self.amp_dtype):
+                    logits = self.model(images)
+                maps = None
+            else:
+                maps = explain(self.model, images)
+                logits = maps['logits']
+            probabilities = logits.float().softmax(dim=-1).cpu().tolist()  # one conversion, not one per face
         predictions = []
         for i, (crop, probs) in enumerate(zip(crops, probabilities)):
-            expression = self.labels[int(probs.argmax())]
+            top = max(range(len(probs)), key=probs.__getitem__)  # the first of equal maxima, as argmax
+            expression = self.labels[top]
             prediction = FacePrediction(
                 file=str(crop.file), face=crop.face, box=crop.box, detector_score=crop.detector_score,
-                expression=expression, probabilities={label: float(p) for label, p in zip(self.labels, probs)})
+                expression=expression, probabilities=dict(zip(self.labels, probs)))
             if self.crop_names is not None:
                 path = self.crop_names(f'{crop.file.stem}_face{crop.face}')
                 crop.image.convert(self.image_mode).save(path)
@@ -195,7 +218,7 @@ class FaceClassifier:
             if maps is not None:
                 path = self.viz_names(f'{crop.file.stem}_face{crop.face}')
                 lanet_map = maps['lanet_map'][i] if maps['lanet_map'] is not None else None
-                title = f'{crop.file.name} face {crop.face}: {expression} {float(probs.max()):.2f}{self.title_suffix}'
+                title = f'{crop.file.name} face {crop.face}: {expression} {probs[top]:.2f}{self.title_suffix}'
                 face = crop.image.convert(self.image_mode)
                 render_explanation(face, maps['relevance'][i], lanet_map, title).save(path)
                 prediction.visualization = str(path)
@@ -213,6 +236,9 @@ def load_classifier(
         compile_model: bool,
         viz_dir: Optional[Path] = None,
         crops_dir: Optional[Path] = None,
+        backend: str = 'auto',
+        int8: bool = False,
+        threads: Optional[int] = None,
 ) -> Tuple[FaceClassifier, str, str]:
     """The classifier of the named (or given) model, the model's name, and where its weights came from.
 
@@ -226,12 +252,28 @@ def load_classifier(
         cfg = fer_model.pretrained_cfg
         model_name = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get('tag') else cfg['architecture']
         device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    # A model passed in keeps its memory format (channels-last inputs alone select the fast convolutions).
-    fer_model = prepare_model(fer_model, device, channels_last and not isinstance(model, nn.Module), compile_model)
+    if int8 and device.type != 'cpu':
+        raise ConfigError(f'--int8 runs on the CPU, not on {device}.')
+    if int8 and viz_dir is not None:
+        raise ConfigError('--int8 and --save-viz do not go together: explanations need the fp32 model.')
+    amp_dtype = resolve_amp_dtype(amp, device)
+    cacheable = not isinstance(model, nn.Module) and weights != RANDOM_WEIGHTS
+    backend = resolve_backend(backend, device, amp_dtype, cacheable, eager_only=compile_model or viz_dir is not None)
+    threads = resolve_threads(threads, device)
     labels = list(fer_model.pretrained_cfg.get('label_names') or [f'class {i}' for i in range(fer_model.num_classes)])
+    data_config = resolve_fer_data_config(fer_model)
+    if backend == 'onnxruntime':
+        with tempfile.TemporaryDirectory() as folder:  # the session holds the graph: a file not cached can go
+            path = cached_onnx(fer_model, model_name, int8, cache_dir=None if cacheable else Path(folder))
+            runner, channels_last = OnnxRuntimeModel(path, threads), False
+    else:
+        if int8:
+            fer_model = quantize_linear(fer_model)
+        # A model passed in keeps its memory format (channels-last inputs alone select the fast convolutions).
+        runner = prepare_model(fer_model, device, channels_last and not isinstance(model, nn.Module), compile_model)
     title_suffix = ' (random weights)' if weights == RANDOM_WEIGHTS else ''
-    classify = FaceClassifier(fer_model, labels, resolve_fer_data_config(fer_model), device, viz_dir, title_suffix,
-                           resolve_amp_dtype(amp, device), channels_last, crops_dir)
+    classify = FaceClassifier(runner, labels, data_config, device, viz_dir, title_suffix, amp_dtype, channels_last,
+                              crops_dir, backend, threads)
     return classify, model_name, weights
 
 
@@ -252,6 +294,9 @@ def predict(
         amp: str = 'auto',
         channels_last: bool = True,
         compile_model: bool = False,
+        backend: str = 'auto',
+        int8: bool = False,
+        threads: Optional[int] = None,
 ) -> PredictionReport:
     """Predict the expression of every face in some images.
 
@@ -275,6 +320,10 @@ def predict(
             pictures are computed in fp32.
         channels_last: Run the model in channels-last memory format.
         compile_model: ``torch.compile`` the model (not with ``save_viz``, whose explanations need the eager model).
+        backend: 'auto' (ONNX Runtime for a named model in fp32 on the CPU, else torch), 'torch' or 'onnxruntime'
+            (see :mod:`~timm_fer.inference.backends`).
+        int8: Run the Linear layers in int8 (dynamic quantisation, CPU): faster, close to but not equal to fp32.
+        threads: Intra-op threads; default one per core that no other process keeps busy.
     """
     if batch_size < 1:
         raise ConfigError(f'batch size must be at least 1, got {batch_size}.')
@@ -282,7 +331,7 @@ def predict(
         raise ConfigError('--compile and --save-viz do not go together: explanations need the eager model.')
     classify, model_name, weights = load_classifier(
         model, checkpoint, random_weights, device, amp, channels_last, compile_model,
-        Path(save_viz) if save_viz else None, Path(save_crops) if save_crops else None)
+        Path(save_viz) if save_viz else None, Path(save_crops) if save_crops else None, backend, int8, threads)
     if not aligned and detector is None:
         detector = RetinaFaceDetector()
 

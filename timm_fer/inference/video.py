@@ -348,6 +348,9 @@ def predict_video(
         amp: str = 'auto',
         channels_last: bool = True,
         compile_model: bool = False,
+        backend: str = 'auto',
+        int8: bool = False,
+        threads: Optional[int] = None,
 ) -> VideoReport:
     """Predict the expression of every face over time in some videos, with face tracks.
 
@@ -371,6 +374,9 @@ def predict_video(
         amp: Autocast precision: 'auto' (bf16 where the device runs it fast), 'bf16' or 'none'.
         channels_last: Run the model in channels-last memory format.
         compile_model: ``torch.compile`` the model.
+        backend: 'auto', 'torch' or 'onnxruntime'; as for :func:`~timm_fer.predict`.
+        int8: Run the Linear layers in int8 (dynamic quantisation, CPU).
+        threads: Intra-op threads; default one per core that no other process keeps busy.
 
     Raises:
         VideoDecoderUnavailableError: PyAV (the ``video`` extra) is not installed.
@@ -383,7 +389,7 @@ def predict_video(
         raise ConfigError(f'smoothing and max_gap must not be negative, got {smoothing} and {max_gap}.')
     require_video_decoder()
     classify, model_name, weights = load_classifier(model, checkpoint, random_weights, device, amp, channels_last,
-                                                     compile_model)
+                                                     compile_model, backend=backend, int8=int8, threads=threads)
     if not aligned and detector is None:
         detector = RetinaFaceDetector()
     if isinstance(videos, (str, Path)):

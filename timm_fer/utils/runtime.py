@@ -1,33 +1,50 @@
-"""The fast path of timm-fer's commands: channels-last memory, bf16 autocast and torch.compile where they pay off.
+"""The fast path of timm-fer's commands: channels-last memory, bf16 autocast, threads, torch.compile.
 
-Commands apply them with :func:`prepare_model` and :func:`autocast`; the defaults pick the fastest path the device
-supports, and each part can be turned off.
+Commands apply them with :func:`prepare_model` and :func:`autocast`; the defaults pick the fastest path that the
+kernels torch will actually run support (:func:`cpu_capability`, not only the CPU's flags), and each part can be
+turned off.
 """
-from contextlib import nullcontext
+import os
+import time
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
-from typing import ContextManager, Optional
+from typing import ContextManager, Iterator, List, Optional
 
 import torch
 from torch import nn
 
-__all__ = ['autocast', 'bf16_is_fast', 'prepare_model', 'resolve_amp_dtype', 'to_input']
+__all__ = ['autocast', 'bf16_is_fast', 'busy_cores', 'cpu_capability', 'cpu_flags', 'num_threads', 'prepare_model',
+           'resolve_amp_dtype', 'resolve_threads', 'to_input']
+
+CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile')
+"""The CPU flags that decide the fast path, as /proc/cpuinfo names them."""
 
 
 @lru_cache(maxsize=None)
-def _cpu_has_bf16_instructions() -> bool:
+def cpu_flags() -> List[str]:
+    """Which of :data:`CPU_FLAGS` the CPU has (from /proc/cpuinfo; none where it is missing)."""
     cpuinfo = Path('/proc/cpuinfo')
-    if not cpuinfo.exists():
-        return False
-    flags = set(cpuinfo.read_text().split())
-    return bool(flags & {'avx512_bf16', 'amx_bf16'})
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+    return [flag for flag in CPU_FLAGS if flag in flags]
+
+
+def _cpu_has_bf16_instructions() -> bool:
+    return bool(set(cpu_flags()) & {'avx512_bf16', 'amx_bf16'})
+
+
+def cpu_capability() -> str:
+    """The vector instructions torch's CPU kernels run with: 'AVX512', 'AVX2', 'DEFAULT', ... (lowered by
+    ``ATEN_CPU_CAPABILITY``)."""
+    return torch.backends.cpu.get_cpu_capability()
 
 
 def bf16_is_fast(device: torch.device) -> bool:
-    """Whether bf16 autocast speeds ``device`` up: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX."""
+    """Whether bf16 autocast speeds ``device`` up: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or AMX whose
+    AVX512 kernels torch runs (with only AVX2 kernels, bf16 falls back to reference code, many times slower)."""
     if device.type == 'cuda':
         return torch.cuda.is_bf16_supported()
-    return device.type == 'cpu' and _cpu_has_bf16_instructions()
+    return device.type == 'cpu' and _cpu_has_bf16_instructions() and cpu_capability().startswith('AVX512')
 
 
 def resolve_amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
@@ -55,3 +72,61 @@ def to_input(images: torch.Tensor, device: torch.device, channels_last: bool = T
     """Move a batch of images to ``device`` in the memory format the model runs in."""
     images = images.to(device, non_blocking=True)
     return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
+def _cpu_times() -> List[List[int]]:
+    """Per-core (busy, total) jiffies from /proc/stat."""
+    times = []
+    for line in Path('/proc/stat').read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith('cpu') and name != 'cpu':
+            counts = [int(v) for v in values[:8]]
+            idle = counts[3] + counts[4]  # idle and iowait
+            times.append([sum(counts) - idle, sum(counts)])
+    return times
+
+
+def busy_cores(window_s: float = 0.05) -> int:
+    """How many of the cores this process may run on were busy (over half the time) during ``window_s`` seconds;
+    0 where /proc/stat is missing."""
+    if not Path('/proc/stat').exists():
+        return 0
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else None
+    before = _cpu_times()
+    time.sleep(window_s)
+    after = _cpu_times()
+    cores = range(len(after)) if allowed is None else [c for c in allowed if c < len(after)]
+    return sum(1 for c in cores
+               if after[c][1] > before[c][1]
+               and (after[c][0] - before[c][0]) / (after[c][1] - before[c][1]) > 0.5)
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+
+def resolve_threads(threads: Optional[int], device: torch.device) -> int:
+    """Intra-op threads for inference: ``threads`` when given, else one per core that no other process keeps busy.
+
+    Threads that share a core with a busy process make every parallel region wait for the slowest one: with 2
+    threads on 2 cores, one of them busy elsewhere, the compact model ran about 2x slower than with 1 thread
+    (README, "Fast by default"). GPU runs keep torch's setting.
+    """
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f'threads must be at least 1, got {threads}.')
+        return threads
+    if device.type != 'cpu':
+        return torch.get_num_threads()
+    return max(1, min(torch.get_num_threads(), _usable_cores() - busy_cores()))
+
+
+@contextmanager
+def num_threads(threads: int) -> Iterator[None]:
+    """Run torch's CPU ops with ``threads`` intra-op threads inside the block, and restore the setting after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,146 @@
+"""Where :func:`~timm_fer.inference.predict.predict` runs the model: torch, or ONNX Runtime on the CPU.
+
+``auto`` picks per CPU class (README, "Fast by default"): where bf16 runs fast (AVX512-BF16 or AMX kernels, CUDA),
+torch under bf16 autocast is the fastest; elsewhere, in fp32 on the CPU, ONNX Runtime with its graph optimisations
+is. The ONNX file is exported once per model and weights (:func:`~timm_fer.inference.export.export_checked`, with
+its parity check against the eager model) and cached under :func:`onnx_cache_dir`. ``int8`` quantises the Linear
+layers (the encoder's and the head's) dynamically to int8: torch's dynamic quantisation, or ONNX Runtime's on the
+graph's MatMuls; faster, but no longer equal to fp32 (the README gives the top-1 agreement).
+"""
+import hashlib
+import os
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, ExportUnavailableError
+from .export import export_checked
+
+__all__ = ['BACKENDS', 'OnnxRuntimeModel', 'cached_onnx', 'onnx_cache_dir', 'quantize_linear', 'resolve_backend',
+           'weights_digest']
+
+BACKENDS = ('auto', 'torch', 'onnxruntime')
+_INSTALL_HINT = 'pip install "timm-fer[export]" (onnxruntime, onnx and onnxscript)'
+
+
+def _onnxruntime_installed() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, device: torch.device, amp_dtype: Optional[torch.dtype], cacheable: bool,
+                    eager_only: bool) -> str:
+    """The backend for a ``--backend`` choice.
+
+    Args:
+        backend: 'auto', 'torch' or 'onnxruntime'.
+        device: Where the model runs.
+        amp_dtype: The autocast dtype :func:`~timm_fer.utils.runtime.resolve_amp_dtype` chose.
+        cacheable: The model was loaded by name with real weights, so its exported file is worth caching (a model
+            passed in, or random weights, would be exported again on every run).
+        eager_only: Something needs the eager model (explanations, ``torch.compile``).
+
+    Raises:
+        ConfigError: 'onnxruntime' with a GPU, with bf16 autocast, or with something that needs the eager model.
+        ExportUnavailableError: 'onnxruntime' without onnxruntime installed; the message says how to install it.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend '{backend}'; choose from {', '.join(BACKENDS)}.")
+    if backend == 'auto':
+        fp32_cpu = device.type == 'cpu' and amp_dtype is None
+        return 'onnxruntime' if fp32_cpu and cacheable and not eager_only and _onnxruntime_installed() else 'torch'
+    if backend == 'onnxruntime':
+        if device.type != 'cpu':
+            raise ConfigError(f'the onnxruntime backend runs on the CPU, not on {device}; use --backend torch.')
+        if amp_dtype is not None:
+            raise ConfigError('the onnxruntime backend runs in fp32: use --amp none (or auto) with it.')
+        if eager_only:
+            raise ConfigError('--save-viz and --compile need the eager model: use --backend torch with them.')
+        if not _onnxruntime_installed():
+            raise ExportUnavailableError(f'the onnxruntime backend needs onnxruntime and onnxscript: {_INSTALL_HINT}.')
+    return backend
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A short SHA-256 of the model's parameters and buffers, names and values: the key of its cached files."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def onnx_cache_dir() -> Path:
+    """Folder of the exported files: ``$TIMM_FER_CACHE/onnx``, else ``$XDG_CACHE_HOME/timm_fer/onnx``, else
+    ``~/.cache/timm_fer/onnx``."""
+    if os.environ.get('TIMM_FER_CACHE'):
+        return Path(os.environ['TIMM_FER_CACHE']) / 'onnx'
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'timm_fer' / 'onnx'
+
+
+def cached_onnx(model: nn.Module, name: str, int8: bool = False, cache_dir: Optional[Path] = None) -> Path:
+    """The ONNX file of ``model`` (fp32, or with int8 MatMuls), exported and checked the first time only.
+
+    Args:
+        model: The eager fp32 model, on the CPU.
+        name: Model name, part of the file name.
+        int8: Quantise the graph's MatMuls (the Linear layers) dynamically to int8 with ONNX Runtime.
+        cache_dir: Where the files live; default :func:`onnx_cache_dir`.
+    """
+    folder = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
+    stem = f"{name.replace('/', '_')}-{weights_digest(model)}"
+    path = folder / f'{stem}.onnx'
+    if not path.exists():
+        export_checked(model.cpu().eval(), path, 'onnx')  # a file that differs from the eager model is never kept
+    if not int8:
+        return path
+    quantized = folder / f'{stem}-int8.onnx'
+    if not quantized.exists():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        staging = quantized.with_name(f'.{quantized.name}.{os.getpid()}.tmp')
+        try:
+            quantize_dynamic(path, staging, op_types_to_quantize=['MatMul'], weight_type=QuantType.QInt8)
+            os.replace(staging, quantized)
+        finally:
+            if staging.exists():
+                staging.unlink()
+    return quantized
+
+
+class OnnxRuntimeModel:
+    """An exported model in an ONNX Runtime session (all graph optimisations on), called like the torch model.
+
+    Args:
+        path: The ONNX file.
+        threads: Intra-op threads of the session.
+    """
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.path = Path(path)
+        self.threads = threads
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of normalised faces."""
+        faces = images.detach().cpu().contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, {self.input_name: faces})[0])
+
+
+def quantize_linear(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose Linear layers run in int8 (torch's dynamic quantisation; CPU only)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # torch.ao.quantization's deprecation notices
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=False)
