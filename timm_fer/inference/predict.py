@@ -444,25 +444,27 @@ def format_table(report: PredictionReport, top_k: Optional[int] = None) -> str:
     return '\n'.join(lines)
 
 
-def write_report(report: PredictionReport, path: Union[str, Path]) -> Path:
-    """Write the report as JSON (``.json``) or CSV (``.csv``: one row per face, then one per skipped input)."""
+def write_rows(path: Union[str, Path], report: Dict, header: List[str], rows: List[List]) -> Path:
+    """Write a report as JSON (``.json``: ``report``) or CSV (``.csv``: ``header`` then ``rows``); the path."""
     path = Path(path)
     if path.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ConfigError(f'--output must end in .json or .csv, got {path}.')
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == '.json':
-        path.write_text(json.dumps(report.to_dict(), indent=2) + '\n', encoding='utf-8')
+        path.write_text(json.dumps(report, indent=2) + '\n', encoding='utf-8')
         return path
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(['file', 'face', 'x0', 'y0', 'x1', 'y1', 'detector_score', 'expression'] +
-                    [f'p_{label}' for label in report.labels] + ['visualization', 'crop', 'skipped', 'weights'])
-    for f in report.faces:
-        score = '' if f.detector_score is None else f'{f.detector_score:.4f}'
-        writer.writerow([f.file, f.face, *f.box, score, f.expression] +
-                        [f'{f.probabilities[label]:.6f}' for label in report.labels] +
-                        [f.visualization or '', f.crop or '', '', report.weights])
-    for s in report.skipped:
-        writer.writerow([s.file] + [''] * (7 + len(report.labels) + 2) + [s.reason, report.weights])
+    csv.writer(buffer).writerows([header] + rows)
     path.write_text(buffer.getvalue(), encoding='utf-8')
     return path
+
+
+def write_report(report: PredictionReport, path: Union[str, Path]) -> Path:
+    """Write the report as JSON (``.json``) or CSV (``.csv``: one row per face, then one per skipped input)."""
+    header = (['file', 'face', 'x0', 'y0', 'x1', 'y1', 'detector_score', 'expression'] +
+              [f'p_{label}' for label in report.labels] + ['visualization', 'crop', 'skipped', 'weights'])
+    rows = [[f.file, f.face, *f.box, '' if f.detector_score is None else f'{f.detector_score:.4f}', f.expression] +
+            [f'{f.probabilities[label]:.6f}' for label in report.labels] +
+            [f.visualization or '', f.crop or '', '', report.weights] for f in report.faces]
+    rows += [[s.file] + [''] * (len(header) - 3) + [s.reason, report.weights] for s in report.skipped]
+    return write_rows(path, report.to_dict(), header, rows)

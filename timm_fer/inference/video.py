@@ -8,9 +8,6 @@ of its frames in each expression). Optional outputs: an expression timeline PNG 
 face's box, track id and top expression drawn on it. A video that cannot be opened, or that breaks off, is reported
 while the others go on; the rows of a video that breaks off are kept.
 """
-import csv
-import io
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -28,7 +25,6 @@ from ..faces.video_io import DecodedFrame, VideoReader, VideoWriter, require_vid
 from ..hub import RANDOM_WEIGHTS
 from .annotate import annotate_image
 from .predict import (
-    OUTPUT_SUFFIXES,
     FaceClassifier,
     FaceCrop,
     SkippedInput,
@@ -36,6 +32,7 @@ from .predict import (
     classify_pairs,
     crop_faces,
     load_classifier,
+    write_rows,
 )
 from .timeline import draw_timeline
 from .tracking import FaceTracker, appearance
@@ -473,22 +470,10 @@ def format_video_table(report: VideoReport) -> str:
 def write_video_report(report: VideoReport, path: Union[str, Path]) -> Path:
     """Write the report as JSON (``.json``: videos, tracks, rows, skipped) or CSV (``.csv``: one row per face and
     sampled frame, then one per skipped input)."""
-    path = Path(path)
-    if path.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise ConfigError(f'--output must end in .json or .csv, got {path}.')
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == '.json':
-        path.write_text(json.dumps(report.to_dict(), indent=2) + '\n', encoding='utf-8')
-        return path
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(['file', 'frame', 'time', 'track', 'x0', 'y0', 'x1', 'y1', 'detector_score', 'expression'] +
-                    [f'p_{label}' for label in report.labels] + ['skipped', 'weights'])
-    for f in report.faces:
-        score = '' if f.detector_score is None else f'{f.detector_score:.4f}'
-        writer.writerow([f.file, f.frame, f'{f.time:.4f}', f.track, *f.box, score, f.expression] +
-                        [f'{f.probabilities[label]:.6f}' for label in report.labels] + ['', report.weights])
-    for s in report.skipped:
-        writer.writerow([s.file] + [''] * (9 + len(report.labels)) + [s.reason, report.weights])
-    path.write_text(buffer.getvalue(), encoding='utf-8')
-    return path
+    header = (['file', 'frame', 'time', 'track', 'x0', 'y0', 'x1', 'y1', 'detector_score', 'expression'] +
+              [f'p_{label}' for label in report.labels] + ['skipped', 'weights'])
+    rows = [[f.file, f.frame, f'{f.time:.4f}', f.track, *f.box,
+             '' if f.detector_score is None else f'{f.detector_score:.4f}', f.expression] +
+            [f'{f.probabilities[label]:.6f}' for label in report.labels] + ['', report.weights] for f in report.faces]
+    rows += [[s.file] + [''] * (len(header) - 3) + [s.reason, report.weights] for s in report.skipped]
+    return write_rows(path, report.to_dict(), header, rows)

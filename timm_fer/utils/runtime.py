@@ -14,6 +14,8 @@ from typing import ContextManager, Iterator, List, Optional
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 __all__ = ['autocast', 'bf16_is_fast', 'busy_cores', 'cpu_capability', 'cpu_flags', 'num_threads', 'prepare_model',
            'resolve_amp_dtype', 'resolve_threads', 'to_input']
 
@@ -114,7 +116,7 @@ def resolve_threads(threads: Optional[int], device: torch.device) -> int:
     """
     if threads is not None:
         if threads < 1:
-            raise ValueError(f'threads must be at least 1, got {threads}.')
+            raise ConfigError(f'--threads must be at least 1, got {threads}.')
         return threads
     if device.type != 'cpu':
         return torch.get_num_threads()
