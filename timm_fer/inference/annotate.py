@@ -12,20 +12,13 @@ BOX_COLOUR = (255, 210, 0)
 TEXT_COLOUR = (0, 0, 0)
 
 
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has one bitmap size only
-        return ImageFont.load_default()
-
-
 def annotate_image(image: Image.Image, faces: Sequence[FaceLabel], line_width: Optional[int] = None) -> Image.Image:
     """A copy of ``image`` with each face's box drawn and its text on a filled tag above the box (inside the image)."""
     annotated = image.convert('RGB')
     draw = ImageDraw.Draw(annotated)
     scale = max(annotated.size) / 640
     width = line_width or max(2, round(2 * scale))
-    font = _font(max(12, round(14 * scale)))
+    font = ImageFont.load_default(size=max(12, round(14 * scale)))
     for (x0, y0, x1, y1), text in faces:
         draw.rectangle([x0, y0, x1, y1], outline=BOX_COLOUR, width=width)
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)

@@ -8,10 +8,9 @@ underneath coloured by the top expression of the smoothed probabilities. Stretch
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from ..utils import write_atomic
-from .annotate import _font
 
 __all__ = ['draw_timeline', 'label_colours', 'smooth_probabilities', 'track_segments']
 
@@ -84,7 +83,7 @@ def draw_timeline(
         title: First line of the picture.
         window: Smoothing window in seconds (0: none).
     """
-    font, bold = _font(13), _font(15)
+    font, bold = ImageFont.load_default(size=13), ImageFont.load_default(size=15)
     shown = sorted(sorted(tracks, key=lambda t: -len(tracks[t][0]))[:MAX_PANELS])
     colours = label_colours(labels)
     top = 84
