@@ -6,6 +6,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 from ..engine.distributed import cleanup_distributed
 from ..errors import ConfigError, FerError
+from ..inference.backends import BACKENDS
 
 __all__ = ['add_backend_arguments', 'add_model_arguments', 'add_runtime_arguments', 'parse_model_kwargs', 'run_command']
 
@@ -57,7 +58,7 @@ def add_runtime_arguments(parser: argparse._ActionsContainer) -> None:
 
 def add_backend_arguments(parser: argparse._ActionsContainer) -> None:
     """``--backend``, ``--int8`` and ``--threads``, for the commands that only run inference."""
-    parser.add_argument('--backend', choices=('auto', 'torch', 'onnxruntime'), default='auto',
+    parser.add_argument('--backend', choices=BACKENDS, default='auto',
                         help='where the model runs; auto: ONNX Runtime for a named model in fp32 on the CPU (exported '
                              'once and cached), else torch (default: auto)')
     parser.add_argument('--int8', action='store_true',
