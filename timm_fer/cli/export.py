@@ -4,6 +4,7 @@ from pathlib import Path
 
 from ..hub import DEFAULT_MODEL, load_model
 from ..inference.export import EXPORT_FORMATS, export_checked
+from ..models import tagged_name
 from .common import run_command
 
 __all__ = ['add_export_parser', 'run']
@@ -13,8 +14,7 @@ def _export(args: argparse.Namespace) -> int:
     model, weights = load_model(args.model, args.checkpoint, random_weights=args.random_weights)
     out, difference = export_checked(model, args.out, args.format, atol=args.atol, check=not args.no_check,
                                      opset_version=args.opset)
-    cfg = model.pretrained_cfg
-    name = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get('tag') else cfg['architecture']
+    name = tagged_name(model.pretrained_cfg['architecture'], model.pretrained_cfg.get('tag'))
     print(f'wrote {out} ({args.format}, {out.stat().st_size / 2 ** 20:.1f} MiB) of {name}, weights: {weights}')
     if difference is not None:
         print(f'max |exported - eager| over batch sizes 1 and 3: {difference:.2e}')

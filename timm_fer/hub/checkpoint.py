@@ -14,7 +14,7 @@ import torch
 from timm.models import clean_state_dict
 
 from ..errors import PretrainedWeightsError
-from ..models._pretrained import read_checkpoint_file, unwrap_state_dict
+from ..models._pretrained import read_checkpoint_file, tagged_name, unwrap_state_dict
 
 __all__ = ['TRAIN_CHECKPOINT_FORMAT', 'Checkpoint', 'read_checkpoint']
 
@@ -104,7 +104,7 @@ def _read_hub_folder(folder: Path) -> Checkpoint:
         model_kwargs['img_size'] = tuple(model_kwargs['img_size'])
     return Checkpoint(
         folder, clean_state_dict(unwrap_state_dict(read_checkpoint_file(weights))),
-        model_name=f"{architecture}.{cfg['tag']}" if cfg.get('tag') else architecture, model_kwargs=model_kwargs,
+        model_name=tagged_name(architecture, cfg.get('tag')), model_kwargs=model_kwargs,
         labels=tuple(cfg['label_names']) if cfg.get('label_names') else None,
         data_config={k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in DATA_CONFIG_KEYS})
 

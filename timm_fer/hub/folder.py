@@ -15,6 +15,7 @@ from torch import nn
 
 from ..constants import HF_HUB_ORG
 from ..errors import ConfigError
+from ..models import tagged_name
 from ..utils import count_macs, count_params
 
 __all__ = ['HUB_FOLDER_FILES', 'check_hub_folder', 'default_repo_id', 'hub_folder_files', 'make_model_card',
@@ -25,7 +26,7 @@ HUB_FOLDER_FILES = ('model.safetensors', 'config.json', 'README.md')
 
 def default_repo_id(architecture: str, tag: Optional[str] = None) -> str:
     """The Hub repo of a model tag: ``{HF_HUB_ORG}/{architecture}.{tag}``, as in the pretrained cfgs."""
-    return f'{HF_HUB_ORG}/{architecture}.{tag}' if tag else f'{HF_HUB_ORG}/{architecture}'
+    return f'{HF_HUB_ORG}/{tagged_name(architecture, tag)}'
 
 
 def make_model_card(

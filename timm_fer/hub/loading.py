@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import CheckpointMismatchError, ConfigError, PretrainedWeightsError
 from ..models import registered_models
-from ..models._pretrained import no_weights_reason
+from ..models._pretrained import no_weights_reason, tagged_name
 from .checkpoint import Checkpoint, read_checkpoint
 
 __all__ = ['DEFAULT_MODEL', 'PAPER_INIT_TAG', 'RANDOM_WEIGHTS', 'create_fer_model', 'create_named_model',
@@ -95,7 +95,7 @@ def load_model(
 def _no_weights_reason(name: str, error: Exception) -> str:
     architecture, _, tag = name.partition('.')
     cfg = resolve_pretrained_cfg(architecture, pretrained_cfg=tag or None)
-    tagged = f'{architecture}.{cfg.tag}' if cfg.tag else architecture
+    tagged = tagged_name(architecture, cfg.tag)
     if not (cfg.hf_hub_id or cfg.file or cfg.url):
         return no_weights_reason(tagged)
     return (f'no weights for {tagged} could be loaded from the Hugging Face Hub repo {cfg.hf_hub_id} (unreachable, '

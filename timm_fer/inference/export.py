@@ -16,6 +16,7 @@ from torch import nn
 
 from ..errors import ConfigError, ExportUnavailableError, FerError
 from ..hub import resolve_fer_data_config
+from ..models import tagged_name
 
 __all__ = ['EXPORT_FORMATS', 'METADATA_KEY', 'check_export', 'export_checked', 'export_metadata', 'export_model']
 
@@ -32,7 +33,7 @@ def export_metadata(model: nn.Module) -> Dict[str, Any]:
     config = resolve_fer_data_config(model)
     cfg = model.pretrained_cfg
     labels = cfg.get('label_names')
-    name = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get('tag') else cfg.get('architecture', type(model).__name__)
+    name = tagged_name(cfg.get('architecture', type(model).__name__), cfg.get('tag'))
     colour = 'grayscale' if config['input_size'][0] == 1 else 'RGB'
     return dict(model=name, label_names=list(labels) if labels else None, input_size=list(config['input_size']),
                 mean=list(config['mean']), std=list(config['std']), interpolation=config['interpolation'],

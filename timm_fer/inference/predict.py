@@ -32,6 +32,7 @@ from ..faces import (
     read_image,
 )
 from ..hub import RANDOM_WEIGHTS, load_model, resolve_fer_data_config
+from ..models import tagged_name
 from ..utils.runtime import autocast, num_threads, prepare_model, resolve_amp_dtype, resolve_threads, to_input
 from .annotate import annotate_image
 from .backends import OnnxRuntimeModel, cached_onnx, quantize_linear, resolve_backend
@@ -250,7 +251,7 @@ def load_classifier(
     else:
         fer_model, weights = load_model(model, checkpoint, random_weights=random_weights)
         cfg = fer_model.pretrained_cfg
-        model_name = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get('tag') else cfg['architecture']
+        model_name = tagged_name(cfg['architecture'], cfg.get('tag'))
         device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if int8 and device.type != 'cpu':
         raise ConfigError(f'--int8 runs on the CPU, not on {device}.')

@@ -15,12 +15,17 @@ from ..constants import HF_HUB_ORG, PUBLISHED_ON_HUB
 from ..errors import CheckpointMismatchError, FerError, PretrainedWeightsError
 
 __all__ = ['adaptable_prefixes', 'build_fer_model', 'check_state_dict_fits', 'loadable_tags', 'no_weights_reason',
-           'published_hub_id', 'read_checkpoint_file', 'unwrap_state_dict']
+           'published_hub_id', 'read_checkpoint_file', 'tagged_name', 'unwrap_state_dict']
 
 
 def _local_file_hint(name: str) -> str:
     return (f"To load a weights file of your own: timm.create_model('{name}', pretrained=True, "
             f"pretrained_cfg_overlay=dict(file='path/to/model.safetensors')).")
+
+
+def tagged_name(architecture: str, tag: Optional[str]) -> str:
+    """The name of a model with its pretrained tag, ``architecture.tag``, or the architecture alone when untagged."""
+    return f'{architecture}.{tag}' if tag else architecture
 
 
 def published_hub_id(name: str) -> Optional[str]:
@@ -49,7 +54,7 @@ def build_fer_model(model_cls: type, variant: str, pretrained: bool = False, **k
         pretrained_cfg=kwargs.get('pretrained_cfg'),
         pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'),
     )
-    name = f'{variant}.{cfg.tag}' if cfg.tag else variant
+    name = tagged_name(variant, cfg.tag)
     if not (cfg.state_dict or cfg.file or cfg.url or cfg.hf_hub_id):
         raise PretrainedWeightsError(f'{no_weights_reason(name)}. {_local_file_hint(name)}')
     if cfg.file and not cfg.state_dict and not Path(cfg.file).exists():
