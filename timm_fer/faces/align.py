@@ -1,5 +1,5 @@
-"""Face alignment: warp a face so that its five landmarks land on the ArcFace template, as FER models expect."""
-from typing import Tuple
+"""Face alignment: warp a face so that its five landmarks land on the template of the model's training faces."""
+from typing import Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -48,8 +48,9 @@ def align_face(
         landmarks: np.ndarray,
         size: Tuple[int, int] = (112, 112),
         resample: Image.Resampling = Image.Resampling.BILINEAR,
+        template: Optional[np.ndarray] = None,
 ) -> Image.Image:
-    """Crop the face whose five landmarks are given, aligned by a similarity transform to the ArcFace template.
+    """Crop the face whose five landmarks are given, aligned by a similarity transform to a five-point template.
 
     Faces much larger than ``size`` are first shrunk with a box filter, so the warp does not alias.
 
@@ -58,9 +59,11 @@ def align_face(
         landmarks: (5, 2) pixel coordinates: left eye, right eye, nose, left and right mouth corners (image left).
         size: Output (height, width), the model's input size.
         resample: Pillow filter of the warp.
+        template: (5, 2) points where the landmarks go, in pixels of the output (e.g. ``face_template(size,
+            'fer2013')``); default ArcFace's template at ``size``.
     """
     landmarks = np.asarray(landmarks, dtype=np.float64)
-    template = face_template(size)
+    template = face_template(size) if template is None else np.asarray(template, dtype=np.float64)
     matrix = estimate_similarity(landmarks, template)
     scale = np.sqrt(abs(np.linalg.det(matrix[:, :2])))
     factor = int(1. / (2. * scale))

@@ -22,7 +22,12 @@ TRAIN_CHECKPOINT_FORMAT = 'timm-fer-train-v1'
 """Value of the 'format' key of the checkpoints that ``timm-fer train`` writes."""
 
 DATA_CONFIG_KEYS = ('input_size', 'mean', 'std', 'interpolation', 'crop_pct', 'crop_mode')
-"""Preprocessing entries that travel from a run checkpoint or Hub folder into the model's pretrained cfg."""
+"""Preprocessing entries that travel from a run checkpoint or Hub folder into the model's pretrained cfg (the face
+template travels beside them: timm's pretrained cfgs have no field for it)."""
+
+DATASET_FACE_TEMPLATES = {'ferplus': 'fer2013', 'rafdb': 'arcface', 'affectnet7': 'arcface', 'affectnet8': 'arcface'}
+"""The face template of a run on each dataset: its images fix how the faces are framed. FERPlus keeps FER2013's
+48x48 crops; the others get ArcFace's, predict's default. Runs on a folder dataset keep the template they saved."""
 
 
 @dataclass
@@ -31,13 +36,17 @@ class Checkpoint:
 
     Attributes:
         path: The file or folder read.
-        state_dict: Model tensors, unwrapped from containers and DDP / torch.compile prefixes.
+        state_dict: Model tensors, unwrapped from containers and DDP / torch.compile prefixes (a run that kept a
+            weight average: the average's).
         model_name: Model name (with tag when known) the weights were saved from; None for a plain weights file.
         model_kwargs: Constructor arguments the weights need (e.g. ``num_branches``).
         labels: Class names in output order, when the file says them.
         data_config: Preprocessing the weights were trained with (input size, mean, std, interpolation).
+        face_template: Name of the face template the weights' training faces were framed with (see
+            :data:`timm_fer.faces.FACE_TEMPLATES`), when the file says it or the run's dataset fixes it.
         run_config: The whole configuration of a ``timm-fer train`` run, else None.
-        training_state: The optimiser, schedule, sampler and random states of a run checkpoint, else None.
+        training_state: The trained weights ('model'), optimiser, schedule, sampler and random states of a run
+            checkpoint, else None.
     """
     path: Path
     state_dict: Dict[str, torch.Tensor]
@@ -45,6 +54,7 @@ class Checkpoint:
     model_kwargs: Dict[str, Any] = field(default_factory=dict)
     labels: Optional[Tuple[str, ...]] = None
     data_config: Dict[str, Any] = field(default_factory=dict)
+    face_template: Optional[str] = None
     run_config: Optional[Dict[str, Any]] = None
     training_state: Optional[Dict[str, Any]] = None
 
@@ -79,12 +89,15 @@ def _from_run_checkpoint(path: Path, raw: Dict[str, Any]) -> Checkpoint:
     model_kwargs = dict(config.get('model_kwargs') or {})
     if config.get('img_size') is not None:
         model_kwargs.setdefault('img_size', config['img_size'])
-    data_config = {k: v for k, v in (config.get('data_config') or {}).items() if k in DATA_CONFIG_KEYS}
-    training_state = {k: v for k, v in raw.items() if k not in ('format', 'config', 'model')}
+    saved = config.get('data_config') or {}
+    data_config = {k: v for k, v in saved.items() if k in DATA_CONFIG_KEYS}
+    face_template = DATASET_FACE_TEMPLATES.get(config.get('dataset'), saved.get('face_template'))
+    training_state = {k: v for k, v in raw.items() if k not in ('format', 'config')}
+    served = raw.get('model_ema', raw['model'])  # timm's convention: a run's weight average, when it kept one
     return Checkpoint(
-        path, clean_state_dict(unwrap_state_dict(raw['model'])), model_name=config['model'], model_kwargs=model_kwargs,
+        path, clean_state_dict(unwrap_state_dict(served)), model_name=config['model'], model_kwargs=model_kwargs,
         labels=tuple(config['classes']) if config.get('classes') else None, data_config=data_config,
-        run_config=config, training_state=training_state)
+        face_template=face_template, run_config=config, training_state=training_state)
 
 
 def _read_hub_folder(folder: Path) -> Checkpoint:
@@ -106,7 +119,8 @@ def _read_hub_folder(folder: Path) -> Checkpoint:
         folder, clean_state_dict(unwrap_state_dict(read_checkpoint_file(weights))),
         model_name=tagged_name(architecture, cfg.get('tag')), model_kwargs=model_kwargs,
         labels=tuple(cfg['label_names']) if cfg.get('label_names') else None,
-        data_config={k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in DATA_CONFIG_KEYS})
+        data_config={k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in DATA_CONFIG_KEYS},
+        face_template=config.get('face_template'))
 
 
 def _check_finite(checkpoint: Checkpoint) -> None:

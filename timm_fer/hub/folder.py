@@ -1,7 +1,9 @@
 """Hugging Face Hub model folders: atomic writing, model cards, checking and pushing.
 
 A Hub model folder is what timm's ``save_for_hf`` writes (``model.safetensors``, ``config.json``) plus a model card
-``README.md``; ``timm.create_model('hf-hub:ORG/NAME', pretrained=True)`` loads it back.
+``README.md``; ``timm.create_model('hf-hub:ORG/NAME', pretrained=True)`` loads it back. ``config.json`` also names the
+face template the weights were trained with ('face_template', at its top level, which timm ignores: its pretrained
+cfg takes no such field); :func:`~timm_fer.hub.read_checkpoint` reads it back.
 """
 import json
 import shutil
@@ -17,6 +19,7 @@ from ..constants import HF_HUB_ORG
 from ..errors import ConfigError
 from ..models import tagged_name
 from ..utils import count_macs, count_params
+from .loading import resolve_face_template
 
 __all__ = ['HUB_FOLDER_FILES', 'check_hub_folder', 'default_repo_id', 'hub_folder_files', 'make_model_card',
            'push_hub_folder', 'write_hub_folder']
@@ -56,6 +59,8 @@ def make_model_card(
             'MACs (G)': f'{count_macs(model) / 1e9:.2f}',
             'Image size': 'x'.join(map(str, cfg['input_size'][1:])),
         },
+        'Face alignment': f"similarity transform of five landmarks onto the '{resolve_face_template(model)}' template "
+                          '(timm_fer.faces.FACE_TEMPLATES), as timm-fer predict does',
         'Papers': [f"{cfg['paper_name']}: {cfg['paper_ids']}"] if cfg.get('paper_name') else [],
     }
     if dataset:
@@ -133,7 +138,8 @@ def write_hub_folder(model: nn.Module, out_dir: Path, model_card: str, overwrite
     staging = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
     retired = None
     try:
-        save_for_hf(model, staging, safe_serialization=True)
+        save_for_hf(model, staging, model_config=dict(face_template=resolve_face_template(model)),
+                    safe_serialization=True)
         (staging / 'README.md').write_text(model_card, encoding='utf-8')
         for file in staging.iterdir():  # readable by all, like any published file (mkdtemp made the folder private)
             file.chmod(0o644)

@@ -20,10 +20,11 @@ from torch import nn
 from ..errors import CheckpointMismatchError, ConfigError, PretrainedWeightsError
 from ..models import registered_models
 from ..models._pretrained import no_weights_reason, tagged_name
+from ..models.transfer import TAG_FACE_TEMPLATES
 from .checkpoint import Checkpoint, read_checkpoint
 
 __all__ = ['DEFAULT_MODEL', 'PAPER_INIT_TAG', 'RANDOM_WEIGHTS', 'create_fer_model', 'create_named_model',
-           'load_model', 'resolve_fer_data_config']
+           'load_model', 'resolve_face_template', 'resolve_fer_data_config']
 
 DEFAULT_MODEL = 'transfer_fer_compact.ferplus'
 """Model of ``predict`` and ``export`` when none is named: its weights ship with timm-fer, so it runs offline."""
@@ -31,6 +32,7 @@ PAPER_INIT_TAG = 'ms1m_in1k'
 """Pretrained tag of the paper's initialisation: IR-50 stem trained on MS-Celeb-1M, encoder from ImageNet ViT-S."""
 RANDOM_WEIGHTS = 'random (the predictions are meaningless: a demo of the pipeline only)'
 """What :func:`load_model` reports as the weights' source when it went on with random weights."""
+_ARCFACE = 'arcface'  # timm_fer.faces.DEFAULT_FACE_TEMPLATE: hub sits below faces in the layers, so it is named here
 
 
 def create_named_model(name: str, **kwargs: Any) -> nn.Module:
@@ -143,6 +145,8 @@ def _model_from_checkpoint(
             f'architecture and tag the checkpoint was trained as (e.g. --model transfer_fer_ir50.ferplus for 8 '
             f'FERPlus classes) and --model-kwargs for non-default constructor arguments.') from e
     _check_dtypes(checkpoint, loaded)
+    if checkpoint.face_template is not None:  # not a timm pretrained cfg field: kept beside it
+        loaded.face_template = checkpoint.face_template
     return loaded.eval()
 
 
@@ -220,9 +224,21 @@ def create_fer_model(
         raise ConfigError(f'cannot create {name} with {kwargs}: {e}; check --model-kwargs and --img-size.') from e
 
 
+def resolve_face_template(model: nn.Module) -> str:
+    """Name of the face template (:data:`timm_fer.faces.FACE_TEMPLATES`) that ``model``'s training faces were framed
+    with: the one its checkpoint or Hub folder named (:func:`load_model` keeps it as ``model.face_template``), else
+    its tag's (:data:`~timm_fer.models.transfer.TAG_FACE_TEMPLATES`), else ArcFace's."""
+    own = getattr(model, 'face_template', None)
+    if own is not None:
+        return own
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    return TAG_FACE_TEMPLATES.get(tagged_name(cfg.get('architecture', ''), cfg.get('tag')), _ARCFACE)
+
+
 def resolve_fer_data_config(model: nn.Module, img_size: Optional[int] = None) -> Dict[str, Any]:
     """timm data config (channels, mean, std, interpolation) of ``model``: the channels of its first conv (timm keeps
-    the pretrained cfg's three for a model made with ``in_chans=1``), at ``img_size`` when the model was built for it.
+    the pretrained cfg's three for a model made with ``in_chans=1``), at ``img_size`` when the model was built for it,
+    plus 'face_template': the name of the template photos are aligned to (:func:`resolve_face_template`).
     """
     config = resolve_data_config({}, model=model)
     try:
@@ -234,4 +250,5 @@ def resolve_fer_data_config(model: nn.Module, img_size: Optional[int] = None) ->
     if len(config['mean']) != channels:  # a one-channel model of a three-channel cfg: the channels' mean
         config['mean'] = (sum(config['mean']) / len(config['mean']),) * channels
         config['std'] = (sum(config['std']) / len(config['std']),) * channels
+    config['face_template'] = resolve_face_template(model)
     return config

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ExportUnavailableError, FerError
+from ..faces import face_template
 from ..hub import resolve_fer_data_config
 from ..models import tagged_name
 
@@ -29,15 +30,20 @@ _INSTALL_HINT = 'pip install "timm-fer[export]"'
 
 
 def export_metadata(model: nn.Module) -> Dict[str, Any]:
-    """What a deployment needs besides the graph: model name and tag, label names, preprocessing of the input."""
+    """What a deployment needs besides the graph: model name and tag, label names, preprocessing of the input, and
+    the face template: its name and its five points (x, y) in pixel-index coordinates of the input, where a
+    similarity transform puts a face's left eye, right eye, nose and mouth corners (as seen in the image)."""
     config = resolve_fer_data_config(model)
     cfg = model.pretrained_cfg
     labels = cfg.get('label_names')
     name = tagged_name(cfg.get('architecture', type(model).__name__), cfg.get('tag'))
     colour = 'grayscale' if config['input_size'][0] == 1 else 'RGB'
+    points = face_template(tuple(config['input_size'][1:]), config['face_template'])
     return dict(model=name, label_names=list(labels) if labels else None, input_size=list(config['input_size']),
                 mean=list(config['mean']), std=list(config['std']), interpolation=config['interpolation'],
-                input=f'aligned faces (ArcFace five-point template), {colour}, scaled to [0, 1], then (x - mean) / std')
+                face_template=config['face_template'], face_template_points=np.round(points, 4).tolist(),
+                input=f"faces aligned to the five-point template '{config['face_template']}' (face_template_points), "
+                      f'{colour}, scaled to [0, 1], then (x - mean) / std')
 
 
 def _require(module: str) -> None:

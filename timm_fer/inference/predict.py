@@ -1,8 +1,9 @@
 """From photos to expressions: ``timm-fer predict`` and :func:`predict`.
 
 Each image is read robustly (EXIF rotation, any colour mode), its faces are found with five landmarks and aligned
-to the ArcFace template at the model's input size (or, for already aligned crops, just resized), preprocessed with
-the model's own data config, and classified in batches. Inputs that give no prediction (unreadable files, no face,
+to the model's face template (its data config's 'face_template': FER2013's for ``transfer_fer_compact.ferplus``,
+ArcFace's by default) at its input size (or, for already aligned crops, just resized), preprocessed with the
+model's own data config, and classified in batches. Inputs that give no prediction (unreadable files, no face,
 faces below the minimum size) are reported one by one while the others go on.
 """
 import csv
@@ -27,6 +28,7 @@ from ..faces import (
     FaceDetector,
     RetinaFaceDetector,
     align_face,
+    face_template,
     find_images,
     pillow_resample,
     read_image,
@@ -120,8 +122,12 @@ def crop_faces(
         size: Tuple[int, int],
         resample: Image.Resampling,
         min_face_size: float,
+        template: np.ndarray,
 ) -> Tuple[List[FaceCrop], List[SkippedInput]]:
-    """Aligned crops of the faces of one image (the image itself when ``detector`` is None), and faces skipped."""
+    """Aligned crops of the faces of one image (the image itself when ``detector`` is None), and faces skipped.
+
+    ``template`` holds the five points, in pixels of a ``size`` crop, that each face's landmarks are aligned to.
+    """
     if detector is None:
         if min(image.size) < min_face_size:
             return [], [SkippedInput(str(path), f'the aligned crop is {min(image.size)} px, below the minimum face '
@@ -138,7 +144,8 @@ def crop_faces(
             skipped.append(SkippedInput(str(path), f'face {index} at {box} is {face.size:.0f} px, below the minimum '
                                                    f'face size {min_face_size:g} px; use a larger image'))
             continue
-        crops.append(FaceCrop(path, index, box, face.score, align_face(image, face.landmarks, size, resample)))
+        crops.append(FaceCrop(path, index, box, face.score, align_face(image, face.landmarks, size, resample,
+                                                                      template)))
     return crops, skipped
 
 
@@ -170,6 +177,7 @@ class FaceClassifier:
         self.labels = labels
         self.size: Tuple[int, int] = tuple(data_config['input_size'][1:])
         self.resample = pillow_resample(data_config['interpolation'])
+        self.template = face_template(self.size, data_config['face_template'])  # where faces' landmarks go
         self.transform = create_fer_transform(data_config)  # grayscale for one-channel models
         self.image_mode = 'L' if data_config['input_size'][0] == 1 else 'RGB'  # of the pictures: what the model saw
         self.mean = torch.tensor(data_config['mean']).view(1, -1, 1, 1)
@@ -347,7 +355,7 @@ def predict(
     for path in tqdm(files, desc='predict', unit='image', disable=None if progress else True):
         try:
             crops, skipped = crop_faces(path, read_image(path), None if aligned else detector, classify.size,
-                                         classify.resample, min_face_size)
+                                         classify.resample, min_face_size, classify.template)
         except ImageReadError as e:
             crops, skipped = [], [SkippedInput(str(path), e.reason)]
         except Exception as e:  # one bad file never stops the run: report it and go on

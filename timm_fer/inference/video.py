@@ -259,7 +259,7 @@ class _VideoRun:
         """Detect, align and track the faces of one frame."""
         try:
             crops, _ = crop_faces(path, frame.image, self.detector, self.classify.size, self.classify.resample,
-                                   self.min_face_size)
+                                   self.min_face_size, self.classify.template)
         except Exception as e:  # one bad frame never stops the video
             failures.append(f'frame {frame.index} ({frame.time:.2f} s): {type(e).__name__}: {e}')
             crops = []

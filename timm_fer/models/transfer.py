@@ -38,7 +38,8 @@ from .irnet import (
     is_face_evolve_state_dict,
 )
 
-__all__ = ['TransFER', 'checkpoint_filter_fn', 'convert_timm_legacy_vit_state_dict', 'is_timm_vit_state_dict']
+__all__ = ['TAG_FACE_TEMPLATES', 'TransFER', 'checkpoint_filter_fn', 'convert_timm_legacy_vit_state_dict',
+           'is_timm_vit_state_dict']
 
 _logger = logging.getLogger(__name__)
 
@@ -435,6 +436,10 @@ default_cfgs = generate_default_cfgs({
         notes=('dataset terms: FERPlus labels are MIT-licensed; FER2013 images are for non-commercial research only',),
     ),
 })
+
+TAG_FACE_TEMPLATES = {'transfer_fer_compact.ferplus': 'fer2013'}
+"""The face template (a name of :data:`timm_fer.faces.FACE_TEMPLATES`) each tag's training faces were framed with,
+where not ArcFace's; timm's pretrained cfgs have no field for it."""
 
 
 @register_model
