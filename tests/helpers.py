@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable, Sequence
 
 import pytest
 from PIL import Image
@@ -29,6 +30,22 @@ def write_toy_folder(root: Path, train_per_class: int = 8, val_per_class: int = 
                 image = Image.new('RGB', (24, 24), tuple(min(255, max(0, c + rng.randint(-40, 40))) for c in colour))
                 image.putpixel((rng.randrange(24), rng.randrange(24)), (255, 255, 255))
                 image.save(folder / f'{i}.png')
+    return root
+
+
+def write_toy_ferplus(root: Path, votes_of: Callable[[int], Sequence[int]], per_class: int = 8) -> Path:
+    """FERPlus layout (split folders of 48x48 grayscale PNGs, each with a header-less label.csv) of toy faces of
+    neutral, happiness and surprise, whose class is their brightness; ``votes_of(label)`` gives a face's ten votes."""
+    rng = random.Random(0)
+    for folder, count in (('FER2013Train', per_class), ('FER2013Valid', per_class // 2)):
+        (root / folder).mkdir(parents=True)
+        rows = []
+        for label, grey in enumerate((40, 130, 220)):
+            for i in range(count):
+                name = f'fer{label:03d}{i:04d}.png'
+                Image.new('L', (48, 48), grey + rng.randint(-25, 25)).save(root / folder / name)
+                rows.append(f'{name},"(0, 0, 48, 48)",{",".join(map(str, votes_of(label)))}\n')
+        (root / folder / 'label.csv').write_text(''.join(rows))
     return root
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torchvision import transforms
 
 from timm_fer.constants import AFFECTNET7_LABELS, AFFECTNET8_LABELS, FERPLUS_LABELS, RAFDB_LABELS
 from timm_fer.data import (
@@ -55,6 +56,7 @@ class TestRafDb:
         assert [RAFDB_LABELS[t] for t in test.targets] == ['surprise', 'happiness']
         assert train.paths[0].endswith('Image/aligned/train_00001_aligned.jpg')
         assert train.class_counts == [0, 0, 0, 1, 1, 0, 1]
+        assert train.soft_targets is None  # one label per image: no votes
         image, label = train[0]
         assert image.mode == 'RGB' and image.size == (100, 100) and label == 4
         assert 'RAF-DB train: 3 images in 7 classes' in train.summary()
@@ -149,6 +151,9 @@ class TestFerPlus:
         assert train.classes == FERPLUS_LABELS and train.image_source == 'folders'
         assert [FERPLUS_LABELS[t] for t in train.targets] == ['neutral', 'happiness', 'contempt']
         assert train.skipped == {'with a tied majority vote': 1, 'with majority vote unknown': 1}
+        # the FERPlus paper's probability labels: the emotion votes of each kept face, normalised (unknown, NF out)
+        assert torch.allclose(train.soft_targets, torch.tensor([
+            [0.6, 0, 0, 0.1, 0.3, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1 / 9, 0, 0, 8 / 9]]))
         image, _ = train[0]
         assert image.mode == 'RGB' and image.size == (48, 48)
         assert [FERPLUS_LABELS[t] for t in FerPlus(str(root), 'valid').targets] == ['surprise']
@@ -171,6 +176,16 @@ class TestFerPlus:
             FerPlus(str(root), 'train')
         train = FerPlus(str(root), 'train', skip_missing=True)
         assert len(train) == 2 and train.skipped['with a missing image file'] == 1
+        assert train.soft_targets.argmax(dim=1).tolist() == train.targets  # votes stay with their images
+
+    def test_dropping_an_unreadable_face_drops_its_votes(self, tmp_path):
+        root = _write_ferplus_folders(tmp_path)
+        (root / 'FER2013Train' / 'fer0000001.png').write_bytes(b'not a png')
+        train = FerPlus(str(root), 'train')
+        (bad_path, _), = train.drop_unreadable_images(skip=True)
+        assert Path(bad_path).name == 'fer0000001.png'
+        assert [FERPLUS_LABELS[t] for t in train.targets] == ['neutral', 'contempt']
+        assert train.soft_targets.argmax(dim=1).tolist() == train.targets
 
     def test_corrupt_vote_row(self, tmp_path):
         root = _write_ferplus_folders(tmp_path)
@@ -185,6 +200,7 @@ class TestFerPlus:
         train = FerPlus(str(tmp_path), 'train')
         assert train.image_source == 'fer2013.csv'
         assert [FERPLUS_LABELS[t] for t in train.targets] == ['neutral', 'happiness', 'contempt']
+        assert train.soft_targets.argmax(dim=1).tolist() == train.targets
         image, _ = train[1]
         assert image.mode == 'RGB' and image.size == (48, 48)
         assert image.getpixel((0, 0)) == (37, 37, 37)
@@ -333,22 +349,21 @@ class TestTransforms:
         assert tensor.shape == (3, 32, 32)
         assert tensor.abs().max() < 0.01
 
-    def test_train_transform_augments_at_input_size(self):
-        image = Image.new('RGB', (48, 48), (255, 0, 0))
-        transform = create_fer_transform(DATA_CONFIG, is_training=True, erase_prob=1.)
-        torch.manual_seed(0)
-        first, second = transform(image), transform(image)
-        assert first.shape == second.shape == (3, 32, 32)
-        assert not torch.equal(first, second)
+    def test_uint8_transform_stops_before_normalising(self):
+        image = Image.new('RGB', (48, 48), (124, 116, 104))
+        tensor = create_fer_transform(DATA_CONFIG, to_uint8=True)(image)
+        assert tensor.dtype == torch.uint8 and tensor.shape == (3, 32, 32)
+        assert tensor[:, 0, 0].tolist() == [124, 116, 104]
 
-    @pytest.mark.parametrize('is_training', [False, True])
-    def test_one_channel_config_gives_grayscale_faces(self, is_training):
+    @pytest.mark.parametrize('to_uint8', [False, True])
+    def test_one_channel_config_gives_grayscale_faces(self, to_uint8):
         config = dict(DATA_CONFIG, input_size=(1, 32, 32), mean=(0.5,), std=(0.5,))
         image = Image.new('RGB', (48, 48), (255, 0, 0))
-        tensor = create_fer_transform(config, is_training=is_training, erase_prob=0.)(image)
+        tensor = create_fer_transform(config, to_uint8=to_uint8)(image)
         assert tensor.shape == (1, 32, 32)
-        red_luma = round(255 * 0.299) / 255  # ITU-R 601-2 luma of pure red, PIL's grayscale conversion
-        assert torch.allclose(tensor[tensor > -1], torch.tensor((red_luma - 0.5) / 0.5), atol=1e-6)
+        red_luma = round(255 * 0.299)  # ITU-R 601-2 luma of pure red, PIL's grayscale conversion
+        expected = torch.tensor(float(red_luma)) if to_uint8 else torch.tensor((red_luma / 255 - 0.5) / 0.5)
+        assert torch.allclose(tensor.float(), expected, atol=1e-6)
 
     def test_other_channel_counts_are_rejected(self):
         with pytest.raises(ValueError, match='1- or 3-channel'):
@@ -356,7 +371,7 @@ class TestTransforms:
 
     def test_sample_seed_fixes_augmentation_and_keeps_global_generator(self, tmp_path):
         dataset = RafDb(str(_write_rafdb(tmp_path)), 'train',
-                        transform=create_fer_transform(DATA_CONFIG, is_training=True, erase_prob=1.))
+                        transform=transforms.Compose([create_fer_transform(DATA_CONFIG), transforms.RandomErasing(1.)]))
         torch.manual_seed(1)
         state = torch.get_rng_state()
         first, _ = dataset[(0, 1234)]

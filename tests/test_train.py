@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_TRANSFER, run_torchrun, train_args, write_toy_folder
+from helpers import TINY_TRANSFER, run_torchrun, train_args, write_toy_ferplus, write_toy_folder
 from hypothesis import given
 from hypothesis import strategies as st
 from torch.optim.lr_scheduler import MultiStepLR
@@ -15,10 +15,10 @@ from torch.optim.lr_scheduler import MultiStepLR
 from timm_fer.cli import main as cli_main
 from timm_fer.cli.train import _add_arguments, config_from_args
 from timm_fer.cli.train import main as train_main
-from timm_fer.engine import TrainConfig, train
+from timm_fer.engine import TrainConfig, evaluate_checkpoint, train
 from timm_fer.engine.scheduler import create_lr_scheduler
 from timm_fer.errors import ConfigError
-from timm_fer.hub import create_fer_model
+from timm_fer.hub import create_fer_model, read_checkpoint
 
 TINY_VIT = ['--model', 'vit_tiny_patch16_224', '--img-size', '32', '--model-kwargs', 'patch_size=8', 'embed_dim=32',
             'depth=1', 'num_heads=2']
@@ -64,6 +64,7 @@ def test_toy_run_learns_and_writes_its_outputs(toy_data, tmp_path, capsys):
 @pytest.mark.parametrize('schedule', [
     (),
     ('--sched', 'cosine', '--warmup', '1', '--smoothing', '0.1'),
+    ('--ema-decay', '0.9', '--in-memory'),
 ])
 def test_resume_after_a_kill_gives_bit_identical_weights(toy_data, tmp_path, schedule):
     common = [*TINY_TRANSFER, '--epochs', '3', '--lr', '0.01', '--checkpoint-every-steps', '4', *schedule]
@@ -78,9 +79,59 @@ def test_resume_after_a_kill_gives_bit_identical_weights(toy_data, tmp_path, sch
         saved['scheduler'] = MultiStepLR(optimizer, [6, 12], gamma=0.1).state_dict()
         torch.save(saved, killed / 'last.pth')
     assert train_main(train_args(toy_data, killed, *common, '--resume')) == 0
-    whole, resumed = load_model_state(tmp_path / 'whole' / 'last.pth'), load_model_state(killed / 'last.pth')
-    assert all(torch.equal(whole[key], resumed[key]) for key in whole)
+    for weights in ('model', 'model_ema') if '--ema-decay' in schedule else ('model',):
+        whole, resumed = (torch.load(path, weights_only=True)[weights]
+                          for path in (tmp_path / 'whole' / 'last.pth', killed / 'last.pth'))
+        assert all(torch.equal(whole[key], resumed[key]) for key in whole)
     assert read_metrics(killed) == read_metrics(tmp_path / 'whole')
+
+
+def test_faces_in_memory_train_exactly_as_streamed_from_files(toy_data, tmp_path, capsys):
+    common = [*TINY_TRANSFER, '--epochs', '2', '--lr', '0.01']
+    assert train_main(train_args(toy_data, tmp_path / 'files', *common, '--workers', '2')) == 0
+    assert train_main(train_args(toy_data, tmp_path / 'memory', *common, '--in-memory')) == 0
+    assert 'Training faces in memory: (40, 3, 32, 32) uint8' in capsys.readouterr().out
+    files, memory = (load_model_state(tmp_path / run / 'last.pth') for run in ('files', 'memory'))
+    assert all(torch.equal(files[key], memory[key]) for key in files)
+
+
+def _votes(label: int, spread: int) -> list:
+    votes = [0] * 10
+    votes[label] = 10 - spread
+    votes[(label + 1) % 3] += spread
+    return votes
+
+
+def test_soft_labels_are_the_vote_distributions(tmp_path):
+    """Unanimous votes train exactly as majority labels; with lr 0 (same logits in every run) the loss is affine in
+    the share of votes moved to another class, as a cross-entropy on the vote distribution is."""
+    common = [*TINY_TRANSFER, '--img-size', '48', '--epochs', '1', '--amp', 'none', '--sampler', 'uniform']
+    runs = {'hard': (0, [], '0.01'), 'soft': (0, ['--soft-labels'], '0.01')}
+    runs.update({f'spread{spread}': (spread, ['--soft-labels'], '0') for spread in (0, 2, 4)})
+    for name, (spread, flags, lr) in runs.items():
+        data = write_toy_ferplus(tmp_path / f'data-{name}', lambda label: _votes(label, spread))
+        argv = train_args(data, tmp_path / name, *common, '--lr', lr, *flags)
+        assert train_main(['--dataset', 'ferplus', *argv[2:]]) == 0
+    hard, soft = load_model_state(tmp_path / 'hard' / 'last.pth'), load_model_state(tmp_path / 'soft' / 'last.pth')
+    assert all(torch.allclose(hard[key], soft[key], atol=1e-6) for key in hard)
+    losses = [read_metrics(tmp_path / f'spread{spread}')[0]['train_loss'] for spread in (0, 2, 4)]
+    assert losses[1] != pytest.approx(losses[0], abs=1e-3)
+    assert losses[2] - losses[1] == pytest.approx(losses[1] - losses[0], abs=1e-5)
+
+
+def test_weight_average_is_evaluated_and_served(toy_data, tmp_path):
+    output = tmp_path / 'ema'
+    assert train_main(train_args(toy_data, output, *TINY_TRANSFER, '--epochs', '3', '--lr', '0.01',
+                                 '--ema-decay', '0.5', '--amp', 'none')) == 0
+    saved = torch.load(output / 'last.pth', weights_only=True)
+    assert not all(torch.equal(saved['model'][key], saved['model_ema'][key]) for key in saved['model'])
+    served = read_checkpoint(output / 'last.pth')
+    assert all(torch.equal(served.state_dict[key], saved['model_ema'][key]) for key in saved['model_ema'])
+    metrics = read_metrics(output)
+    assert all({'raw_eval_accuracy', 'raw_eval_mean_class_accuracy', 'eval_accuracy'} <= set(line) for line in metrics)
+    result = evaluate_checkpoint(str(output / 'last.pth'), str(toy_data), amp='none', output=str(tmp_path / 'eval'),
+                                 log=lambda _: None)
+    assert result.report.accuracy == metrics[-1]['eval_accuracy']
 
 
 @given(total=st.integers(2, 400), warmup_fraction=st.floats(0, 0.99), milestone_fractions=st.lists(
@@ -225,6 +276,8 @@ def test_help_hides_the_test_only_flag(capsys):
     (('--sched', 'cosine', '--milestones', '3'), 'drop them with --sched cosine'),
     (('--epochs', '2', '--warmup', '2'), '--warmup must be at least 0 and shorter than the run (2), got 2'),
     (('--smoothing', '1'), '--smoothing is a probability mass in [0, 1), got 1.0'),
+    (('--soft-labels',), "--soft-labels needs annotators' votes per image, which folder does not have"),
+    (('--ema-decay', '1'), '--ema-decay is in (0, 1), e.g. 0.999, got 1.0'),
 ])
 def test_bad_options_fail_with_one_clear_line(toy_data, tmp_path, capsys, extra, message):
     assert train_main(train_args(toy_data, tmp_path / 'run', *TINY_TRANSFER, *extra)) == 2

@@ -1,7 +1,8 @@
 """FER datasets in their official layouts, the class-balanced sampler and the paper's transforms."""
 from ..errors import DatasetError, DatasetFileNotFoundError
 from .affectnet import AffectNet
-from .dataset import FerDataset, ImageFileDataset
+from .batch_augment import FaceBatchAugment, normalize_faces
+from .dataset import FerDataset, ImageFileDataset, SampleKey
 from .factory import DATASET_NAMES, EVAL_SPLITS, create_fer_dataset
 from .ferplus import FerPlus, majority_vote
 from .image_folder import FerImageFolder
@@ -16,12 +17,15 @@ __all__ = [
     'DatasetError',
     'DatasetFileNotFoundError',
     'EVAL_SPLITS',
+    'FaceBatchAugment',
     'FerDataset',
     'FerImageFolder',
     'FerPlus',
     'ImageFileDataset',
     'RafDb',
+    'SampleKey',
     'create_fer_dataset',
     'create_fer_transform',
     'majority_vote',
+    'normalize_faces',
 ]

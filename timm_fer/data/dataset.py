@@ -78,6 +78,8 @@ class FerDataset(Dataset):
         targets: Label of each image.
         skipped: Number of rows skipped while reading, by reason.
         transform: Transform of the RGB PIL image.
+        class_votes: Annotators' votes for each class, per image (FERPlus), for soft labels; None when the
+            dataset has one label per image only.
     """
     display_name = 'FER dataset'
 
@@ -89,6 +91,7 @@ class FerDataset(Dataset):
             targets: Sequence[int],
             skipped: Optional[Dict[str, int]] = None,
             transform: Optional[Callable] = None,
+            class_votes: Optional[Sequence[Sequence[int]]] = None,
     ) -> None:
         self.root = root
         self.split = split
@@ -96,6 +99,9 @@ class FerDataset(Dataset):
         self.targets = list(targets)
         self.skipped = {reason: count for reason, count in (skipped or {}).items() if count}
         self.transform = transform
+        self.class_votes = [list(votes) for votes in class_votes] if class_votes is not None else None
+        if self.class_votes is not None and len(self.class_votes) != len(self.targets):
+            raise ValueError(f'class_votes has {len(self.class_votes)} rows for {len(self.targets)} images.')
         if not self.targets:
             raise DatasetError(
                 f'{self.display_name} {split} split under {root} has no images left{self._skipped_text()}; '
@@ -106,6 +112,14 @@ class FerDataset(Dataset):
         """Number of images of each class, in label order."""
         counts = Counter(self.targets)
         return [counts[label] for label in range(len(self.classes))]
+
+    @property
+    def soft_targets(self) -> Optional[torch.Tensor]:
+        """(images, classes) float tensor of each image's votes, normalised to sum 1; None without votes."""
+        if self.class_votes is None:
+            return None
+        votes = torch.tensor(self.class_votes, dtype=torch.float32)
+        return votes / votes.sum(dim=1, keepdim=True).clamp(min=1)
 
     def _skipped_text(self) -> str:
         if not self.skipped:
@@ -194,6 +208,8 @@ class ImageFileDataset(FerDataset):
         keep = [i for i, path in enumerate(self.paths) if path not in unreadable]
         self.paths = [self.paths[i] for i in keep]
         self.targets = [self.targets[i] for i in keep]
+        if self.class_votes is not None:
+            self.class_votes = [self.class_votes[i] for i in keep]
         if self.boxes is not None:
             self.boxes = [self.boxes[i] for i in keep]
         self.skipped['unreadable images'] = self.skipped.get('unreadable images', 0) + len(bad)

@@ -65,7 +65,8 @@ class FerPlus(ImageFileDataset):
 
     Majority protocol: an image's label is the emotion with the most of its ten votes; images whose most-voted
     column is unknown or NF (not a face), and images where two or more columns tie for the most votes, are dropped
-    (and counted in ``skipped``).
+    (and counted in ``skipped``). ``soft_targets`` are the paper's "probability" labels: each kept image's votes
+    for the 8 emotions, normalised.
 
     Images come from one of two sources:
 
@@ -112,7 +113,7 @@ class FerPlus(ImageFileDataset):
         paths: List[str] = []
         skipped: Dict[str, int] = {}
         if images == 'folders':
-            names, targets = self._read_folder_labels(root, image_dir, usage, labels, skipped)
+            names, targets, votes = self._read_folder_labels(root, image_dir, usage, labels, skipped)
             paths = [os.path.join(image_dir, name) for name in names]
             missing = set(find_missing_files(paths))
             if missing and not skip_missing:
@@ -125,17 +126,18 @@ class FerPlus(ImageFileDataset):
                 kept = [i for i, path in enumerate(paths) if path not in missing]
                 paths = [paths[i] for i in kept]
                 targets = [targets[i] for i in kept]
+                votes = [votes[i] for i in kept]
                 skipped[_SKIP_MISSING] = len(missing)
         else:
-            targets = self._read_pixels(root, usage, skipped)
+            targets, votes = self._read_pixels(root, usage, skipped)
         super().__init__(paths=paths, root=root, split=split, classes=FERPLUS_LABELS, targets=targets,
-                         skipped=skipped, transform=transform)
+                         skipped=skipped, transform=transform, class_votes=votes)
 
     @staticmethod
     def _read_folder_labels(
             root: str, image_dir: str, usage: str, labels: str, skipped: Dict[str, int],
-    ) -> Tuple[List[str], List[int]]:
-        """Image names and labels of a split folder, from its ``label.csv`` or from ``fer2013new.csv``."""
+    ) -> Tuple[List[str], List[int], List[List[int]]]:
+        """Image names, labels and emotion votes of a split folder, from its ``label.csv`` or ``fer2013new.csv``."""
         label_csv = os.path.join(image_dir, 'label.csv')
         if labels == 'label.csv' or (labels == 'auto' and os.path.isfile(label_csv)):
             label_path = require_file(label_csv, 'FERPlus label file', _FIX_LAYOUT)
@@ -145,7 +147,7 @@ class FerPlus(ImageFileDataset):
                 os.path.join(root, 'fer2013new.csv'), f'FERPlus labels ({label_csv} or fer2013new.csv)', _FIX_LAYOUT)
             rows = [(line_number, name, votes) for line_number, name, votes, _ in _read_fer2013new(label_path, usage)]
         last_row_of_name = {name: line_number for line_number, name, _ in rows}
-        names, targets, overwritten = [], [], []
+        names, targets, class_votes, overwritten = [], [], [], []
         for line_number, name, votes in rows:
             if not name:
                 skipped[_SKIP_UNNAMED] = skipped.get(_SKIP_UNNAMED, 0) + 1
@@ -153,19 +155,21 @@ class FerPlus(ImageFileDataset):
             if last_row_of_name[name] != line_number:
                 overwritten.append(name)
                 continue
-            label, reason = majority_vote(_parse_votes(votes, label_path, line_number))
+            counts = _parse_votes(votes, label_path, line_number)
+            label, reason = majority_vote(counts)
             if label is None:
                 skipped[reason] = skipped.get(reason, 0) + 1
             else:
                 names.append(name)
                 targets.append(label)
+                class_votes.append(counts[:len(FERPLUS_LABELS)])
         if overwritten:
             skipped[f'absent (named again by a later row, whose image replaced theirs: {", ".join(overwritten)})'] = \
                 len(overwritten)
-        return names, targets
+        return names, targets, class_votes
 
-    def _read_pixels(self, root: str, usage: str, skipped: Dict[str, int]) -> List[int]:
-        """Labels of a split from ``fer2013new.csv`` and its images from the pixels of ``fer2013.csv``."""
+    def _read_pixels(self, root: str, usage: str, skipped: Dict[str, int]) -> Tuple[List[int], List[List[int]]]:
+        """Labels and emotion votes of a split from ``fer2013new.csv``, its images from ``fer2013.csv``'s pixels."""
         fix = 'Put fer2013.csv (FER2013 challenge release) and fer2013new.csv (FERPlus) in the FERPlus folder.'
         labels_path = require_file(os.path.join(root, 'fer2013new.csv'), 'FERPlus label file', fix)
         pixels_path = require_file(os.path.join(root, 'fer2013.csv'), 'FER2013 pixel file', fix)
@@ -174,7 +178,7 @@ class FerPlus(ImageFileDataset):
         first_line, first_row = next(pixel_rows, (0, []))
         if first_row[:3] != ['emotion', 'pixels', 'Usage']:
             pixel_rows = itertools.chain([(first_line, first_row)], pixel_rows)
-        targets, images = [], []
+        targets, class_votes, images = [], [], []
         for label_row, pixel_row in itertools.zip_longest(label_rows, pixel_rows):
             if label_row is None or pixel_row is None:
                 raise DatasetError(
@@ -191,7 +195,8 @@ class FerPlus(ImageFileDataset):
             if not name:
                 skipped[_SKIP_UNNAMED] = skipped.get(_SKIP_UNNAMED, 0) + 1
                 continue
-            label, reason = majority_vote(_parse_votes(votes, labels_path, label_line))
+            counts = _parse_votes(votes, labels_path, label_line)
+            label, reason = majority_vote(counts)
             if label is None:
                 skipped[reason] = skipped.get(reason, 0) + 1
                 continue
@@ -202,8 +207,9 @@ class FerPlus(ImageFileDataset):
                     f'{values.size}; re-download fer2013.csv.')
             images.append(values.astype(np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE))
             targets.append(label)
+            class_votes.append(counts[:len(FERPLUS_LABELS)])
         self.pixels = np.stack(images) if images else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
-        return targets
+        return targets, class_votes
 
     def load_image(self, index: int) -> Image.Image:
         if self.pixels is not None:

@@ -53,6 +53,9 @@ class TrainConfig:
         milestones: Epochs (iterations with ``iterations``) where the step schedule multiplies lr by 0.1.
         warmup: Epochs (iterations with ``iterations``) of linear warm-up to ``lr``.
         smoothing: Label smoothing of the cross-entropy.
+        soft_labels: Train on each image's vote distribution (FERPlus' "probability" labels), not its majority label.
+        ema_decay: Keep an exponential moving average of the weights with this decay (timm's ``ModelEmaV3``);
+            evaluation, best.pth and the weights a checkpoint serves are the average's. None: no average.
         lr: Peak learning rate of SGD.
         momentum: SGD momentum.
         weight_decay: SGD weight decay.
@@ -72,6 +75,8 @@ class TrainConfig:
         sync_bn: Synchronise BatchNorm statistics across processes (CUDA only).
         seed: Seed of initialisation, sampling and augmentation.
         workers: Data loader processes per process (None: up to 8, from the CPUs, set when training starts).
+        in_memory: Decode every training face once into one uint8 tensor and slice batches from it (no loader
+            workers); the batches, and so the run, are the same as without it.
         output: Run folder (None: runs/DATASET-MODEL).
         checkpoint_every_steps: Also checkpoint every N optimiser steps inside epochs.
         stop_after_steps: Stop after global step N without saving, as if killed (to test resuming).
@@ -94,6 +99,8 @@ class TrainConfig:
     milestones: Tuple[int, ...] = field(default=(), metadata=RESUME)
     warmup: int = field(default=0, metadata=RESUME)
     smoothing: float = field(default=0., metadata=RESUME)
+    soft_labels: bool = field(default=False, metadata=RESUME)
+    ema_decay: Optional[float] = field(default=None, metadata=RESUME)
     lr: float = field(metadata=RESUME)
     momentum: float = field(metadata=RESUME)
     weight_decay: float = field(metadata=RESUME)
@@ -113,6 +120,7 @@ class TrainConfig:
     sync_bn: bool = field(default=False, metadata=RESUME)
     seed: int = field(default=42, metadata=RESUME)
     workers: Optional[int] = None
+    in_memory: bool = False
     output: Optional[str] = None
     checkpoint_every_steps: Optional[int] = None
     stop_after_steps: Optional[int] = None
@@ -136,6 +144,8 @@ class TrainConfig:
                 f'--warmup must be at least 0 and shorter than the run ({self.length}), got {self.warmup}.')
         if not 0 <= self.smoothing < 1:
             raise ConfigError(f'--smoothing is a probability mass in [0, 1), got {self.smoothing}.')
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f'--ema-decay is in (0, 1), e.g. 0.999, got {self.ema_decay}.')
         processes = self.world_size or 1
         if self.grad_accum_steps < 1 or self.batch_size % (processes * self.grad_accum_steps):
             raise ConfigError(
@@ -210,17 +220,19 @@ class TrainConfig:
         if self.warmup:
             schedule += f' after {self.warmup} {unit} of linear warm-up'
         loss = f'label smoothing {self.smoothing}' if self.smoothing else 'no label smoothing'
+        loss = f'{"vote distributions" if self.soft_labels else "majority labels"}, {loss}'
+        averaging = f', weight EMA {self.ema_decay}' if self.ema_decay else ''
         return '\n'.join([
             f'Recipe for {self.dataset} (every value can be changed by a flag):',
             f'  schedule     {self.length} {unit}, {schedule}, momentum {self.momentum}, weight decay '
-            f'{self.weight_decay}, cross-entropy with {loss}',
+            f'{self.weight_decay}, cross-entropy on {loss}{averaging}',
             f'  batch        {self.batch_size} global = {per_process} per process x {processes} processes x '
             f'{self.grad_accum_steps} accumulation steps, {SAMPLER_DESCRIPTIONS[self.sampler]}',
             f'  model        {self.model} {self.model_kwargs}',
             f'  augmentation {augment}',
             f'  evaluation   {self.eval_split if self.evaluate else "off"}, best checkpoint by {self.metric}',
             f'  run          amp {self.amp}, channels-last {self.channels_last}, compile {self.compile}, '
-            f'seed {self.seed}, output {self.output}',
+            f'faces in memory {self.in_memory}, seed {self.seed}, output {self.output}',
         ])
 
 

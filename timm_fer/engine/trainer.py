@@ -12,13 +12,23 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import BatchSampler, DataLoader
+from torch.utils.data import BatchSampler, DataLoader, Dataset
 from tqdm import tqdm
 
-from ..data import ClassBalancedSampler, FerDataset, create_fer_dataset, create_fer_transform
+from ..data import (
+    ClassBalancedSampler,
+    FaceBatchAugment,
+    FerDataset,
+    SampleKey,
+    create_fer_dataset,
+    create_fer_transform,
+    normalize_faces,
+)
 from ..errors import ConfigError
 from ..hub import TRAIN_CHECKPOINT_FORMAT, create_fer_model, resolve_fer_data_config
+from ..hub.checkpoint import DATASET_FACE_TEMPLATES
 from ..utils import autocast, prepare_model, resolve_amp_dtype, to_input, write_atomic
 from .distributed import DistributedEnv, all_gather_objects, all_reduce_sum, broadcast_buffers
 from .evaluate import evaluate_model, write_eval_report
@@ -38,6 +48,23 @@ __all__ = ['BEST_CHECKPOINT', 'LAST_CHECKPOINT', 'METRICS_FILE', 'Trainer']
 METRICS_FILE = 'metrics.jsonl'
 LAST_CHECKPOINT = 'last.pth'
 BEST_CHECKPOINT = 'best.pth'
+
+MicroBatch = Tuple[torch.Tensor, torch.Tensor, int]
+"""uint8 faces, their dataset indices, and the seed of the batch's augmentation."""
+
+
+class _IndexedFaces(Dataset):
+    """A dataset's uint8 faces with their indices and sample seeds, for a loader that feeds batch augmentation."""
+
+    def __init__(self, dataset: FerDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: SampleKey) -> Tuple[torch.Tensor, int, int]:
+        index, seed = key
+        return self.dataset[index][0], index, seed
 
 
 class Trainer:
@@ -78,9 +105,18 @@ class Trainer:
         log(f'Model {config.model}: {sum(p.numel() for p in self.model.parameters()) / 1e6:.2f} M parameters, '
             f'starting from {init}.')
         self.data_config = resolve_fer_data_config(self.model, config.img_size)
-        self.train_set.transform = create_fer_transform(
-            self.data_config, is_training=config.augment, rotation=config.rotation, crop_scale=config.crop_scale,
-            hflip=config.hflip, erase_prob=config.erase_prob)
+        self.data_config['face_template'] = DATASET_FACE_TEMPLATES.get(  # how the dataset frames its faces
+            config.dataset, self.data_config['face_template'])
+        self.train_set.transform = create_fer_transform(self.data_config, to_uint8=True)
+        self.augment = FaceBatchAugment(
+            self.data_config['mean'], self.data_config['std'], rotation=config.rotation, crop_scale=config.crop_scale,
+            hflip=config.hflip, erase_prob=config.erase_prob) if config.augment else None
+        self.targets = torch.as_tensor(self.train_set.targets)
+        self.soft_targets = self.train_set.soft_targets if config.soft_labels else None
+        if config.soft_labels and self.soft_targets is None:
+            raise ConfigError(f'--soft-labels needs annotators\' votes per image, which {config.dataset} does not '
+                              f'have (FERPlus does); drop --soft-labels.')
+        self.train_images = self._decode_all() if config.in_memory else None
         if self.eval_set is not None:
             self.eval_set.transform = create_fer_transform(self.data_config)
         self.model = prepare_model(self.model, env.device, config.channels_last)
@@ -93,6 +129,7 @@ class Trainer:
             self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
         if config.compile:
             self.train_model = torch.compile(self.train_model)
+        self.ema = ModelEmaV3(self.model, decay=config.ema_decay) if config.ema_decay else None
 
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay)
@@ -127,9 +164,23 @@ class Trainer:
         self.log(dataset.summary())
         return dataset
 
+    def _decode_all(self) -> torch.Tensor:
+        """Every training face, decoded once into one uint8 (N, C, H, W) tensor."""
+        faces = [self.train_set[index][0] for index in tqdm(
+            range(len(self.train_set)), desc='decoding training faces', unit='image', leave=False,
+            disable=not self.env.is_main)]
+        images = torch.stack(faces)
+        self.log(f'Training faces in memory: {tuple(images.shape)} uint8, {images.numel() / 2 ** 20:.0f} MiB.')
+        return images
+
     def _zero_sums(self) -> torch.Tensor:
         """Loss sum, correct predictions and images of this process in the current epoch."""
         return torch.zeros(3, dtype=torch.float64, device=self.env.device)
+
+    @property
+    def served_model(self) -> torch.nn.Module:
+        """The weights that checkpoints serve for inference: the EMA's when it runs, else the trained ones."""
+        return self.ema.module if self.ema is not None else self.model
 
     @property
     def samples_consumed(self) -> int:
@@ -149,6 +200,7 @@ class Trainer:
             'format': TRAIN_CHECKPOINT_FORMAT,
             'config': {**asdict(self.config), 'data_config': self.data_config},  # a plain dict: weights_only loads it
             'model': self.model.state_dict(),
+            **({'model_ema': self.ema.module.state_dict()} if self.ema is not None else {}),
             'optimizer': self.optimizer.state_dict(),
             'scheduler': self.scheduler.state_dict(),
             'sampler': self.sampler.state_dict(num_consumed=self.samples_consumed),
@@ -176,7 +228,9 @@ class Trainer:
                 f'{path} was written by a run with other settings ({"; ".join(different)}); resume with the flags '
                 f'(and number of processes) of that run.')
         state = checkpoint.training_state
-        self.model.load_state_dict(checkpoint.state_dict)
+        self.model.load_state_dict(state['model'])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state['model_ema'])
         self.optimizer.load_state_dict(state['optimizer'])
         if 'last_epoch' not in state['scheduler']:  # earlier versions saved torch's schedulers: skip
             self.scheduler.load_state_dict(state['scheduler'])
@@ -221,14 +275,32 @@ class Trainer:
             self._end_epoch()
         return True
 
-    def _micro_batches(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    def _micro_batches(self) -> Iterator[MicroBatch]:
+        """The epoch's micro-batches of uint8 faces: sliced from memory, or decoded by loader workers."""
+        batches = BatchSampler(self.sampler, self.micro_batch, drop_last=True)
+        if self.train_images is not None:
+            for keys in batches:
+                indices = torch.tensor([index for index, _ in keys])
+                yield self.train_images[indices], indices, keys[0][1]
+            return
         loader = DataLoader(
-            self.train_set, batch_sampler=BatchSampler(self.sampler, self.micro_batch, drop_last=True),
-            num_workers=self.config.workers, pin_memory=self.env.device.type == 'cuda',
+            _IndexedFaces(self.train_set), batch_sampler=batches, num_workers=self.config.workers,
+            pin_memory=self.env.device.type == 'cuda',
             generator=torch.Generator())  # its own generator: creating a loader leaves the global one untouched
-        for images, targets in loader:
-            yield to_input(images, self.env.device, self.config.channels_last), \
-                targets.to(self.env.device, non_blocking=True)
+        for images, indices, seeds in loader:
+            yield images, indices, int(seeds[0])
+
+    def _inputs_and_targets(self, batch: MicroBatch) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Augmented inputs on the device, the loss's targets (votes with soft labels) and the majority labels."""
+        images, indices, seed = batch
+        images = images.to(self.env.device, non_blocking=True)
+        if self.augment is not None:
+            images = self.augment(images, torch.Generator().manual_seed(seed))
+        else:
+            images = normalize_faces(images, self.data_config['mean'], self.data_config['std'])
+        labels = self.targets[indices].to(self.env.device, non_blocking=True)
+        targets = labels if self.soft_targets is None else self.soft_targets[indices].to(self.env.device)
+        return to_input(images, self.env.device, self.config.channels_last), targets, labels
 
     def _train_epoch(self) -> bool:
         """Train the rest of the current epoch (its last steps when the run ends inside it)."""
@@ -261,10 +333,10 @@ class Trainer:
         self.images_per_second = images_per_second
         return True
 
-    def _train_step(self, micro_batches: Iterator[Tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def _train_step(self, micro_batches: Iterator[MicroBatch]) -> None:
         """One optimiser step over ``grad_accum_steps`` micro-batches."""
         for accumulation in range(self.accum_steps):
-            images, targets = next(micro_batches)
+            images, targets, labels = self._inputs_and_targets(next(micro_batches))
             last = accumulation == self.accum_steps - 1
             sync = self.train_model.no_sync() if self.env.distributed and not last else nullcontext()
             with sync:
@@ -272,20 +344,24 @@ class Trainer:
                     logits = self.train_model(images)
                 loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.config.smoothing)
                 (loss / self.accum_steps).backward()
-            correct = (logits.argmax(dim=-1) == targets).sum().double()
-            count = self.epoch_sums.new_tensor(targets.numel())
+            correct = (logits.argmax(dim=-1) == labels).sum().double()
+            count = self.epoch_sums.new_tensor(labels.numel())
             self.epoch_sums += torch.stack([loss.detach().double() * count, correct, count])
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
         self.scheduler.step_update(self.global_step)
         self.step_in_epoch += 1
 
-    def evaluate(self) -> Tuple[ClassificationReport, float]:
-        """Report and mean loss of the current weights on the evaluation split, sharded over processes."""
-        broadcast_buffers(self.model)
+    def evaluate(self, model: Optional[torch.nn.Module] = None) -> Tuple[ClassificationReport, float]:
+        """Report and mean loss of ``model`` (default: the weights checkpoints serve, the EMA's when it runs) on the
+        evaluation split, sharded over processes."""
+        model = model if model is not None else self.served_model
+        broadcast_buffers(model)
         confusion, loss_sum = evaluate_model(
-            self.model, self.eval_set, self.env, self.micro_batch * self.accum_steps,
+            model, self.eval_set, self.env, self.micro_batch * self.accum_steps,
             amp_dtype=self.amp_dtype, channels_last=self.config.channels_last, workers=self.config.workers,
             progress=self.env.is_main)
         report = ClassificationReport.from_confusion(confusion, self.classes)
@@ -320,6 +396,10 @@ class Trainer:
             report, eval_loss = self.evaluate()
             record.update(eval_loss=eval_loss, eval_accuracy=report.accuracy,
                           eval_mean_class_accuracy=report.mean_class_accuracy)
+            if self.ema is not None:
+                raw_report, _ = self.evaluate(self.model)
+                record.update(raw_eval_accuracy=raw_report.accuracy,
+                              raw_eval_mean_class_accuracy=raw_report.mean_class_accuracy)
             metric = record[f'eval_{self.config.metric}']
             improved = self.best_metric is None or metric > self.best_metric
             self.best_metric = metric if improved else self.best_metric

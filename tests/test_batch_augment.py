@@ -1,0 +1,85 @@
+"""Invariants of the batch augmentation of training faces (``FaceBatchAugment``) and of ``normalize_faces``."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from timm_fer.data import FaceBatchAugment, normalize_faces
+
+MEAN, STD = (0.5,), (0.5,)
+NO_AUGMENTATION = dict(rotation=0., crop_scale=1., hflip=0., erase_prob=0.)
+
+faces = st.builds(
+    lambda seed, batch, size, channels: torch.randint(
+        0, 256, (batch, channels, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)),
+    st.integers(0, 2 ** 31), st.integers(1, 6), st.sampled_from([8, 17, 48]), st.sampled_from([1, 3]))
+seeds = st.integers(0, 2 ** 62)
+
+
+def augment(images: torch.Tensor, seed: int, **settings_) -> torch.Tensor:
+    channels = images.shape[1]
+    return FaceBatchAugment(MEAN * channels, STD * channels, **settings_)(images, torch.Generator().manual_seed(seed))
+
+
+@given(faces, seeds)
+def test_without_augmentation_it_only_normalises(images, seed):
+    expected = normalize_faces(images, MEAN * images.shape[1], STD * images.shape[1])
+    assert torch.allclose(augment(images, seed, **NO_AUGMENTATION), expected, atol=1e-5)
+    assert torch.equal(expected, (images.float() / 255 - 0.5) / 0.5)
+
+
+@given(faces, seeds)
+def test_a_flip_mirrors_every_face(images, seed):
+    flipped = augment(images, seed, **dict(NO_AUGMENTATION, hflip=1.))
+    assert torch.allclose(flipped, augment(images.flip(-1), seed, **NO_AUGMENTATION), atol=1e-5)
+
+
+@settings(deadline=None)
+@given(faces, seeds, st.floats(0, 30), st.floats(1, 1.5), st.floats(0, 1), st.floats(0, 1))
+def test_draws_depend_on_the_generator_only_and_stay_in_range(images, seed, rotation, crop_scale, hflip, erase):
+    settings_ = dict(rotation=rotation, crop_scale=crop_scale, hflip=hflip, erase_prob=erase)
+    first = augment(images, seed, **settings_)
+    assert first.shape == images.shape and first.dtype == torch.float32
+    assert torch.equal(first, augment(images, seed, **settings_))
+    assert first.min() >= -1 - 1e-6 and first.max() <= 1 + 1e-6  # black corners, erased 0, or resampled pixels
+
+
+@given(seeds, st.floats(1, 30))
+def test_each_face_of_a_batch_draws_its_own_transform(seed, rotation):
+    face = torch.randint(0, 256, (1, 1, 24, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed % 97))
+    out = augment(face.repeat(8, 1, 1, 1), seed, rotation=rotation, crop_scale=1.2, hflip=0.5, erase_prob=0.)
+    assert len({tuple(o.flatten().tolist()) for o in out}) == 8
+
+
+@given(seeds)
+def test_a_rotation_moves_a_pixel_by_its_angle_about_the_centre(seed):
+    """A single bright pixel off the centre lands where a rotation of at most ``rotation`` degrees can take it."""
+    size, rotation = 33, 20.
+    image = torch.zeros(1, 1, size, size, dtype=torch.uint8)
+    image[0, 0, 16, 28] = 255  # 12 px right of the centre pixel (16, 16)
+    out = augment(image, seed, **dict(NO_AUGMENTATION, rotation=rotation))
+    row, col = divmod(int(out.flatten().argmax()), size)
+    angle = math.degrees(math.atan2(row - 16, col - 16))
+    assert math.hypot(row - 16, col - 16) == pytest.approx(12, abs=1.5)
+    assert abs(angle) <= rotation + 6  # a pixel's width at 12 px is about 5 degrees
+
+
+@given(faces, seeds)
+def test_erasing_zeroes_one_rectangle_of_at_most_a_third_of_the_face(images, seed):
+    images = images.clamp(min=1)  # no pixel normalises to 0 on its own
+    out = augment(images, seed, **dict(NO_AUGMENTATION, erase_prob=1.))
+    height, width = images.shape[-2:]
+    for face in (out == 0).all(dim=1):
+        rows, cols = face.any(dim=1).nonzero().flatten(), face.any(dim=0).nonzero().flatten()
+        assert rows.numel() and cols.numel()
+        assert face.sum() == rows.numel() * cols.numel()  # a full rectangle
+        assert rows.numel() * cols.numel() <= 0.33 * height * width + height + width + 1  # rounding to whole rows
+
+
+def test_bad_settings_and_inputs():
+    with pytest.raises(ValueError, match='crop_scale must be at least 1'):
+        FaceBatchAugment(MEAN, STD, crop_scale=0.9)
+    with pytest.raises(ValueError, match='expected a uint8'):
+        normalize_faces(torch.zeros(2, 1, 8, 8), MEAN, STD)
