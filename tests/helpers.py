@@ -33,17 +33,21 @@ def write_toy_folder(root: Path, train_per_class: int = 8, val_per_class: int = 
     return root
 
 
-def write_toy_ferplus(root: Path, votes_of: Callable[[int], Sequence[int]], per_class: int = 8) -> Path:
+def write_toy_ferplus(root: Path, votes_of: Callable[[int], Sequence[int]], per_class: int = 8,
+                      classes: int = 3) -> Path:
     """FERPlus layout (split folders of 48x48 grayscale PNGs, each with a header-less label.csv) of toy faces of
-    neutral, happiness and surprise, whose class is their brightness; ``votes_of(label)`` gives a face's ten votes."""
+    the first ``classes`` FERPlus classes (neutral, happiness, surprise, ...), whose class is their brightness;
+    ``votes_of(label)`` gives a face's ten votes; class ``c`` has ``per_class + c`` training faces."""
     rng = random.Random(0)
     for folder, count in (('FER2013Train', per_class), ('FER2013Valid', per_class // 2)):
         (root / folder).mkdir(parents=True)
         rows = []
-        for label, grey in enumerate((40, 130, 220)):
-            for i in range(count):
+        for label in range(classes):
+            grey = 40 + label * 180 // max(1, classes - 1)
+            count_of_class = count + label if folder == 'FER2013Train' else count
+            for i in range(count_of_class):
                 name = f'fer{label:03d}{i:04d}.png'
-                Image.new('L', (48, 48), grey + rng.randint(-25, 25)).save(root / folder / name)
+                Image.new('L', (48, 48), max(0, min(255, grey + rng.randint(-25, 25)))).save(root / folder / name)
                 rows.append(f'{name},"(0, 0, 48, 48)",{",".join(map(str, votes_of(label)))}\n')
         (root / folder / 'label.csv').write_text(''.join(rows))
     return root

@@ -1,7 +1,7 @@
 """Weights in and out: the loading API (any checkpoint or tag to a model), converters, Hub model folders."""
 from .catalogue import list_and_classify
 from .checkpoint import TRAIN_CHECKPOINT_FORMAT, Checkpoint, read_checkpoint
-from .convert import convert_checkpoint, convert_to_model, push_model
+from .convert import convert_checkpoint, convert_to_model, fold_logit_adjustment, push_model, training_class_prior
 from .folder import (
     HUB_FOLDER_FILES,
     check_hub_folder,
@@ -18,6 +18,7 @@ from .loading import (
     create_fer_model,
     create_named_model,
     load_model,
+    resolve_face_template,
     resolve_fer_data_config,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     'create_fer_model',
     'create_named_model',
     'default_repo_id',
+    'fold_logit_adjustment',
     'hub_folder_files',
     'list_and_classify',
     'load_model',
@@ -41,6 +43,8 @@ __all__ = [
     'push_hub_folder',
     'push_model',
     'read_checkpoint',
+    'resolve_face_template',
     'resolve_fer_data_config',
+    'training_class_prior',
     'write_hub_folder',
 ]

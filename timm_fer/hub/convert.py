@@ -3,8 +3,9 @@
 :func:`convert_checkpoint` (``timm-fer convert``) turns face.evoLVe IR / IR-SE checkpoints and timm's legacy ViT-S
 checkpoint into ``ir_50.ms1m``, the stem or encoder of ``transfer_fer_ir50``, or the combined
 ``transfer_fer_ir50.ms1m_in1k``. :func:`push_model` (``timm-fer push``) uploads a Hub model folder, writing it from a
-trained checkpoint first if asked.
+trained checkpoint first if asked (optionally with :func:`fold_logit_adjustment` applied).
 """
+import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -12,6 +13,7 @@ import torch
 from huggingface_hub import constants as hf_constants
 from torch import nn
 
+from ..data import create_fer_dataset
 from ..errors import CheckpointMismatchError, ConfigError, PretrainedWeightsError
 from ..models import IRNet, TransFER, irnet, transfer
 from .checkpoint import read_checkpoint
@@ -25,7 +27,7 @@ from .folder import (
 )
 from .loading import create_named_model
 
-__all__ = ['convert_checkpoint', 'convert_to_model', 'push_model']
+__all__ = ['convert_checkpoint', 'convert_to_model', 'fold_logit_adjustment', 'push_model', 'training_class_prior']
 
 _FILTERS = {IRNet: irnet.checkpoint_filter_fn, TransFER: transfer.checkpoint_filter_fn}
 
@@ -102,6 +104,45 @@ def convert_checkpoint(
     return model
 
 
+def training_class_prior(checkpoint: Path) -> List[float]:
+    """Share of each class among the training images of the run that wrote ``checkpoint`` (read from its dataset).
+
+    Raises:
+        ConfigError: ``checkpoint`` is not a checkpoint of ``timm-fer train`` (it names no dataset).
+        DatasetFileNotFoundError: the run's dataset is no longer at its ``data_dir``.
+    """
+    config = read_checkpoint(checkpoint).run_config
+    if config is None:
+        raise ConfigError(f'{checkpoint} is not a checkpoint of timm-fer train, so it names no training set to take '
+                          f'the class prior from; use a run checkpoint (last.pth or best.pth).')
+    counts = create_fer_dataset(config['dataset'], config['data_dir'], 'train', classes=config.get('classes')
+                                if config['dataset'] == 'folder' else None,
+                                skip_missing=config.get('skip_missing_images', False)).class_counts
+    return [count / sum(counts) for count in counts]
+
+
+def fold_logit_adjustment(model: nn.Module, class_prior: Sequence[float], tau: float) -> None:
+    """Subtract ``tau * log(class_prior)`` from the classifier's bias, in place: post-hoc logit adjustment.
+
+    A classifier trained on imbalanced data learns the training prior; lowering each logit by ``tau`` times its
+    class's log-prior trades accuracy on frequent classes for recall on rare ones (Menon et al., "Long-tail learning
+    via logit adjustment", ICLR 2021; ``tau`` 1 targets balanced accuracy). Folded into the bias, the adjustment
+    needs no change to inference, export or timm.
+
+    Raises:
+        ConfigError: the prior does not fit the classifier, has a class without images, or ``tau`` is negative.
+    """
+    head = model.get_classifier()
+    if not isinstance(head, nn.Linear) or head.bias is None:
+        raise ConfigError(f'logit adjustment needs a linear classifier with a bias, {type(model).__name__} has '
+                          f'{type(head).__name__}.')
+    if len(class_prior) != head.out_features or min(class_prior) <= 0 or not math.isfinite(tau) or tau < 0:
+        raise ConfigError(f'logit adjustment needs a positive share for each of the {head.out_features} classes and '
+                          f'tau >= 0, got {list(class_prior)} and tau {tau}.')
+    with torch.no_grad():
+        head.bias -= tau * torch.tensor(class_prior, dtype=head.bias.dtype).log()
+
+
 def push_model(
         folder: Path,
         model: Optional[str] = None,
@@ -113,16 +154,28 @@ def push_model(
         private: bool = False,
         overwrite: bool = False,
         dry_run: bool = False,
+        logit_adjustment: float = 0.,
         command: str = 'timm_fer.hub.push_model',
 ) -> List[str]:
     """Push a Hub model folder to the Hugging Face Hub, writing it from ``checkpoint`` into ``model`` first if given.
 
+    ``logit_adjustment`` > 0 folds that post-hoc logit adjustment into the classifier (:func:`fold_logit_adjustment`,
+    with the class prior of the checkpoint's training set) before writing the folder.
+
     Returns the lines to report: what the folder holds, and the commit URL (or where a dry run would push).
     """
+    if logit_adjustment and not checkpoint:
+        raise ConfigError('--logit-adjustment changes the weights written from --checkpoint; give --model and '
+                          '--checkpoint.')
     if model or checkpoint:
         if not (model and checkpoint):
             raise ConfigError('--model and --checkpoint go together: the checkpoint is loaded into that model.')
         built = convert_to_model(model, checkpoint=checkpoint)
+        if logit_adjustment:
+            prior = training_class_prior(checkpoint)
+            fold_logit_adjustment(built, prior, logit_adjustment)
+            training = [*(training or []), f'post-hoc logit adjustment folded into the classifier bias: tau '
+                        f'{logit_adjustment:g}, training class prior {", ".join(f"{p:.4f}" for p in prior)}']
         card = make_model_card(built, command=command, metrics=metrics, dataset=dataset,
                                sources=[str(checkpoint)], training=training)
         write_hub_folder(built, folder, card, overwrite=overwrite)
