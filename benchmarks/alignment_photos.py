@@ -5,7 +5,7 @@ template (by setting the model's ``face_template``), and prints per face the exp
 the FER2013 template run's probability of the ArcFace run's expression. Writes, outside the repository, what the
 model saw: each run's crops and one side-by-side picture per face (ArcFace's crop left, FER2013's right, x4).
 
-The photos used for the table in the pull request: the package's sample portrait, and the real photos shipped in
+The photos of the README's table: the package's sample portrait, and the real photos shipped in
 scikit-image's wheel (``camera.png``) and insightface's source archive (``t1.jpg``, six faces; ``Tom_Hanks_54745.png``):
 
     pip download --no-deps scikit-image==0.26.0 insightface==0.7.3 -d /tmp/helper_align/pkgs

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 import timm_fer  # noqa: F401
 from timm_fer.cli import main
 from timm_fer.cli.train import main as train_main
+from timm_fer.engine import training_class_prior
 from timm_fer.errors import ConfigError
-from timm_fer.hub import fold_logit_adjustment, read_checkpoint, training_class_prior
+from timm_fer.hub import fold_logit_adjustment, read_checkpoint
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread', 'offline_hub')
 

@@ -16,7 +16,7 @@ from timm_fer.data import FerPlus, create_fer_transform
 from timm_fer.hub import DEFAULT_MODEL, check_hub_folder, resolve_fer_data_config
 from timm_fer.inference import predict
 from timm_fer.inference.predict import SAMPLE_IMAGE
-from timm_fer.models.transfer import COMPACT_FERPLUS_WEIGHTS
+from timm_fer.models.transfer import COMPACT_FERPLUS_WEIGHTS, LUMA_WEIGHTS
 
 REAL_FERPLUS = Path(__file__).resolve().parents[2] / 'shared' / 'datasets' / 'ferplus'
 TAG = 'transfer_fer_compact.ferplus'
@@ -124,6 +124,20 @@ def test_first_conv_folds_the_gray_conversion_in_and_in_chans_1_gives_it_back():
     luma_faces = (faces * luma).sum(dim=1, keepdim=True)
     with torch.no_grad():  # exact in the normalised space: mean and std are the same on every channel
         torch.testing.assert_close(rgb((faces - 0.5) / 0.5), gray((luma_faces - 0.5) / 0.5), atol=1e-4, rtol=1e-4)
+
+
+def test_grayscale_weights_load_into_the_rgb_model_through_the_filter(tmp_path):
+    """What produced the shipped file: a run on grayscale faces (in_chans=1) loaded into the RGB model."""
+    torch.manual_seed(3)
+    gray = timm.create_model('transfer_fer_compact', in_chans=1).eval()
+    torch.save(gray.state_dict(), tmp_path / 'gray.pth')
+    rgb = timm.create_model('transfer_fer_compact', pretrained=True,
+                            pretrained_cfg_overlay=dict(file=str(tmp_path / 'gray.pth'))).eval()
+    faces = torch.rand(3, 3, 48, 48)
+    luma = torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(rgb((faces - 0.5) / 0.5), gray(((faces * luma).sum(1, keepdim=True) - 0.5) / 0.5),
+                                   atol=1e-4, rtol=1e-4)
 
 
 def test_timms_own_data_path_classifies_rgb_faces_as_predict_aligned_does(tmp_path, one_torch_thread):

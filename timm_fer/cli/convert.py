@@ -2,6 +2,7 @@
 import argparse
 from pathlib import Path
 
+from ..engine import training_class_prior
 from ..hub import convert_checkpoint, default_repo_id, hub_folder_files, push_model
 from .common import run_command
 
@@ -18,10 +19,11 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
+    prior = training_class_prior(args.checkpoint) if args.logit_adjustment and args.checkpoint else None
     lines = push_model(
         args.folder, model=args.model, checkpoint=args.checkpoint, metrics=args.metric, dataset=args.dataset,
         training=args.training, repo_id=args.repo_id, private=args.private, overwrite=args.overwrite,
-        dry_run=args.dry_run, logit_adjustment=args.logit_adjustment, command=args.command_line)
+        dry_run=args.dry_run, logit_adjustment=args.logit_adjustment, class_prior=prior, command=args.command_line)
     print('\n'.join(lines))
     return 0
 

@@ -73,7 +73,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument('--workers', type=int, default=None, help='data loader worker processes per process')
     data.add_argument('--in-memory', action='store_true',
                       help='decode every training face once into memory (small datasets such as FERPlus: 28k faces '
-                           'of 48x48 take 62 MiB); the run is the same, without loader workers')
+                           'of 48x48 take 59 MiB); the run is the same, without loader workers')
 
     model = parser.add_argument_group('model')
     model.add_argument('--model', default=None,

@@ -4,7 +4,9 @@ from .metrics import ClassificationReport, confusion_matrix
 from .recipes import RECIPES, Recipe
 from .train import TrainResult, train
 from .train_config import TrainConfig
+from .train_state import training_class_prior
 from .trainer import Trainer
 
 __all__ = ['RECIPES', 'ClassificationReport', 'EvaluationResult', 'Recipe', 'TrainConfig', 'TrainResult', 'Trainer',
-           'confusion_matrix', 'evaluate_checkpoint', 'evaluate_model', 'train', 'write_eval_report']
+           'confusion_matrix', 'evaluate_checkpoint', 'evaluate_model', 'train', 'training_class_prior',
+           'write_eval_report']

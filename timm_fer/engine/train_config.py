@@ -66,7 +66,7 @@ class TrainConfig:
         metric: Evaluation metric that selects best.pth: 'accuracy' or 'mean_class_accuracy'.
         augment: Augment training images (else resized faces only).
         rotation: Largest random rotation, degrees.
-        crop_scale: Resize to this multiple of the input size before the random crop.
+        crop_scale: Enlarge the face this many times before the random crop.
         hflip: Horizontal flip probability.
         erase_prob: Random erasing probability.
         amp: Autocast precision: 'auto', 'bf16' or 'none'.

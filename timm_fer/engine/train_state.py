@@ -3,17 +3,19 @@ import json
 import os
 import random
 from dataclasses import MISSING, fields
-from typing import Any, Dict, List
+from pathlib import Path
+from typing import Any, Dict, List, Union
 
 import torch
 
+from ..data import create_fer_dataset
 from ..errors import CheckpointMismatchError, ConfigError, FerError
 from ..hub import Checkpoint, read_checkpoint
 from ..utils import write_text_atomic
 from .train_config import TrainConfig
 
 __all__ = ['capture_rng_state', 'config_differences', 'read_run_checkpoint', 'restore_rng_state',
-           'truncate_metrics']
+           'training_class_prior', 'truncate_metrics']
 
 
 def capture_rng_state() -> Dict[str, Any]:
@@ -47,6 +49,23 @@ def read_run_checkpoint(path: str) -> Checkpoint:
     if checkpoint is None or checkpoint.run_config is None:
         raise ConfigError(f'{path} is not a checkpoint of timm-fer train; use --initial-checkpoint for weights.')
     return checkpoint
+
+
+def training_class_prior(checkpoint: Union[str, Path]) -> List[float]:
+    """Share of each class among the training images of the run that wrote ``checkpoint`` (read from its dataset).
+
+    Raises:
+        ConfigError: ``checkpoint`` is not a checkpoint of ``timm-fer train`` (it names no dataset).
+        DatasetFileNotFoundError: the run's dataset is no longer at its ``data_dir``.
+    """
+    config = read_checkpoint(checkpoint).run_config
+    if config is None:
+        raise ConfigError(f'{checkpoint} is not a checkpoint of timm-fer train, so it names no training set to take '
+                          f'the class prior from; use a run checkpoint (last.pth or best.pth).')
+    counts = create_fer_dataset(config['dataset'], config['data_dir'], 'train', classes=config.get('classes')
+                                if config['dataset'] == 'folder' else None,
+                                skip_missing=config.get('skip_missing_images', False)).class_counts
+    return [count / sum(counts) for count in counts]
 
 
 def config_differences(saved: Dict[str, Any], config: TrainConfig) -> List[str]:

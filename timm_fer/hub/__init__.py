@@ -1,7 +1,7 @@
 """Weights in and out: the loading API (any checkpoint or tag to a model), converters, Hub model folders."""
 from .catalogue import list_and_classify
 from .checkpoint import TRAIN_CHECKPOINT_FORMAT, Checkpoint, read_checkpoint
-from .convert import convert_checkpoint, convert_to_model, fold_logit_adjustment, push_model, training_class_prior
+from .convert import convert_checkpoint, convert_to_model, fold_logit_adjustment, push_model
 from .folder import (
     HUB_FOLDER_FILES,
     check_hub_folder,
@@ -45,6 +45,5 @@ __all__ = [
     'read_checkpoint',
     'resolve_face_template',
     'resolve_fer_data_config',
-    'training_class_prior',
     'write_hub_folder',
 ]

@@ -13,7 +13,6 @@ import torch
 from huggingface_hub import constants as hf_constants
 from torch import nn
 
-from ..data import create_fer_dataset
 from ..errors import CheckpointMismatchError, ConfigError, PretrainedWeightsError
 from ..models import IRNet, TransFER, irnet, transfer
 from .checkpoint import read_checkpoint
@@ -27,7 +26,7 @@ from .folder import (
 )
 from .loading import create_named_model
 
-__all__ = ['convert_checkpoint', 'convert_to_model', 'fold_logit_adjustment', 'push_model', 'training_class_prior']
+__all__ = ['convert_checkpoint', 'convert_to_model', 'fold_logit_adjustment', 'push_model']
 
 _FILTERS = {IRNet: irnet.checkpoint_filter_fn, TransFER: transfer.checkpoint_filter_fn}
 
@@ -104,23 +103,6 @@ def convert_checkpoint(
     return model
 
 
-def training_class_prior(checkpoint: Path) -> List[float]:
-    """Share of each class among the training images of the run that wrote ``checkpoint`` (read from its dataset).
-
-    Raises:
-        ConfigError: ``checkpoint`` is not a checkpoint of ``timm-fer train`` (it names no dataset).
-        DatasetFileNotFoundError: the run's dataset is no longer at its ``data_dir``.
-    """
-    config = read_checkpoint(checkpoint).run_config
-    if config is None:
-        raise ConfigError(f'{checkpoint} is not a checkpoint of timm-fer train, so it names no training set to take '
-                          f'the class prior from; use a run checkpoint (last.pth or best.pth).')
-    counts = create_fer_dataset(config['dataset'], config['data_dir'], 'train', classes=config.get('classes')
-                                if config['dataset'] == 'folder' else None,
-                                skip_missing=config.get('skip_missing_images', False)).class_counts
-    return [count / sum(counts) for count in counts]
-
-
 def fold_logit_adjustment(model: nn.Module, class_prior: Sequence[float], tau: float) -> None:
     """Subtract ``tau * log(class_prior)`` from the classifier's bias, in place: post-hoc logit adjustment.
 
@@ -155,27 +137,28 @@ def push_model(
         overwrite: bool = False,
         dry_run: bool = False,
         logit_adjustment: float = 0.,
+        class_prior: Optional[Sequence[float]] = None,
         command: str = 'timm_fer.hub.push_model',
 ) -> List[str]:
     """Push a Hub model folder to the Hugging Face Hub, writing it from ``checkpoint`` into ``model`` first if given.
 
-    ``logit_adjustment`` > 0 folds that post-hoc logit adjustment into the classifier (:func:`fold_logit_adjustment`,
-    with the class prior of the checkpoint's training set) before writing the folder.
+    ``logit_adjustment`` > 0 folds that post-hoc logit adjustment, with ``class_prior`` (the share of each class
+    among the training images, e.g. :func:`timm_fer.engine.training_class_prior` of the checkpoint), into the
+    classifier (:func:`fold_logit_adjustment`) before writing the folder.
 
     Returns the lines to report: what the folder holds, and the commit URL (or where a dry run would push).
     """
-    if logit_adjustment and not checkpoint:
-        raise ConfigError('--logit-adjustment changes the weights written from --checkpoint; give --model and '
-                          '--checkpoint.')
+    if logit_adjustment and not (checkpoint and class_prior):
+        raise ConfigError('--logit-adjustment changes the weights written from --checkpoint, with the class prior of '
+                          'its training set: give --model and --checkpoint (from Python, also class_prior).')
     if model or checkpoint:
         if not (model and checkpoint):
             raise ConfigError('--model and --checkpoint go together: the checkpoint is loaded into that model.')
         built = convert_to_model(model, checkpoint=checkpoint)
         if logit_adjustment:
-            prior = training_class_prior(checkpoint)
-            fold_logit_adjustment(built, prior, logit_adjustment)
+            fold_logit_adjustment(built, class_prior, logit_adjustment)
             training = [*(training or []), f'post-hoc logit adjustment folded into the classifier bias: tau '
-                        f'{logit_adjustment:g}, training class prior {", ".join(f"{p:.4f}" for p in prior)}']
+                        f'{logit_adjustment:g}, training class prior {", ".join(f"{p:.4f}" for p in class_prior)}']
         card = make_model_card(built, command=command, metrics=metrics, dataset=dataset,
                                sources=[str(checkpoint)], training=training)
         write_hub_folder(built, folder, card, overwrite=overwrite)

@@ -38,8 +38,8 @@ from .irnet import (
     is_face_evolve_state_dict,
 )
 
-__all__ = ['TAG_FACE_TEMPLATES', 'TransFER', 'checkpoint_filter_fn', 'convert_timm_legacy_vit_state_dict',
-           'is_timm_vit_state_dict']
+__all__ = ['LUMA_WEIGHTS', 'TAG_FACE_TEMPLATES', 'TransFER', 'checkpoint_filter_fn',
+           'convert_timm_legacy_vit_state_dict', 'fold_grayscale_input', 'is_timm_vit_state_dict']
 
 _logger = logging.getLogger(__name__)
 
@@ -325,6 +325,21 @@ def convert_timm_legacy_vit_state_dict(
     return converted, dropped
 
 
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+"""ITU-R 601-2 luma weights of R, G and B: Pillow's RGB-to-grayscale conversion."""
+
+
+def fold_grayscale_input(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Weights trained on grayscale faces (a one-channel first conv) for an RGB model: each input channel gets the
+    gray kernel times that channel's luma weight, so the RGB model computes what the grayscale one did on Pillow's
+    grayscale conversion (exactly, with the same mean and std on every channel). Other weights pass unchanged."""
+    key = f"{model.pretrained_cfg.get('first_conv', 'stem.conv')}.weight"
+    weight, target = state_dict.get(key), model.state_dict().get(key)
+    if weight is None or target is None or weight.dim() != 4 or weight.shape[1] != 1 or target.shape[1] != 3:
+        return state_dict
+    return {**state_dict, key: weight * weight.new_tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)}
+
+
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: 'TransFER') -> Dict[str, torch.Tensor]:
     """Accept TransFER checkpoints, and the paper's initialisation sources converted on the fly.
 
@@ -346,6 +361,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: 'TransFER') -> Dict[
         converted.update(encoder)
         sources.append('timm ViT encoder')
     if not sources:
+        state_dict = fold_grayscale_input(state_dict, model)
         check_state_dict_fits(state_dict, model, 'checkpoint', adaptable=adaptable_prefixes(model))
         return state_dict
     source = ' + '.join(sources)
