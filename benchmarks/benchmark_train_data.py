@@ -39,7 +39,9 @@ def per_image_transform(data_config: Dict) -> transforms.Compose:
 def data_paths(root: str, data_config: Dict, batch: int, workers: int) -> Dict[str, Callable[[], Batches]]:
     """Each data path as a factory of an endless iterator of (inputs, labels) batches."""
     augment = FaceBatchAugment(data_config['mean'], data_config['std'])
-    generator = torch.Generator().manual_seed(0)
+
+    def seeds(count: int) -> torch.Tensor:
+        return torch.randint(0, 2 ** 62, (count,))
 
     def loader(transform: Callable) -> Batches:
         dataset = FerPlus(root, 'train', transform=transform)
@@ -49,7 +51,7 @@ def data_paths(root: str, data_config: Dict, batch: int, workers: int) -> Dict[s
 
     def streamed() -> Batches:
         for images, labels in loader(create_fer_transform(data_config, to_uint8=True)):
-            yield augment(images, generator), labels
+            yield augment(images, seeds(len(labels))), labels
 
     def in_memory() -> Batches:
         dataset = FerPlus(root, 'train', transform=create_fer_transform(data_config, to_uint8=True))
@@ -58,7 +60,7 @@ def data_paths(root: str, data_config: Dict, batch: int, workers: int) -> Dict[s
         while True:
             for indices in torch.randperm(len(labels)).split(batch):
                 if len(indices) == batch:
-                    yield augment(images[indices], generator), labels[indices]
+                    yield augment(images[indices], seeds(batch)), labels[indices]
 
     return {'per-image PIL, loader workers': lambda: loader(per_image_transform(data_config)),
             'uint8 from loader workers, batch augmentation': streamed,

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from timm_fer.data import FaceBatchAugment, normalize_faces
+from timm_fer.data import FaceBatchAugment, normalize_faces, uniform_draws
 
 MEAN, STD = (0.5,), (0.5,)
 NO_AUGMENTATION = dict(rotation=0., crop_scale=1., hflip=0., erase_prob=0.)
@@ -15,12 +15,14 @@ faces = st.builds(
     lambda seed, batch, size, channels: torch.randint(
         0, 256, (batch, channels, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)),
     st.integers(0, 2 ** 31), st.integers(1, 6), st.sampled_from([8, 17, 48]), st.sampled_from([1, 3]))
-seeds = st.integers(0, 2 ** 62)
+seeds = st.integers(0, 2 ** 62 - 8)
 
 
 def augment(images: torch.Tensor, seed: int, **settings_) -> torch.Tensor:
+    """Augment with face i's seed ``seed + i``."""
     channels = images.shape[1]
-    return FaceBatchAugment(MEAN * channels, STD * channels, **settings_)(images, torch.Generator().manual_seed(seed))
+    seeds = seed + torch.arange(len(images))
+    return FaceBatchAugment(MEAN * channels, STD * channels, **settings_)(images, seeds)
 
 
 @given(faces, seeds)
@@ -38,12 +40,35 @@ def test_a_flip_mirrors_every_face(images, seed):
 
 @settings(deadline=None)
 @given(faces, seeds, st.floats(0, 30), st.floats(1, 1.5), st.floats(0, 1), st.floats(0, 1))
-def test_draws_depend_on_the_generator_only_and_stay_in_range(images, seed, rotation, crop_scale, hflip, erase):
+def test_draws_depend_on_the_seeds_only_and_stay_in_range(images, seed, rotation, crop_scale, hflip, erase):
     settings_ = dict(rotation=rotation, crop_scale=crop_scale, hflip=hflip, erase_prob=erase)
     first = augment(images, seed, **settings_)
     assert first.shape == images.shape and first.dtype == torch.float32
     assert torch.equal(first, augment(images, seed, **settings_))
     assert first.min() >= -1 - 1e-6 and first.max() <= 1 + 1e-6  # black corners, erased 0, or resampled pixels
+
+
+@settings(deadline=None)
+@given(faces, seeds)
+def test_a_face_is_augmented_the_same_in_any_batch(images, seed):
+    """What makes a run independent of batch splits: gradient accumulation and processes see the same faces."""
+    whole = augment(images, seed, rotation=20., crop_scale=1.2, hflip=0.5, erase_prob=0.5)
+    for i in range(len(images)):
+        torch.testing.assert_close(augment(images[i:i + 1], seed + i, rotation=20., crop_scale=1.2, hflip=0.5,
+                                           erase_prob=0.5), whole[i:i + 1])
+
+
+@given(st.lists(seeds, min_size=1, max_size=64, unique=True), st.integers(1, 12))
+def test_uniform_draws_are_a_function_of_each_seed_in_0_1(values, count):
+    draws = uniform_draws(torch.tensor(values), count)
+    assert draws.shape == (len(values), count) and draws.min() >= 0 and draws.max() < 1
+    torch.testing.assert_close(draws[-1:], uniform_draws(torch.tensor(values[-1:]), count))
+
+
+def test_uniform_draws_look_uniform():
+    draws = uniform_draws(torch.arange(20000) * 7919, 9)
+    assert draws.mean().item() == pytest.approx(0.5, abs=0.01) and draws.std().item() == pytest.approx(0.2887, abs=0.01)
+    assert torch.corrcoef(draws.T).fill_diagonal_(0).abs().max() < 0.05  # the draws of a face are not tied
 
 
 @given(seeds, st.floats(1, 30))

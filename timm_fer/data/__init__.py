@@ -1,7 +1,7 @@
 """FER datasets in their official layouts, the class-balanced sampler and the paper's transforms."""
 from ..errors import DatasetError, DatasetFileNotFoundError
 from .affectnet import AffectNet
-from .batch_augment import FaceBatchAugment, normalize_faces
+from .batch_augment import FaceBatchAugment, normalize_faces, uniform_draws
 from .dataset import FerDataset, ImageFileDataset, SampleKey
 from .factory import DATASET_NAMES, EVAL_SPLITS, create_fer_dataset
 from .ferplus import FerPlus, majority_vote
@@ -28,4 +28,5 @@ __all__ = [
     'create_fer_transform',
     'majority_vote',
     'normalize_faces',
+    'uniform_draws',
 ]

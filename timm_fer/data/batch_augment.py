@@ -5,7 +5,7 @@ from typing import Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ['FaceBatchAugment', 'normalize_faces']
+__all__ = ['FaceBatchAugment', 'normalize_faces', 'uniform_draws']
 
 
 def normalize_faces(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -21,10 +21,26 @@ def _standardise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -
     return (x - x.new_tensor(mean)[:channels].view(1, -1, 1, 1)) / x.new_tensor(std)[:channels].view(1, -1, 1, 1)
 
 
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (xor-shift-multiply rounds) of int64 tensors holding values below 2 ** 32."""
+    for _ in range(2):
+        x = (((x >> 16) ^ x) * 0x45D9F3B) & 0xFFFFFFFF
+    return (x >> 16) ^ x
+
+
+def uniform_draws(seeds: torch.Tensor, count: int) -> torch.Tensor:
+    """(B, count) numbers in [0, 1) that are a function of each row's integer seed only (a counter-based hash)."""
+    seeds = seeds.long()
+    folded = (seeds ^ (seeds >> 32)) & 0xFFFFFFFF
+    counters = _mix32(torch.arange(1, count + 1, device=seeds.device) * 0x9E3779B9 & 0xFFFFFFFF)
+    return _mix32(_mix32(folded)[:, None] ^ counters[None, :]).float() / 2 ** 32
+
+
 class FaceBatchAugment:
     """Random rotation, random crop, horizontal flip and random erasing of a batch, each face with its own draw.
 
-    The same augmentation as TransFER's (section 4.2) per-image pipeline: the face is enlarged ``crop_scale`` times,
+    Each face draws its own parameters from its own seed (:func:`uniform_draws`), in one vectorised pass. The same
+    augmentation as TransFER's (section 4.2) per-image pipeline: the face is enlarged ``crop_scale`` times,
     rotated by up to ``rotation`` degrees about its centre (corners filled with black), a window of the input size
     is cut at a random offset, flipped with probability ``hflip``, normalised, and a random rectangle of 2-33 % of
     the face (aspect 0.3-3.3) is set to 0 with probability ``erase_prob``. Rotation, crop and flip are one affine
@@ -57,15 +73,16 @@ class FaceBatchAugment:
         self.mean, self.std = tuple(mean), tuple(std)
         self.rotation, self.crop_scale, self.hflip, self.erase_prob = rotation, crop_scale, hflip, erase_prob
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
         """Augmented, normalised float faces of the uint8 (B, C, H, W) batch ``images``.
 
         Args:
             images: Faces at the model's input size.
-            generator: CPU generator of every random draw (the result depends on its state only).
+            seeds: (B,) integer seed of each face: its draws depend on its seed only, so a face is augmented the
+                same in any batch, process or accumulation step.
         """
-        batch, _, height, width = images.shape
-        draws = torch.rand(batch, 9, generator=generator).to(images.device)
+        _, _, height, width = images.shape
+        draws = uniform_draws(seeds.to(images.device), 9)
         x = images.float() / 255
         angle = (2 * draws[:, 0] - 1) * math.radians(self.rotation)
         cos, sin = torch.cos(angle), torch.sin(angle)

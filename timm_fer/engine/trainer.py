@@ -49,8 +49,8 @@ METRICS_FILE = 'metrics.jsonl'
 LAST_CHECKPOINT = 'last.pth'
 BEST_CHECKPOINT = 'best.pth'
 
-MicroBatch = Tuple[torch.Tensor, torch.Tensor, int]
-"""uint8 faces, their dataset indices, and the seed of the batch's augmentation."""
+MicroBatch = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""uint8 faces, their dataset indices, and their augmentation seeds (the sampler's per-position seeds)."""
 
 
 class _IndexedFaces(Dataset):
@@ -280,22 +280,21 @@ class Trainer:
         batches = BatchSampler(self.sampler, self.micro_batch, drop_last=True)
         if self.train_images is not None:
             for keys in batches:
-                indices = torch.tensor([index for index, _ in keys])
-                yield self.train_images[indices], indices, keys[0][1]
+                indices, seeds = torch.tensor(keys).unbind(dim=1)
+                yield self.train_images[indices], indices, seeds
             return
         loader = DataLoader(
             _IndexedFaces(self.train_set), batch_sampler=batches, num_workers=self.config.workers,
             pin_memory=self.env.device.type == 'cuda',
             generator=torch.Generator())  # its own generator: creating a loader leaves the global one untouched
-        for images, indices, seeds in loader:
-            yield images, indices, int(seeds[0])
+        yield from loader
 
     def _inputs_and_targets(self, batch: MicroBatch) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Augmented inputs on the device, the loss's targets (votes with soft labels) and the majority labels."""
-        images, indices, seed = batch
+        images, indices, seeds = batch
         images = images.to(self.env.device, non_blocking=True)
         if self.augment is not None:
-            images = self.augment(images, torch.Generator().manual_seed(seed))
+            images = self.augment(images, seeds)
         else:
             images = normalize_faces(images, self.data_config['mean'], self.data_config['std'])
         labels = self.targets[indices].to(self.env.device, non_blocking=True)
