@@ -33,7 +33,7 @@ def uniform_draws(seeds: torch.Tensor, count: int) -> torch.Tensor:
     seeds = seeds.long()
     folded = (seeds ^ (seeds >> 32)) & 0xFFFFFFFF
     counters = _mix32(torch.arange(1, count + 1, device=seeds.device) * 0x9E3779B9 & 0xFFFFFFFF)
-    return _mix32(_mix32(folded)[:, None] ^ counters[None, :]).float() / 2 ** 32
+    return (_mix32(_mix32(folded)[:, None] ^ counters[None, :]) >> 8).float() / 2 ** 24  # 24 bits: exact in fp32, < 1
 
 
 class FaceBatchAugment:
