@@ -333,9 +333,10 @@ def fold_grayscale_input(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
     """Weights trained on grayscale faces (a one-channel first conv) for an RGB model: each input channel gets the
     gray kernel times that channel's luma weight, so the RGB model computes what the grayscale one did on Pillow's
     grayscale conversion (exactly, with the same mean and std on every channel). Other weights pass unchanged."""
-    key = f"{model.pretrained_cfg.get('first_conv', 'stem.conv')}.weight"
-    weight, target = state_dict.get(key), model.state_dict().get(key)
-    if weight is None or target is None or weight.dim() != 4 or weight.shape[1] != 1 or target.shape[1] != 3:
+    first_conv = model.pretrained_cfg.get('first_conv', 'stem.conv')
+    key = f'{first_conv}.weight'
+    weight = state_dict.get(key)
+    if weight is None or weight.dim() != 4 or weight.shape[1] != 1 or model.get_submodule(first_conv).in_channels != 3:
         return state_dict
     return {**state_dict, key: weight * weight.new_tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)}
 
