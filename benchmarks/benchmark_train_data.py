@@ -1,12 +1,14 @@
 """Training throughput of the compact model on FERPlus by data path: per-image PIL augmentation in loader workers
 (the data path before batch augmentation), uint8 faces from loader workers augmented as a batch, and faces decoded
-once into memory augmented as a batch (``timm-fer train --in-memory``).
+once into memory augmented as a batch (``timm-fer train --in-memory``); with ``--compile`` also the in-memory path
+with the model under ``torch.compile`` (``timm-fer train --in-memory --compile``; its compilation falls in the
+untimed warm-up steps).
 
 Every path runs the same training step (``transfer_fer_compact`` with ``in_chans=1``, batch 64, SGD, the run's
 autocast) for the same number of steps, interleaved over ``--repeats`` rounds; the best round of each is reported
 with its ratio to the per-image path::
 
-    python benchmarks/benchmark_train_data.py ../shared/datasets/ferplus --steps 60 --repeats 3
+    python benchmarks/benchmark_train_data.py ../shared/datasets/ferplus --steps 60 --repeats 3 [--compile]
 """
 import argparse
 import os
@@ -75,6 +77,7 @@ def main() -> None:
     parser.add_argument('--batch-size', type=int, default=64)
     parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument('--amp', default='auto', choices=('auto', 'bf16', 'none'))
+    parser.add_argument('--compile', action='store_true', help='add the in-memory path with torch.compile')
     args = parser.parse_args()
 
     model, _ = create_fer_model('transfer_fer_compact', 8, None, dict(in_chans=1), pretrained_tag=None)
@@ -83,24 +86,28 @@ def main() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     amp_dtype = resolve_amp_dtype(args.amp, torch.device('cpu'))
 
-    def run(batches: Batches) -> float:
+    def run(batches: Batches, net: torch.nn.Module) -> float:
         """Images per second over ``args.steps`` steps, after 5 warm-up steps."""
         for step in range(args.steps + 5):
             if step == 5:
                 start = time.perf_counter()
             images, labels = next(batches)
             with autocast(torch.device('cpu'), amp_dtype):
-                loss = F.cross_entropy(model(images.contiguous(memory_format=torch.channels_last)).float(), labels)
+                loss = F.cross_entropy(net(images.contiguous(memory_format=torch.channels_last)).float(), labels)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         return args.steps * args.batch_size / (time.perf_counter() - start)
 
-    paths = data_paths(args.root, data_config, args.batch_size, args.workers)
+    paths = {name: (batches, model) for name, batches in
+             data_paths(args.root, data_config, args.batch_size, args.workers).items()}
+    if args.compile:
+        paths['in memory, batch augmentation, torch.compile (--compile)'] = (
+            paths['in memory, batch augmentation (--in-memory)'][0], torch.compile(model))
     best = {name: 0. for name in paths}
     for _ in range(args.repeats):
-        for name, batches in paths.items():
-            best[name] = max(best[name], run(batches()))
+        for name, (batches, net) in paths.items():
+            best[name] = max(best[name], run(batches(), net))
     print(f'CPU flags {", ".join(cpu_flags()) or "none"}; torch {torch.__version__} cpu capability '
           f'{cpu_capability()}; {torch.get_num_threads()} threads, {args.workers} loader workers, amp '
           f'{amp_dtype or "none"}; best of {args.repeats} rounds of {args.steps} steps of {args.batch_size}\n')
