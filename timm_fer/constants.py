@@ -19,3 +19,6 @@ PUBLISHED_ON_HUB = frozenset()
 """Tags whose weights have been pushed to ``{HF_HUB_ORG}/{model}.{tag}``: only these get an ``hf_hub_id``, so
 ``timm.list_pretrained()`` lists only weights that load, and ``pretrained=True`` on another tag fails at once
 instead of asking the Hub. Add a tag here in the commit that publishes it."""
+
+DEFAULT_FACE_TEMPLATE = 'arcface'
+"""The face template (``timm_fer.faces.FACE_TEMPLATES``) of models whose tag or checkpoint names none."""

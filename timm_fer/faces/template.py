@@ -9,6 +9,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from ..constants import DEFAULT_FACE_TEMPLATE
 from ..errors import ConfigError
 
 __all__ = ['ARCFACE_TEMPLATE_112', 'DEFAULT_FACE_TEMPLATE', 'FACE_TEMPLATES', 'FER2013_TEMPLATE_48',
@@ -41,8 +42,6 @@ FACE_TEMPLATES: Dict[str, Tuple[np.ndarray, Tuple[int, int]]] = {
     'fer2013': (FER2013_TEMPLATE_48, (48, 48)),
 }
 """The templates a model's data config can name, each with the (height, width) of the face its points refer to."""
-DEFAULT_FACE_TEMPLATE = 'arcface'
-"""The template of models whose tag or checkpoint names none."""
 
 
 def face_template(size: Tuple[int, int] = (112, 112), name: str = DEFAULT_FACE_TEMPLATE) -> np.ndarray:

@@ -17,6 +17,7 @@ from timm.models import get_pretrained_cfg_value
 from timm.models._builder import resolve_pretrained_cfg
 from torch import nn
 
+from ..constants import DEFAULT_FACE_TEMPLATE
 from ..errors import CheckpointMismatchError, ConfigError, PretrainedWeightsError
 from ..models import registered_models
 from ..models._pretrained import no_weights_reason, tagged_name
@@ -32,7 +33,6 @@ PAPER_INIT_TAG = 'ms1m_in1k'
 """Pretrained tag of the paper's initialisation: IR-50 stem trained on MS-Celeb-1M, encoder from ImageNet ViT-S."""
 RANDOM_WEIGHTS = 'random (the predictions are meaningless: a demo of the pipeline only)'
 """What :func:`load_model` reports as the weights' source when it went on with random weights."""
-_ARCFACE = 'arcface'  # timm_fer.faces.DEFAULT_FACE_TEMPLATE: hub sits below faces in the layers, so it is named here
 
 
 def create_named_model(name: str, **kwargs: Any) -> nn.Module:
@@ -232,7 +232,7 @@ def resolve_face_template(model: nn.Module) -> str:
     if own is not None:
         return own
     cfg = getattr(model, 'pretrained_cfg', None) or {}
-    return TAG_FACE_TEMPLATES.get(tagged_name(cfg.get('architecture', ''), cfg.get('tag')), _ARCFACE)
+    return TAG_FACE_TEMPLATES.get(tagged_name(cfg.get('architecture', ''), cfg.get('tag')), DEFAULT_FACE_TEMPLATE)
 
 
 def resolve_fer_data_config(model: nn.Module, img_size: Optional[int] = None) -> Dict[str, Any]:
