@@ -364,6 +364,19 @@ def test_transfer_fer_ir50_size_matches_the_paper(name, params, macs, local_cnn)
     assert model.norm.eps == 1e-6 and model.blocks[0].norm1.eps == 1e-6
 
 
+@pytest.mark.parametrize('name', ['transfer_fer_compact', 'ir_18'])
+def test_count_macs_takes_the_channels_of_a_grayscale_model(name):
+    """timm leaves ``input_size`` at 3 channels for ``in_chans=1``; the count is the RGB one less the first conv's
+    two other input channels (3x3 kernels, stride 1, over the whole face)."""
+    rgb, gray = timm.create_model(name), timm.create_model(name, in_chans=1)
+    assert gray.pretrained_cfg['input_size'][0] == 3
+    _, height, width = rgb.pretrained_cfg['input_size']
+    first_conv = gray.stem.conv
+    assert first_conv.stride == (1, 1)
+    extra = 2 * 9 * first_conv.out_channels * height * width
+    assert timm_fer.count_macs(rgb) - timm_fer.count_macs(gray) == extra
+
+
 def test_registered_variants_set_the_paper_defaults():
     transfer = timm.create_model('transfer_fer_ir50')
     assert isinstance(transfer.local_cnn, LocalCNN) and len(transfer.local_cnn.branches) == 2

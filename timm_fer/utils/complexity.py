@@ -25,10 +25,12 @@ def count_macs(model: nn.Module, input_size: Optional[Tuple[int, int, int]] = No
 
     Args:
         model: A timm model; left in the train/eval mode it had.
-        input_size: (C, H, W); the model's ``pretrained_cfg['input_size']`` when None.
+        input_size: (C, H, W); when None, the model's ``pretrained_cfg['input_size']`` with the channels of its
+            ``in_chans`` attribute where it has one (timm keeps the pretrained cfg's 3 for ``in_chans=1`` models).
     """
     if input_size is None:
-        input_size = model.pretrained_cfg['input_size']
+        channels, *size = model.pretrained_cfg['input_size']
+        input_size = (getattr(model, 'in_chans', channels), *size)
     param = next(model.parameters())
     x = torch.zeros(1, *input_size, device=param.device, dtype=param.dtype)
     was_training = model.training
