@@ -38,6 +38,10 @@ def per_image_transform(data_config: Dict) -> transforms.Compose:
         transforms.Normalize(data_config['mean'], data_config['std']), transforms.RandomErasing(0.25)])
 
 
+IN_MEMORY = 'in memory, batch augmentation (--in-memory)'
+"""The in-memory path's name in the table; ``--compile`` runs its batches again through the compiled model."""
+
+
 def data_paths(root: str, data_config: Dict, batch: int, workers: int) -> Dict[str, Callable[[], Batches]]:
     """Each data path as a factory of an endless iterator of (inputs, labels) batches."""
     augment = FaceBatchAugment(data_config['mean'], data_config['std'])
@@ -66,7 +70,7 @@ def data_paths(root: str, data_config: Dict, batch: int, workers: int) -> Dict[s
 
     return {'per-image PIL, loader workers': lambda: loader(per_image_transform(data_config)),
             'uint8 from loader workers, batch augmentation': streamed,
-            'in memory, batch augmentation (--in-memory)': in_memory}
+            IN_MEMORY: in_memory}
 
 
 def main() -> None:
@@ -103,7 +107,7 @@ def main() -> None:
              data_paths(args.root, data_config, args.batch_size, args.workers).items()}
     if args.compile:
         paths['in memory, batch augmentation, torch.compile (--compile)'] = (
-            paths['in memory, batch augmentation (--in-memory)'][0], torch.compile(model))
+            paths[IN_MEMORY][0], torch.compile(model))
     best = {name: 0. for name in paths}
     for _ in range(args.repeats):
         for name, (batches, net) in paths.items():
