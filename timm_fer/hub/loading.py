@@ -22,6 +22,7 @@ from ..errors import CheckpointMismatchError, ConfigError, PretrainedWeightsErro
 from ..models import registered_models
 from ..models._pretrained import no_weights_reason, tagged_name
 from ..models.transfer import TAG_FACE_TEMPLATES
+from ..utils import first_conv_channels
 from .checkpoint import Checkpoint, read_checkpoint
 
 __all__ = ['DEFAULT_MODEL', 'PAPER_INIT_TAG', 'RANDOM_WEIGHTS', 'create_fer_model', 'create_named_model',
@@ -241,10 +242,7 @@ def resolve_fer_data_config(model: nn.Module, img_size: Optional[int] = None) ->
     plus 'face_template': the name of the template photos are aligned to (:func:`resolve_face_template`).
     """
     config = resolve_data_config({}, model=model)
-    try:
-        channels = model.get_submodule(model.pretrained_cfg['first_conv']).in_channels
-    except (KeyError, AttributeError):  # no first conv named in the cfg, or a wrapper without it
-        channels = config['input_size'][0]
+    channels = first_conv_channels(model) or config['input_size'][0]
     size = to_2tuple(img_size) if img_size is not None else config['input_size'][1:]
     config['input_size'] = (channels, *size)
     if len(config['mean']) != channels:  # a one-channel model of a three-channel cfg: the channels' mean

@@ -179,7 +179,6 @@ class IRNet(nn.Module):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         self.num_classes = num_classes
-        self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
 

@@ -116,7 +116,6 @@ class TransFER(nn.Module):
             raise ValueError(f'img_size must be a multiple of {reduction} for stem_depth={stem_depth}, got {img_size}.')
         self.num_classes = num_classes
         self.global_pool = global_pool
-        self.in_chans = in_chans
         self.img_size = img_size
         self.grid_size = (img_size[0] // reduction, img_size[1] // reduction)
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
