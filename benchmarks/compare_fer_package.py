@@ -19,10 +19,14 @@ threads; TF intra- and inter-op threads and the TFLite interpreter's threads).
 
 Set-up of the ``fer`` environment (``fer`` is no dependency of timm-fer; it needs ``tensorflow`` proper and
 ``opencv-contrib-python``; OpenCV 5 has no Haar cascades, so ``FER()`` fails; setuptools 81+ has no
-``pkg_resources``, which ``fer`` imports; ``from fer import FER`` fails, ``from fer.fer import FER`` works):
+``pkg_resources``, which ``fer`` imports; ``from fer import FER`` fails, ``from fer.fer import FER`` works).
+``fer``'s declared dependencies also pull ``facenet-pytorch`` with a CUDA build of torch, ``moviepy``, ``pandas``
+and ``matplotlib``, which ``fer.fer`` does not import; installing ``fer`` without them and then what ``fer.fer``
+imports gives a 2.4 GB venv instead of more than 8 GB:
 
     python -m venv /work/venvs/fer
-    /work/venvs/fer/bin/python -m pip install fer==25.10.3 "opencv-contrib-python<5" "setuptools<81"
+    /work/venvs/fer/bin/python -m pip install --no-deps fer==25.10.3
+    /work/venvs/fer/bin/python -m pip install tensorflow "opencv-contrib-python<5" "setuptools<81" requests pillow
 
 The comparison (run from the repository root):
 
