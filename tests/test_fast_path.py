@@ -20,9 +20,14 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize('module', [
-    BottleneckIR(16, 32, stride=2), BottleneckIR(32, 32, stride=2, use_se=True), LocalCNN(32, drop_prob=1.)])
-def test_channels_last_gives_the_same_outputs_and_gradients(module):
+@pytest.mark.parametrize('make_module', [
+    lambda: BottleneckIR(16, 32, stride=2), lambda: BottleneckIR(32, 32, stride=2, use_se=True),
+    lambda: LocalCNN(32, drop_prob=1.)])
+def test_channels_last_gives_the_same_outputs_and_gradients(make_module):
+    # Seeded: PReLU and ReLU have a kink at 0, where a pre-activation within round-off of 0 takes the other slope in
+    # the other memory format (an unseeded draw once put one at 4e-8 and moved an input gradient by 0.1).
+    torch.manual_seed(0)
+    module = make_module()
     x = torch.randn(4, module.bn1.num_features if isinstance(module, BottleneckIR) else 32, 14, 14)
     outputs = []
     for fmt in (torch.contiguous_format, torch.channels_last):
