@@ -42,7 +42,7 @@ class UnfusedLoopAttention(nn.Module):
 
     def __init__(self, attn: MultiHeadSelfAttentionDropping) -> None:
         super().__init__()
-        self.num_heads, self.head_dim, self.p = attn.num_heads, attn.head_dim, attn.head_drop.p
+        self.num_heads, self.head_dim, self.p = attn.num_heads, attn.head_dim, attn.attn_head_drop.drop_prob
         self.scale = self.head_dim ** -0.5
         self.qkv, self.proj = attn.qkv, attn.proj
 
@@ -63,7 +63,7 @@ class UnfusedLoopAttention(nn.Module):
 def to_authors_code_path(model: TransFER) -> TransFER:
     """Swap the authors' MAD and attention into ``model`` in place, sharing its weights."""
     if not isinstance(model.local_cnn, nn.Identity):
-        model.local_cnn.attn_drop = LoopMultiAttentionDropping(model.local_cnn.attn_drop.p)
+        model.local_cnn.branch_drop = LoopMultiAttentionDropping(model.local_cnn.branch_drop.drop_prob)
     for block in model.blocks:
         block.attn = UnfusedLoopAttention(block.attn)
     return model

@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -36,6 +37,9 @@ from typing import Callable, Dict, List
 import timm
 import torch
 from authors_baseline import to_authors_code_path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tests'))  # the generated faces the tests use
+from drawn_faces import generated_faces  # noqa: E402
 
 import timm_fer
 from timm_fer.inference.backends import OnnxRuntimeModel, cached_onnx, quantize_linear
@@ -133,15 +137,6 @@ class Variant:
         return step
 
 
-def generated_faces(n: int, size: int, generator: torch.Generator):
-    """Generated images whose class is their brightness: a task a model learns in a few steps, so its margins mean
-    something when predictions of two variants are compared."""
-    labels = torch.randint(7, (n,), generator=generator)
-    images = torch.linspace(-1, 1, 7)[labels].view(n, 1, 1, 1) + 0.3 * torch.randn(n, 3, size, size,
-                                                                                    generator=generator)
-    return images, labels
-
-
 def briefly_train(model: torch.nn.Module, steps: int, size: int) -> None:
     """Train ``model`` for ``steps`` AdamW steps of 16 generated faces (bf16 autocast where it is fast)."""
     generator = torch.Generator().manual_seed(0)
@@ -149,7 +144,7 @@ def briefly_train(model: torch.nn.Module, steps: int, size: int) -> None:
     amp_dtype = resolve_amp_dtype('auto', next(model.parameters()).device)
     model.train()
     for _ in range(steps):
-        images, labels = generated_faces(16, size, generator)
+        images, labels = generated_faces(16, generator, size)
         optimizer.zero_grad()
         with autocast(next(model.parameters()).device, amp_dtype):
             loss = torch.nn.functional.cross_entropy(model(images), labels)
@@ -168,7 +163,7 @@ def build_variants(args: argparse.Namespace, device: torch.device) -> List[Varia
     fp32_contiguous, fp32_cl = copy.deepcopy(reference), copy.deepcopy(reference).to(memory_format=torch.channels_last)
     int8 = quantize_linear(copy.deepcopy(reference).eval())
     default = reference.to(memory_format=torch.channels_last)
-    no_drop = timm.create_model('transfer_fer_ir50', mad_prob=0., msad_prob=0.).to(device)
+    no_drop = timm.create_model('transfer_fer_ir50', mad_drop_prob=0., msad_drop_prob=0.).to(device)
     no_drop.load_state_dict(state)
     no_drop = no_drop.to(memory_format=torch.channels_last)
     precision = 'bf16' if amp_dtype else 'fp32'
@@ -235,7 +230,8 @@ def main() -> None:
     variants = build_variants(args, device)
     input_size = variants[0].model.pretrained_cfg['input_size']
     macs = timm_fer.count_macs(timm.create_model('transfer_fer_ir50'))
-    held_out, held_out_labels = generated_faces(args.agreement_images, input_size[-1], torch.Generator().manual_seed(1))
+    held_out, held_out_labels = generated_faces(args.agreement_images, torch.Generator().manual_seed(1),
+                                                input_size[-1])
     agreements = agreement(variants, held_out.to(device), args.batch_size)
     accuracy = float((variants[0].logits(held_out[:args.batch_size].to(device)).argmax(-1).cpu()
                       == held_out_labels[:args.batch_size]).float().mean())

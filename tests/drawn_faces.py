@@ -1,4 +1,8 @@
-"""Faces drawn for the tests: a cartoon face that RetinaFace detects, and stand-in detections."""
+"""Faces made for the tests and benchmarks: a cartoon face that RetinaFace detects, stand-in detections, and
+generated faces whose class is their brightness."""
+from typing import Tuple
+
+import torch
 from PIL import Image, ImageDraw
 
 from timm_fer.faces import ARCFACE_TEMPLATE_112, DetectedFace
@@ -23,3 +27,12 @@ def stub_face(x: float, y: float, scale: float) -> DetectedFace:
     """A face whose landmarks are the template scaled by ``scale`` and moved to (x, y)."""
     return DetectedFace(box=(x, y, x + 112 * scale, y + 112 * scale),
                         landmarks=ARCFACE_TEMPLATE_112 * scale + [x, y], score=0.99)
+
+
+def generated_faces(n: int, generator: torch.Generator, size: int = 32) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``n`` generated face tensors (3 x ``size`` x ``size``) and their labels (7 classes): each class is a
+    brightness, plus noise. A model learns them in a few steps, so its margins mean something when two ways of running
+    it are compared."""
+    labels = torch.randint(7, (n,), generator=generator)
+    brightness = torch.linspace(-1, 1, 7)[labels].view(n, 1, 1, 1)
+    return brightness + 0.3 * torch.randn(n, 3, size, size, generator=generator), labels

@@ -65,13 +65,6 @@ class TestRafDb:
         with pytest.raises(DatasetFileNotFoundError, match=r'list_patition_label\.txt.*Image/aligned'):
             RafDb(str(tmp_path), 'train')
 
-    def test_corrupt_row_names_file_and_line(self, tmp_path):
-        root = _write_rafdb(tmp_path)
-        label_file = root / 'EmoLabel' / 'list_patition_label.txt'
-        label_file.write_text(label_file.read_text() + 'train_00004.jpg nine\n')
-        with pytest.raises(DatasetError, match=r'list_patition_label\.txt line 6.*train_00004\.jpg nine'):
-            RafDb(str(root), 'train')
-
     def test_missing_image_is_an_error_that_counts_and_names_it(self, tmp_path):
         root = _write_rafdb(tmp_path)
         (root / 'Image' / 'aligned' / 'train_00002_aligned.jpg').unlink()
@@ -187,13 +180,6 @@ class TestFerPlus:
         assert [FERPLUS_LABELS[t] for t in train.targets] == ['neutral', 'contempt']
         assert train.soft_targets.argmax(dim=1).tolist() == train.targets
 
-    def test_corrupt_vote_row(self, tmp_path):
-        root = _write_ferplus_folders(tmp_path)
-        label_csv = root / 'FER2013Valid' / 'label.csv'
-        label_csv.write_text(label_csv.read_text() + 'fer0000099.png,"(0, 0, 48, 48)",1,2,x\n')
-        with pytest.raises(DatasetError, match=r'FER2013Valid/label\.csv line 2: expected 10 vote counts'):
-            FerPlus(str(root), 'valid')
-
     def test_pixels_of_fer2013_csv(self, tmp_path):
         _write_ferplus_csv(tmp_path)
         _write_fer2013_pixels(tmp_path)
@@ -257,6 +243,25 @@ def _write_affectnet(root: Path) -> Path:
     (root / 'Manually_Annotated_file_lists' / 'validation.csv').write_text(
         f'9/val0.png,0,0,64,64,{LANDMARKS},6,0.1,0.2\n')
     return root
+
+
+CORRUPT_LABEL_ROWS = {
+    'rafdb': (_write_rafdb, RafDb, 'train', 'EmoLabel/list_patition_label.txt', 'train_00004.jpg nine\n',
+              r'list_patition_label\.txt line 6.*train_00004\.jpg nine'),
+    'ferplus': (_write_ferplus_folders, FerPlus, 'valid', 'FER2013Valid/label.csv',
+                'fer0000099.png,"(0, 0, 48, 48)",1,2,x\n', r'FER2013Valid/label\.csv line 2: expected 10 vote counts'),
+}
+"""Per dataset: its writer, reader, a split, its label file, a row that does not parse, and what the error says."""
+
+
+@pytest.mark.parametrize('dataset', CORRUPT_LABEL_ROWS)
+def test_corrupt_label_row_names_file_and_line(tmp_path, dataset):
+    write, reader, split, label_path, row, message = CORRUPT_LABEL_ROWS[dataset]
+    root = write(tmp_path)
+    label_file = root / label_path
+    label_file.write_text(label_file.read_text() + row)
+    with pytest.raises(DatasetError, match=message):
+        reader(str(root), split)
 
 
 class TestAffectNet:

@@ -14,7 +14,7 @@ from PIL import Image
 from source_layouts import make_hub_cache
 from torch import nn
 
-from timm_fer.constants import HF_HUB_ORG
+from timm_fer.constants import DATASET_FACE_TEMPLATES, HF_HUB_ORG, TAG_FACE_TEMPLATES
 from timm_fer.errors import ConfigError
 from timm_fer.faces import (
     ARCFACE_TEMPLATE_112,
@@ -28,11 +28,10 @@ from timm_fer.faces import (
     face_template,
 )
 from timm_fer.hub import TRAIN_CHECKPOINT_FORMAT, load_model, make_model_card, read_checkpoint, write_hub_folder
-from timm_fer.hub.checkpoint import DATA_CONFIG_KEYS, DATASET_FACE_TEMPLATES
+from timm_fer.hub.checkpoint import DATA_CONFIG_KEYS
 from timm_fer.hub.loading import resolve_face_template, resolve_fer_data_config
 from timm_fer.inference.export import export_metadata
 from timm_fer.inference.predict import predict
-from timm_fer.models.transfer import TAG_FACE_TEMPLATES
 
 pytestmark = pytest.mark.usefixtures('offline_hub')
 CLASSES = ('calm', 'happy', 'angry')

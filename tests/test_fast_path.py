@@ -3,7 +3,8 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from helpers import TINY_TRANSFER, train_args, write_toy_folder
+from drawn_faces import generated_faces
+from helpers import TINY, TINY_TRANSFER, train_args, write_toy_folder
 
 import timm_fer  # noqa: F401
 from timm_fer.cli.train import main as train_main
@@ -13,7 +14,6 @@ from timm_fer.utils import runtime
 
 # Stem channels stay >= 16: torch 2.14.1's CPU channels-last backward of a strided 1x1 conv with <= 8 input
 # channels corrupts memory.
-TINY = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=4)
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -62,14 +62,14 @@ def test_mad_under_bf16_autocast_keeps_dtype_and_drops_one_whole_branch():
 
 def test_msad_under_bf16_autocast_is_close_to_fp32_and_drops_whole_heads():
     torch.manual_seed(0)
-    attn = MultiHeadSelfAttentionDropping(64, num_heads=4, head_drop_prob=1.)
+    attn = MultiHeadSelfAttentionDropping(64, num_heads=4, attn_head_drop_prob=1.)
     x = torch.randn(8, 10, 64)
     expected = attn.eval()(x)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out = attn(x)
         assert out.dtype == torch.bfloat16
         captured = []
-        attn.head_drop.register_forward_hook(lambda _, args, output: captured.append(output))
+        attn.attn_head_drop.register_forward_hook(lambda _, args, output: captured.append(output))
         attn.train()(x)
     assert torch.allclose(out.float(), expected, atol=0.05, rtol=0.05)
     zero = captured[0].flatten(2).eq(0).all(dim=-1)
@@ -77,18 +77,10 @@ def test_msad_under_bf16_autocast_is_close_to_fp32_and_drops_whole_heads():
 
 
 def test_training_graph_has_no_breaks_with_mad_and_msad_active():
-    model = timm.create_model('transfer_fer_ir50', mad_prob=0.6, msad_prob=0.3, **TINY).train()
+    model = timm.create_model('transfer_fer_ir50', mad_drop_prob=0.6, msad_drop_prob=0.3, **TINY).train()
     explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 112, 112))
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
-
-
-def _toy_faces(n: int, generator: torch.Generator, size: int = 32):
-    """Generated images whose class is their brightness: learnable in a few steps."""
-    labels = torch.randint(7, (n,), generator=generator)
-    base = torch.linspace(-1, 1, 7)[labels].view(n, 1, 1, 1)
-    images = base + 0.3 * torch.randn(n, 3, size, size, generator=generator)
-    return images, labels
 
 
 def test_bf16_predictions_agree_with_fp32_on_at_least_99_percent():
@@ -98,12 +90,12 @@ def test_bf16_predictions_agree_with_fp32_on_at_least_99_percent():
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(20):
-        images, labels = _toy_faces(32, generator)
+        images, labels = generated_faces(32, generator)
         optimizer.zero_grad()
         F.cross_entropy(model(images), labels).backward()
         optimizer.step()
     model = model.eval().to(memory_format=torch.channels_last)
-    images, labels = _toy_faces(256, generator)
+    images, labels = generated_faces(256, generator)
     images = _channels_last(images)
     with torch.inference_mode():
         fp32 = model(images).argmax(dim=-1)

@@ -117,7 +117,7 @@ def test_batch_or_missing_axis_is_rejected(dim):
 
 def test_extra_repr_and_script():
     module = MultiAttentionDropping(0.25, dim=2)
-    assert 'p=0.25, dim=2' in repr(module)
+    assert 'drop_prob=0.25, dim=2' in repr(module)
     scripted = torch.jit.script(module.eval())
     x = torch.rand(2, 3, 4)
     assert torch.equal(scripted(x), x)

@@ -3,6 +3,7 @@ import pytest
 import timm
 import timm.layers.config
 import torch
+from helpers import TINY
 from hypothesis import given
 from hypothesis import strategies as st
 from timm.layers import Attention
@@ -10,8 +11,6 @@ from timm.utils import AttentionExtract
 
 from timm_fer.layers import MultiHeadSelfAttentionDropping, apply_msad
 
-TINY_TRANSFER_32 = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=4,
-                        img_size=32)
 # Fused and explicit attention agree to rounding; bf16 rounds its probabilities to 8 bits.
 PATH_TOL = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float64: dict(atol=1e-12, rtol=1e-12),
             torch.bfloat16: dict(atol=3e-2, rtol=3e-2)}
@@ -60,13 +59,13 @@ def test_eval_and_p0_match_timm_attention(case, p, fused_attn):
     torch.manual_seed(seed)
     dim = num_heads * head_dim
     reference = Attention(dim, num_heads=num_heads, qkv_bias=True, dtype=dtype).eval()
-    msad = MultiHeadSelfAttentionDropping(dim, num_heads=num_heads, qkv_bias=True, head_drop_prob=p, dtype=dtype)
+    msad = MultiHeadSelfAttentionDropping(dim, num_heads=num_heads, qkv_bias=True, attn_head_drop_prob=p, dtype=dtype)
     msad.load_state_dict(reference.state_dict())
     reference.fused_attn = msad.fused_attn = fused_attn
     x = torch.randn(batch, tokens, dim, dtype=dtype)
     expected = reference(x)
     assert torch.equal(msad.eval()(x), expected)
-    msad.head_drop.p = 0.
+    msad.attn_head_drop.drop_prob = 0.
     assert torch.equal(msad.train()(x), expected)
 
 
@@ -75,7 +74,7 @@ def test_p1_zeroes_exactly_one_head_per_sample(case):
     num_heads, head_dim, tokens, batch, dtype, seed = case
     torch.manual_seed(seed)
     dim = num_heads * head_dim
-    msad = MultiHeadSelfAttentionDropping(dim, num_heads=num_heads, head_drop_prob=1., dtype=dtype).train()
+    msad = MultiHeadSelfAttentionDropping(dim, num_heads=num_heads, attn_head_drop_prob=1., dtype=dtype).train()
     x = torch.randn(batch, tokens, dim, dtype=dtype)
     heads = _head_outputs(msad, x)
     msad.eval()
@@ -91,14 +90,14 @@ def test_dropped_head_passes_no_gradient(case):
     num_heads, head_dim, tokens, batch, _, seed = case
     torch.manual_seed(seed)
     dim = num_heads * head_dim
-    msad = MultiHeadSelfAttentionDropping(dim, num_heads=num_heads, head_drop_prob=1.).train()
+    msad = MultiHeadSelfAttentionDropping(dim, num_heads=num_heads, attn_head_drop_prob=1.).train()
     captured = {}
 
     def keep_head_tensors(module, args, output):
         args[0].retain_grad()
         captured.update(heads=args[0], dropped=output)
 
-    msad.head_drop.register_forward_hook(keep_head_tensors)
+    msad.attn_head_drop.register_forward_hook(keep_head_tensors)
     msad(torch.randn(batch, tokens, dim)).square().sum().backward()
     dropped = captured['dropped'].flatten(2).eq(0).all(dim=-1)
     grad = captured['heads'].grad.flatten(2)
@@ -119,7 +118,7 @@ def test_fused_attn_follows_timm_and_is_set_per_instance(monkeypatch):
 def test_fused_and_explicit_paths_agree_in_eval(case, qk_norm):
     num_heads, head_dim, tokens, batch, dtype, seed = case
     torch.manual_seed(seed)
-    msad = _msad(num_heads, head_dim, dtype, qk_norm=qk_norm, head_drop_prob=1.).eval()
+    msad = _msad(num_heads, head_dim, dtype, qk_norm=qk_norm, attn_head_drop_prob=1.).eval()
     x = torch.randn(batch, tokens, num_heads * head_dim, dtype=dtype)
     calls = _count_attn_drop_calls(msad)
     msad.fused_attn = True
@@ -148,7 +147,7 @@ def test_fused_and_explicit_paths_agree_with_masks(mask):
 def test_fused_and_explicit_paths_drop_the_same_heads_in_training(case, p):
     num_heads, head_dim, tokens, batch, dtype, seed = case
     torch.manual_seed(seed)
-    msad = _msad(num_heads, head_dim, dtype, head_drop_prob=p).train()
+    msad = _msad(num_heads, head_dim, dtype, attn_head_drop_prob=p).train()
     x = torch.randn(batch, tokens, num_heads * head_dim, dtype=dtype)
     calls = _count_attn_drop_calls(msad)
     heads, grads = [], []
@@ -189,14 +188,14 @@ def test_attn_drop_sees_the_softmax_of_the_explicit_path(case, attn_drop, traini
 @pytest.mark.parametrize('fused_attn', [True, False])
 def test_fx_traces_both_paths(fused_attn):
     x = torch.randn(2, 5, 16)
-    msad = _msad(4, 4, torch.float32, head_drop_prob=0.5).eval()
+    msad = _msad(4, 4, torch.float32, attn_head_drop_prob=0.5).eval()
     msad.fused_attn = fused_attn
     traced = torch.fx.symbolic_trace(msad, concrete_args=dict(attn_mask=None, is_causal=False))
     assert torch.equal(traced(x), msad(x))
     targets = {node.target for node in traced.graph.nodes}
     assert (torch.nn.functional.scaled_dot_product_attention in targets) is fused_attn
     assert ('softmax' in targets) is not fused_attn
-    model = timm.create_model('transfer_fer_ir50', **TINY_TRANSFER_32).eval()
+    model = timm.create_model('transfer_fer_ir50', img_size=32, **TINY).eval()
     for block in model.blocks:
         block.attn.fused_attn = fused_attn
     images = torch.randn(2, 3, 32, 32)
@@ -207,7 +206,7 @@ def test_fx_traces_both_paths(fused_attn):
 @pytest.mark.parametrize('fused_attn', [True, False])
 def test_torch_compile_runs_both_paths_without_graph_breaks(fused_attn):
     torch._dynamo.reset()
-    msad = _msad(4, 4, torch.float32, head_drop_prob=0.5)
+    msad = _msad(4, 4, torch.float32, attn_head_drop_prob=0.5)
     msad.fused_attn = fused_attn
     compiled = torch.compile(msad, backend='aot_eager', fullgraph=True)  # dynamo and AOT autograd, no codegen
     x = torch.randn(8, 5, 16)
@@ -217,7 +216,7 @@ def test_torch_compile_runs_both_paths_without_graph_breaks(fused_attn):
     expected = msad(x)
     torch.manual_seed(3)
     torch.testing.assert_close(compiled(x), expected)
-    model = timm.create_model('transfer_fer_ir50', mad_prob=0.6, msad_prob=0.3, **TINY_TRANSFER_32).train()
+    model = timm.create_model('transfer_fer_ir50', mad_drop_prob=0.6, msad_drop_prob=0.3, img_size=32, **TINY).train()
     for block in model.blocks:
         block.attn.fused_attn = fused_attn
     explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 32, 32))
@@ -243,7 +242,7 @@ def test_timm_attention_extract_reads_the_explicit_path():
 def test_head_drop_rate_and_uniform_head_choice():
     torch.manual_seed(7)
     batch, num_heads, p = 20_000, 8, 0.3
-    msad = MultiHeadSelfAttentionDropping(16, num_heads=num_heads, head_drop_prob=p).train()
+    msad = MultiHeadSelfAttentionDropping(16, num_heads=num_heads, attn_head_drop_prob=p).train()
     heads = _head_outputs(msad, torch.randn(batch, 2, 16))
     zero = heads.flatten(2).eq(0).all(dim=-1)
     dropped = zero.any(dim=1)
@@ -255,7 +254,7 @@ def test_head_drop_rate_and_uniform_head_choice():
 
 def test_invalid_probability_is_rejected():
     with pytest.raises(ValueError, match=r'\[0, 1\]'):
-        MultiHeadSelfAttentionDropping(16, num_heads=2, head_drop_prob=1.5)
+        MultiHeadSelfAttentionDropping(16, num_heads=2, attn_head_drop_prob=1.5)
 
 
 @pytest.mark.parametrize('name', ['vit_small_patch16_224', 'deit_tiny_patch16_224'])
@@ -266,7 +265,7 @@ def test_apply_msad_keeps_weights_and_eval_outputs(name):
     state = {k: v.clone() for k, v in model.state_dict().items()}
     assert apply_msad(model, 0.3) is model
     attentions = [m for m in model.modules() if isinstance(m, MultiHeadSelfAttentionDropping)]
-    assert len(attentions) == 2 and all(m.head_drop.p == 0.3 for m in attentions)
+    assert len(attentions) == 2 and all(m.attn_head_drop.drop_prob == 0.3 for m in attentions)
     assert not any(type(m) is Attention for m in model.modules())
     assert model.state_dict().keys() == state.keys()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
@@ -289,9 +288,9 @@ def test_apply_msad_takes_over_fused_attn():
 def test_apply_msad_updates_existing_msad_and_rejects_models_without_attention():
     model = apply_msad(timm.create_model('deit_tiny_patch16_224', img_size=32, depth=1), 0.3)
     apply_msad(model, 0.5)
-    assert model.blocks[0].attn.head_drop.p == 0.5
+    assert model.blocks[0].attn.attn_head_drop.drop_prob == 0.5
     with pytest.raises(ValueError, match='no timm Attention'):
         apply_msad(torch.nn.Linear(2, 2), 0.3)
     with pytest.raises(ValueError, match=r'\[0, 1\]'):
         apply_msad(model, 2.)
-    assert model.blocks[0].attn.head_drop.p == 0.5
+    assert model.blocks[0].attn.attn_head_drop.drop_prob == 0.5

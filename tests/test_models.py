@@ -5,6 +5,7 @@ from typing import Any, Dict, List, Tuple, Union
 import pytest
 import timm
 import torch
+from helpers import TINY
 from hypothesis import given
 from hypothesis import strategies as st
 from timm.layers import create_feature_extractor, get_graph_node_names
@@ -23,15 +24,14 @@ IR_MODELS = [name for name in MODELS if name.startswith('ir_')]
 SCRIPT_MODELS = ['ir_18', 'ir_se_50', 'transfer_fer_compact', 'transfer_fer_ir50', 'vit_fer_ir50']
 # Models built for other faces than 112x112 RGB crops.
 INPUT_SIZES = {'transfer_fer_compact': (3, 48, 48)}
-TINY_TRANSFER = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=4)
 # Models of every family for the grad checkpointing / features_only / forward_intermediates contract, built tiny:
 # 4 IR stages, or 3 encoder blocks, on 32x32 faces.
 CONTRACT_MODELS = ['ir_18', 'ir_se_50', 'transfer_fer_compact', 'transfer_fer_ir50', 'transfer_fer_ir50_b4',
                    'vit_fer_ir50']
 TINY_IR = dict(layers=(1, 1, 1, 1), channels=(16, 16, 16, 32))
 TINY_TRANSFER_32 = dict(
-    stem_layers=(1, 1, 1), stem_channels=(8, 8, 16), embed_dim=16, depth=3, num_heads=2, img_size=32, mad_prob=0.,
-    msad_prob=0.)
+    stem_layers=(1, 1, 1), stem_channels=(8, 8, 16), embed_dim=16, depth=3, num_heads=2, img_size=32, mad_drop_prob=0.,
+    msad_drop_prob=0.)
 # forward_intermediates' indices: all, the last n, and a list with a negative index that leaves the last block or
 # stage out (so that stop_early has something to stop).
 INDICES = [None, 2, [0, -2]]
@@ -166,7 +166,7 @@ def test_reset_classifier_and_in_chans(name):
 
 @pytest.mark.parametrize('name', MODELS)
 def test_every_parameter_gets_a_gradient_in_training(name):
-    kwargs = dict(mad_prob=1., msad_prob=1.) if name.startswith('transfer_fer_ir50') else {}
+    kwargs = dict(mad_drop_prob=1., msad_drop_prob=1.) if name.startswith('transfer_fer_ir50') else {}
     model = timm.create_model(name, num_classes=4, drop_rate=0.1, drop_path_rate=0.1, **kwargs).train()
     loss = model(_input(model, 4)).logsumexp(dim=-1).mean()
     loss.backward()
@@ -267,7 +267,7 @@ def test_seeded_forward_intermediates_with_drops_reproduce_a_plain_forward(name,
     """With the same seed, dropout, drop path, MAD and MSAD drop the same things in ``forward_intermediates`` as in
     a plain forward, with or without grad checkpointing (which replays the random draws in backward)."""
     drops = dict(drop_path_rate=p) if name.startswith('ir_') else dict(
-        drop_path_rate=p, pos_drop_rate=p, proj_drop_rate=p, attn_drop_rate=p, mad_prob=p, msad_prob=p)
+        drop_path_rate=p, pos_drop_rate=p, proj_drop_rate=p, attn_drop_rate=p, mad_drop_prob=p, msad_drop_prob=p)
     model = _tiny_model(name, **drops)
     x = _tiny_input(model)
     torch.manual_seed(seed)
@@ -332,7 +332,7 @@ def test_torchscript_and_fx_match_eager_in_eval(name):
 
 @pytest.mark.slow
 def test_torch_compile_matches_eager_in_eval():
-    model = timm.create_model('transfer_fer_ir50', **TINY_TRANSFER).eval()
+    model = timm.create_model('transfer_fer_ir50', **TINY).eval()
     x = _input(model)
     with torch.no_grad():
         assert torch.allclose(torch.compile(model, fullgraph=True)(x), model(x), atol=1e-4)
@@ -380,15 +380,15 @@ def test_count_macs_takes_the_channels_of_a_grayscale_model(name):
 def test_registered_variants_set_the_paper_defaults():
     transfer = timm.create_model('transfer_fer_ir50')
     assert isinstance(transfer.local_cnn, LocalCNN) and len(transfer.local_cnn.branches) == 2
-    assert transfer.local_cnn.attn_drop.p == 0.6
-    assert all(block.attn.head_drop.p == 0.3 for block in transfer.blocks)
+    assert transfer.local_cnn.branch_drop.drop_prob == 0.6
+    assert all(block.attn.attn_head_drop.drop_prob == 0.3 for block in transfer.blocks)
     affectnet = timm.create_model('transfer_fer_ir50_b4')
     assert isinstance(affectnet.local_cnn, LocalCNN) and len(affectnet.local_cnn.branches) == 4
-    assert affectnet.local_cnn.attn_drop.p == 0.2
-    assert all(block.attn.head_drop.p == 0.6 for block in affectnet.blocks)
+    assert affectnet.local_cnn.branch_drop.drop_prob == 0.2
+    assert all(block.attn.attn_head_drop.drop_prob == 0.6 for block in affectnet.blocks)
     baseline = timm.create_model('vit_fer_ir50')
     assert isinstance(baseline.local_cnn, torch.nn.Identity)
-    assert all(block.attn.head_drop.p == 0. for block in baseline.blocks)
+    assert all(block.attn.attn_head_drop.drop_prob == 0. for block in baseline.blocks)
 
 
 def test_pretrained_tags_pick_weights_not_the_architecture():
@@ -403,7 +403,7 @@ def test_pretrained_tags_pick_weights_not_the_architecture():
 @pytest.mark.parametrize('num_branches', [0, 1, 2, 4, 8])
 def test_branch_count_ablation(num_branches):
     model = timm.create_model(
-        'transfer_fer_ir50', num_branches=num_branches, mad_prob=0.6 if num_branches > 1 else 0., **TINY_TRANSFER)
+        'transfer_fer_ir50', num_branches=num_branches, mad_drop_prob=0.6 if num_branches > 1 else 0., **TINY)
     branches = 0 if num_branches == 0 else len(model.local_cnn.branches)
     assert branches == num_branches
     assert model.train()(torch.randn(2, 3, 112, 112)).shape == (2, 7)
@@ -420,7 +420,7 @@ def test_stem_depth_ablation(stem_depth, tokens, channels):
 
 
 def test_global_pool_options():
-    model = timm.create_model('transfer_fer_ir50', global_pool='avg', **TINY_TRANSFER).eval()
+    model = timm.create_model('transfer_fer_ir50', global_pool='avg', **TINY).eval()
     x = torch.randn(2, 3, 112, 112)
     with torch.no_grad():
         features = model.forward_features(x)
@@ -431,16 +431,16 @@ def test_global_pool_options():
     with torch.no_grad():
         assert torch.allclose(ir(x), ir.forward_features(x).amax(dim=(2, 3)))
     with pytest.raises(ValueError, match='global_pool'):
-        timm.create_model('transfer_fer_ir50', global_pool='mean', **TINY_TRANSFER)
+        timm.create_model('transfer_fer_ir50', global_pool='mean', **TINY)
 
 
 def test_wrong_image_size_names_the_size_and_the_fix():
-    model = timm.create_model('transfer_fer_ir50', **TINY_TRANSFER).eval()
+    model = timm.create_model('transfer_fer_ir50', **TINY).eval()
     with pytest.raises(AssertionError, match=r'height 112, got 96.*resize'):
         model(torch.randn(1, 3, 96, 112))
     with pytest.raises(AssertionError, match=r'width 112, got 128'):
         model(torch.randn(1, 3, 112, 128))
-    resized = timm.create_model('transfer_fer_ir50', img_size=64, **TINY_TRANSFER).eval()
+    resized = timm.create_model('transfer_fer_ir50', img_size=64, **TINY).eval()
     assert resized(torch.randn(1, 3, 64, 64)).shape == (1, 7)
 
 
@@ -448,7 +448,7 @@ def test_bad_constructor_arguments_are_rejected():
     with pytest.raises(ValueError, match='stem_depth'):
         timm.create_model('transfer_fer_ir50', stem_depth=5)
     with pytest.raises(ValueError, match='multiple of 8'):
-        timm.create_model('transfer_fer_ir50', img_size=100, **TINY_TRANSFER)
+        timm.create_model('transfer_fer_ir50', img_size=100, **TINY)
 
 
 def test_ir_shortcut_subsample_equals_face_evolve_max_pool():

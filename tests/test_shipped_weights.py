@@ -16,10 +16,12 @@ from timm_fer.data import FerPlus, create_fer_transform
 from timm_fer.hub import DEFAULT_MODEL, check_hub_folder, resolve_fer_data_config
 from timm_fer.inference import predict
 from timm_fer.inference.predict import SAMPLE_IMAGE
-from timm_fer.models.transfer import COMPACT_FERPLUS_WEIGHTS, LUMA_WEIGHTS
+from timm_fer.models._pretrained import shipped_weights
+from timm_fer.models.transfer import LUMA_WEIGHTS
 
 REAL_FERPLUS = Path(__file__).resolve().parents[2] / 'shared' / 'datasets' / 'ferplus'
 TAG = 'transfer_fer_compact.ferplus'
+COMPACT_FERPLUS_WEIGHTS = shipped_weights(TAG)
 FOLDER = COMPACT_FERPLUS_WEIGHTS.parent
 
 pytestmark = pytest.mark.usefixtures('offline_hub')
@@ -53,6 +55,17 @@ def test_shipped_file_is_a_small_safetensors_of_the_registered_architecture():
     assert {k: v.shape for k, v in tensors.items()} == {k: v.shape for k, v in reference.items()}
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point())
     assert 2.1e6 < sum(v.numel() for k, v in tensors.items() if 'running' not in k and 'num_batches' not in k) < 2.3e6
+
+
+def test_shipped_state_dict_keys_load_strictly_into_the_renamed_modules():
+    """The dropping modules renamed for one name per concept (``branch_drop``, ``attn_head_drop``) hold no
+    parameters or buffers: the shipped weights load with ``strict=True`` and every key is the model's."""
+    tensors = safetensors.torch.load_file(COMPACT_FERPLUS_WEIGHTS)
+    model = timm.create_model('transfer_fer_compact', num_classes=len(FERPLUS_LABELS))
+    renamed = [model.local_cnn.branch_drop] + [block.attn.attn_head_drop for block in model.blocks]
+    assert not any(module.state_dict() for module in renamed)
+    result = model.load_state_dict(tensors, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys and set(model.state_dict()) == set(tensors)
 
 
 def test_pretrained_loads_the_shipped_file_with_no_network():

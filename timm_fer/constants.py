@@ -1,4 +1,9 @@
-"""Label names of the FER benchmarks, in each dataset's own label order."""
+"""Settings every part of timm-fer shares: label names of the FER benchmarks (in each dataset's own label order),
+where weights are published, and the five-point face templates with the one each tag and dataset uses (the one home
+of the face-template settings: :mod:`timm_fer.faces`, :mod:`timm_fer.hub` and the trainer read them here)."""
+from typing import Dict, Tuple
+
+import numpy as np
 
 RAFDB_LABELS = ('surprise', 'fear', 'disgust', 'happiness', 'sadness', 'anger', 'neutral')
 """RAF-DB basic: labels 1..7 of ``list_patition_label.txt``, shifted to 0..6."""
@@ -20,5 +25,41 @@ PUBLISHED_ON_HUB = frozenset()
 ``timm.list_pretrained()`` lists only weights that load, and ``pretrained=True`` on another tag fails at once
 instead of asking the Hub. Add a tag here in the commit that publishes it."""
 
+ARCFACE_TEMPLATE_112 = np.array([
+    [38.2946, 51.6963],
+    [73.5318, 51.5014],
+    [56.0252, 71.7366],
+    [41.5493, 92.3655],
+    [70.7299, 92.2041],
+], dtype=np.float64)
+"""Where the five landmarks of an aligned 112x112 face lie (insightface's ``arcface_dst``), as (x, y) rows."""
+
+FER2013_TEMPLATE_48 = np.array([
+    [14.625, 18.375],
+    [32.375, 18.125],
+    [23.625, 28.375],
+    [16.625, 36.125],
+    [30.875, 36.125],
+], dtype=np.float64)
+"""Where the five landmarks of a FER2013 (FERPlus) 48x48 face lie, as (x, y) rows: the per-point median of the
+landmarks that :class:`~timm_fer.faces.RetinaFaceDetector` finds on 4931 of 5000 random FERPlus training faces,
+upsampled x4 (``python benchmarks/face_template_study.py FER2013Train --limit 5000``). Next to ArcFace's template
+the face is larger (eye distance 17.5 px, ArcFace's 15.1 px) and higher (eyes at y 18.2, ArcFace's 22.1); a face's
+landmarks lie a median 3.3 px from these points (2.2 to 3.0 px per coordinate, as a robust std)."""
+
+FACE_TEMPLATES: Dict[str, Tuple[np.ndarray, Tuple[int, int]]] = {
+    'arcface': (ARCFACE_TEMPLATE_112, (112, 112)),
+    'fer2013': (FER2013_TEMPLATE_48, (48, 48)),
+}
+"""The templates a model's data config can name, each with the (height, width) of the face its points refer to."""
+
 DEFAULT_FACE_TEMPLATE = 'arcface'
-"""The face template (``timm_fer.faces.FACE_TEMPLATES``) of models whose tag or checkpoint names none."""
+"""The face template of models whose tag or checkpoint names none."""
+
+TAG_FACE_TEMPLATES = {'transfer_fer_compact.ferplus': 'fer2013'}
+"""The face template each pretrained tag's training faces were framed with, where not the default; timm's pretrained
+cfgs have no field for it."""
+
+DATASET_FACE_TEMPLATES = {'ferplus': 'fer2013', 'rafdb': 'arcface', 'affectnet7': 'arcface', 'affectnet8': 'arcface'}
+"""The face template of a run on each dataset: its images fix how the faces are framed. FERPlus keeps FER2013's
+48x48 crops; the others get ArcFace's, predict's default. Runs on a folder dataset keep the template they saved."""

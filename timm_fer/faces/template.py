@@ -1,47 +1,22 @@
 """Five-point face templates (ArcFace's, FER2013's) and the similarity transform that maps landmarks onto them.
 
+The templates and which one each tag and dataset uses are settings of :mod:`timm_fer.constants`; this module scales
+them to a face size and aligns landmarks onto them.
+
 A template says where the five landmarks of a face lie in the crops a model was trained on; photos are aligned to
 the template of the model's data config (its 'face_template' entry names one of :data:`FACE_TEMPLATES`). Landmarks
 are in pixel-index coordinates (the centre of the top-left pixel is (0, 0)), in the order left eye, right eye, nose
 tip, left mouth corner, right mouth corner, where left and right are as seen in the image.
 """
-from typing import Dict, Tuple
+from typing import Tuple
 
 import numpy as np
 
-from ..constants import DEFAULT_FACE_TEMPLATE
+from ..constants import ARCFACE_TEMPLATE_112, DEFAULT_FACE_TEMPLATE, FACE_TEMPLATES, FER2013_TEMPLATE_48
 from ..errors import ConfigError
 
 __all__ = ['ARCFACE_TEMPLATE_112', 'DEFAULT_FACE_TEMPLATE', 'FACE_TEMPLATES', 'FER2013_TEMPLATE_48',
            'apply_similarity', 'estimate_similarity', 'face_template', 'invert_similarity']
-
-ARCFACE_TEMPLATE_112 = np.array([
-    [38.2946, 51.6963],
-    [73.5318, 51.5014],
-    [56.0252, 71.7366],
-    [41.5493, 92.3655],
-    [70.7299, 92.2041],
-], dtype=np.float64)
-"""Where the five landmarks of an aligned 112x112 face lie (insightface's ``arcface_dst``), as (x, y) rows."""
-
-FER2013_TEMPLATE_48 = np.array([
-    [14.625, 18.375],
-    [32.375, 18.125],
-    [23.625, 28.375],
-    [16.625, 36.125],
-    [30.875, 36.125],
-], dtype=np.float64)
-"""Where the five landmarks of a FER2013 (FERPlus) 48x48 face lie, as (x, y) rows: the per-point median of the
-landmarks that :class:`~timm_fer.faces.RetinaFaceDetector` finds on 4931 of 5000 random FERPlus training faces,
-upsampled x4 (``python benchmarks/face_template_study.py FER2013Train --limit 5000``). Next to ArcFace's template
-the face is larger (eye distance 17.5 px, ArcFace's 15.1 px) and higher (eyes at y 18.2, ArcFace's 22.1); a face's
-landmarks lie a median 3.3 px from these points (2.2 to 3.0 px per coordinate, as a robust std)."""
-
-FACE_TEMPLATES: Dict[str, Tuple[np.ndarray, Tuple[int, int]]] = {
-    'arcface': (ARCFACE_TEMPLATE_112, (112, 112)),
-    'fer2013': (FER2013_TEMPLATE_48, (48, 48)),
-}
-"""The templates a model's data config can name, each with the (height, width) of the face its points refer to."""
 
 
 def face_template(size: Tuple[int, int] = (112, 112), name: str = DEFAULT_FACE_TEMPLATE) -> np.ndarray:

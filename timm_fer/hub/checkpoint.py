@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 from timm.models import clean_state_dict
 
+from ..constants import DATASET_FACE_TEMPLATES
 from ..errors import PretrainedWeightsError
 from ..models._pretrained import read_checkpoint_file, tagged_name, unwrap_state_dict
 
@@ -24,10 +25,6 @@ TRAIN_CHECKPOINT_FORMAT = 'timm-fer-train-v1'
 DATA_CONFIG_KEYS = ('input_size', 'mean', 'std', 'interpolation', 'crop_pct', 'crop_mode')
 """Preprocessing entries that travel from a run checkpoint or Hub folder into the model's pretrained cfg (the face
 template travels beside them: timm's pretrained cfgs have no field for it)."""
-
-DATASET_FACE_TEMPLATES = {'ferplus': 'fer2013', 'rafdb': 'arcface', 'affectnet7': 'arcface', 'affectnet8': 'arcface'}
-"""The face template of a run on each dataset: its images fix how the faces are framed. FERPlus keeps FER2013's
-48x48 crops; the others get ArcFace's, predict's default. Runs on a folder dataset keep the template they saved."""
 
 
 @dataclass
@@ -43,7 +40,7 @@ class Checkpoint:
         labels: Class names in output order, when the file says them.
         data_config: Preprocessing the weights were trained with (input size, mean, std, interpolation).
         face_template: Name of the face template the weights' training faces were framed with (see
-            :data:`timm_fer.faces.FACE_TEMPLATES`), when the file says it or the run's dataset fixes it.
+            :data:`timm_fer.constants.FACE_TEMPLATES`), when the file says it or the run's dataset fixes it.
         run_config: The whole configuration of a ``timm-fer train`` run, else None.
         training_state: The trained weights ('model'), optimiser, schedule, sampler and random states of a run
             checkpoint, else None.

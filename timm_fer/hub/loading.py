@@ -17,11 +17,10 @@ from timm.models import get_pretrained_cfg_value
 from timm.models._builder import resolve_pretrained_cfg
 from torch import nn
 
-from ..constants import DEFAULT_FACE_TEMPLATE
+from ..constants import DEFAULT_FACE_TEMPLATE, TAG_FACE_TEMPLATES
 from ..errors import CheckpointMismatchError, ConfigError, PretrainedWeightsError
 from ..models import registered_models
 from ..models._pretrained import no_weights_reason, tagged_name
-from ..models.transfer import TAG_FACE_TEMPLATES
 from ..utils import first_conv_channels
 from .checkpoint import Checkpoint, read_checkpoint
 
@@ -226,9 +225,9 @@ def create_fer_model(
 
 
 def resolve_face_template(model: nn.Module) -> str:
-    """Name of the face template (:data:`timm_fer.faces.FACE_TEMPLATES`) that ``model``'s training faces were framed
-    with: the one its checkpoint or Hub folder named (:func:`load_model` keeps it as ``model.face_template``), else
-    its tag's (:data:`~timm_fer.models.transfer.TAG_FACE_TEMPLATES`), else ArcFace's."""
+    """Name of the face template (:data:`timm_fer.constants.FACE_TEMPLATES`) that ``model``'s training faces were
+    framed with: the one its checkpoint or Hub folder named (:func:`load_model` keeps it as ``model.face_template``),
+    else its tag's (:data:`~timm_fer.constants.TAG_FACE_TEMPLATES`), else the default (ArcFace's)."""
     own = getattr(model, 'face_template', None)
     if own is not None:
         return own

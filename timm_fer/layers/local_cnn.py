@@ -19,6 +19,9 @@ class LocalCNN(nn.Module):
         num_branches: Number B of LANet branches.
         reduction: Channel reduction ratio of each LANet.
         drop_prob: MAD probability p1; needs ``num_branches >= 2`` when non-zero.
+
+    Attributes:
+        branch_drop: The :class:`MultiAttentionDropping` over the branch maps.
     """
 
     def __init__(
@@ -39,12 +42,12 @@ class LocalCNN(nn.Module):
                 f'drop_prob={drop_prob}; use drop_prob=0 or more branches.')
         self.branches = nn.ModuleList([
             LANet(in_chs, reduction=reduction, device=device, dtype=dtype) for _ in range(num_branches)])
-        self.attn_drop = MultiAttentionDropping(drop_prob, dim=1)
+        self.branch_drop = MultiAttentionDropping(drop_prob, dim=1)
 
     def forward_with_maps(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Return the re-weighted features (N, C, H, W) and the branch maps after MAD (N, B, H, W)."""
         maps = torch.cat([branch(x) for branch in self.branches], dim=1)
-        maps = self.attn_drop(maps)
+        maps = self.branch_drop(maps)
         return x * maps.amax(dim=1, keepdim=True), maps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from timm.layers import Attention, maybe_add_mask, resolve_self_attn_mask, use_fused_attn
 from torch import nn
 
+from ..utils.deprecation import renamed_kwarg
 from .multi_attention_dropping import MultiAttentionDropping
 
 
@@ -43,7 +44,12 @@ class MultiHeadSelfAttentionDropping(nn.Module):
         attn_drop: Dropout on the attention weights.
         proj_drop: Dropout after the output projection.
         norm_layer: Normalisation layer for ``qk_norm`` and ``scale_norm``.
-        head_drop_prob: MSAD probability p2 that a sample has one head dropped in training.
+        attn_head_drop_prob: MSAD probability p2 that a sample has one attention head dropped in training.
+        head_drop_prob: Former name of ``attn_head_drop_prob`` (deprecated).
+
+    Attributes:
+        attn_head_drop: The :class:`MultiAttentionDropping` over the heads' outputs (not timm's ``head_drop``,
+            the dropout before a classifier).
     """
     fused_attn: Final[bool]
 
@@ -60,12 +66,15 @@ class MultiHeadSelfAttentionDropping(nn.Module):
             attn_drop: float = 0.,
             proj_drop: float = 0.,
             norm_layer: Optional[Type[nn.Module]] = None,
-            head_drop_prob: float = 0.,
+            attn_head_drop_prob: float = 0.,
             device: Optional[torch.device] = None,
             dtype: Optional[torch.dtype] = None,
+            head_drop_prob: Optional[float] = None,
     ) -> None:
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
+        attn_head_drop_prob = renamed_kwarg(
+            'head_drop_prob', head_drop_prob, 'attn_head_drop_prob', attn_head_drop_prob)
         if attn_head_dim is None:
             if dim % num_heads:
                 raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads}), or set attn_head_dim.')
@@ -82,13 +91,13 @@ class MultiHeadSelfAttentionDropping(nn.Module):
         self.q_norm = norm_layer(attn_head_dim, **dd) if qk_norm else nn.Identity()
         self.k_norm = norm_layer(attn_head_dim, **dd) if qk_norm else nn.Identity()
         self.attn_drop = nn.Dropout(attn_drop)
-        self.head_drop = MultiAttentionDropping(head_drop_prob, dim=1)
+        self.attn_head_drop = MultiAttentionDropping(attn_head_drop_prob, dim=1)
         self.norm = norm_layer(self.attn_dim, **dd) if scale_norm else nn.Identity()
         self.proj = nn.Linear(self.attn_dim, dim_out or dim, bias=proj_bias, **dd)
         self.proj_drop = nn.Dropout(proj_drop)
 
     @classmethod
-    def from_attention(cls, attn: Attention, head_drop_prob: float) -> 'MultiHeadSelfAttentionDropping':
+    def from_attention(cls, attn: Attention, attn_head_drop_prob: float) -> 'MultiHeadSelfAttentionDropping':
         """Wrap the submodules of a timm ``Attention`` (shared, not copied) into an MSAD attention.
 
         The MSAD attention takes over the ``fused_attn`` setting of ``attn``.
@@ -100,7 +109,7 @@ class MultiHeadSelfAttentionDropping(nn.Module):
             num_heads=attn.num_heads,
             attn_head_dim=attn.head_dim,
             dim_out=attn.proj.out_features,
-            head_drop_prob=head_drop_prob,
+            attn_head_drop_prob=attn_head_drop_prob,
             device='meta',
         )
         for name in ('qkv', 'q_norm', 'k_norm', 'attn_drop', 'norm', 'proj', 'proj_drop'):
@@ -131,27 +140,31 @@ class MultiHeadSelfAttentionDropping(nn.Module):
             attn = attn.softmax(dim=-1)
             attn = self.attn_drop(attn)  # forward hooks on attn_drop see the attention probabilities
             x = attn @ v
-        x = self.head_drop(x)  # (B, heads, N, head_dim): MAD across the heads axis
+        x = self.attn_head_drop(x)  # (B, heads, N, head_dim): MAD across the heads axis
         x = x.transpose(1, 2).reshape(B, N, self.attn_dim)
         x = self.proj(self.norm(x))
         return self.proj_drop(x)
 
 
-def apply_msad(model: nn.Module, p: float) -> nn.Module:
+def apply_msad(model: nn.Module, drop_prob: Optional[float] = None, *, p: Optional[float] = None) -> nn.Module:
     """Turn a timm ViT-family model into its MSAD version in place, keeping its weights.
 
     Every timm ``Attention`` module is replaced by a :class:`MultiHeadSelfAttentionDropping` that shares its
-    parameters; modules that already are MSAD attention get their drop probability set to ``p``. Eval outputs
-    are unchanged.
+    parameters; modules that already are MSAD attention get their drop probability set to ``drop_prob``. Eval
+    outputs are unchanged.
 
     Args:
         model: A model built from timm's ``Attention`` (``vit_*``, ``deit_*``, ...), or any module holding them.
-        p: MSAD probability p2 that a sample has one head dropped in each block in training.
+        drop_prob: MSAD probability p2 that a sample has one head dropped in each block in training.
+        p: Former name of ``drop_prob`` (deprecated).
 
     Returns:
         The same ``model``, for chaining.
     """
-    msad = MultiAttentionDropping(p)  # validates p before anything is replaced
+    drop_prob = renamed_kwarg('p', p, 'drop_prob', drop_prob)
+    if drop_prob is None:
+        raise TypeError('apply_msad() needs drop_prob, the MSAD probability p2, e.g. apply_msad(model, drop_prob=0.3).')
+    msad = MultiAttentionDropping(drop_prob)  # validates drop_prob before anything is replaced
     targets = [
         (name, module) for name, module in model.named_modules()
         if type(module) is Attention or isinstance(module, MultiHeadSelfAttentionDropping)]
@@ -161,9 +174,9 @@ def apply_msad(model: nn.Module, p: float) -> nn.Module:
             f'self-attention is timm.layers.Attention (vit_*, deit_*, ...).')
     for name, module in targets:
         if isinstance(module, MultiHeadSelfAttentionDropping):
-            module.head_drop.p = msad.p
+            module.attn_head_drop.drop_prob = msad.drop_prob
             continue
         parent_name, _, child_name = name.rpartition('.')
         parent = model.get_submodule(parent_name)
-        setattr(parent, child_name, MultiHeadSelfAttentionDropping.from_attention(module, msad.p))
+        setattr(parent, child_name, MultiHeadSelfAttentionDropping.from_attention(module, msad.drop_prob))
     return model

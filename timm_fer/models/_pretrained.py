@@ -15,7 +15,10 @@ from ..constants import HF_HUB_ORG, PUBLISHED_ON_HUB
 from ..errors import CheckpointMismatchError, FerError, PretrainedWeightsError
 
 __all__ = ['adaptable_prefixes', 'build_fer_model', 'check_state_dict_fits', 'loadable_tags', 'no_weights_reason',
-           'published_hub_id', 'read_checkpoint_file', 'tagged_name', 'unwrap_state_dict']
+           'published_hub_id', 'read_checkpoint_file', 'shipped_weights', 'tagged_name', 'unwrap_state_dict']
+
+SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / 'weights'
+"""Hub model folders shipped inside the package (weights, config.json, model card), one per tag."""
 
 
 def _local_file_hint(name: str) -> str:
@@ -32,6 +35,11 @@ def published_hub_id(name: str) -> Optional[str]:
     """The Hub repo of a model tag whose weights are published (:data:`~timm_fer.constants.PUBLISHED_ON_HUB`), else
     None."""
     return f'{HF_HUB_ORG}/{name}' if name in PUBLISHED_ON_HUB else None
+
+
+def shipped_weights(name: str) -> Path:
+    """The ``model.safetensors`` of model tag ``name`` (``architecture.tag``) shipped inside the package."""
+    return SHIPPED_WEIGHTS_DIR / name / 'model.safetensors'
 
 
 def loadable_tags() -> List[str]:

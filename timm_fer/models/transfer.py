@@ -10,12 +10,11 @@ its head-dropping line indexes the token axis of the qkv tensor (zeroing q, k an
 """
 import logging
 from functools import partial
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import _assert, resample_abs_pos_embed, to_2tuple, trunc_normal_
+from timm.layers import _assert, calculate_drop_path_rates, resample_abs_pos_embed, to_2tuple, trunc_normal_
 from timm.models import checkpoint, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models.vision_transformer import Block
@@ -23,11 +22,13 @@ from torch import nn
 
 from ..constants import AFFECTNET7_LABELS, FERPLUS_LABELS, RAFDB_LABELS
 from ..layers import LocalCNN, apply_msad
+from ..utils.deprecation import renamed_kwarg
 from ._pretrained import (
     adaptable_prefixes,
     build_fer_model,
     check_state_dict_fits,
     published_hub_id,
+    shipped_weights,
     unwrap_state_dict,
 )
 from .irnet import (
@@ -38,15 +39,10 @@ from .irnet import (
     is_face_evolve_state_dict,
 )
 
-__all__ = ['LUMA_WEIGHTS', 'TAG_FACE_TEMPLATES', 'TransFER', 'checkpoint_filter_fn',
-           'convert_timm_legacy_vit_state_dict', 'fold_grayscale_input', 'is_timm_vit_state_dict']
+__all__ = ['LUMA_WEIGHTS', 'TransFER', 'checkpoint_filter_fn', 'convert_timm_legacy_vit_state_dict',
+           'fold_grayscale_input', 'is_timm_vit_state_dict']
 
 _logger = logging.getLogger(__name__)
-
-SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / 'weights'
-"""Hub model folders shipped inside the package (weights, config.json, model card), one per tag."""
-COMPACT_FERPLUS_WEIGHTS = SHIPPED_WEIGHTS_DIR / 'transfer_fer_compact.ferplus' / 'model.safetensors'
-
 
 class TransFER(nn.Module):
     """TransFER and its ablations (ViT-FER baseline, no MAD, no MSAD, other stem depths and branch counts).
@@ -62,8 +58,8 @@ class TransFER(nn.Module):
         use_se: Use IR-SE units in the stem.
         num_branches: Number B of LANet branches in the local CNNs; 0 removes the local CNNs (ViT-FER).
         lanet_reduction: Channel reduction ratio r of each LANet.
-        mad_prob: MAD probability p1 over the LANet maps.
-        msad_prob: MSAD probability p2 over the attention heads of every block.
+        mad_drop_prob: MAD probability p1 over the LANet maps.
+        msad_drop_prob: MSAD probability p2 over the attention heads of every block.
         embed_dim: Token dimension of the encoder.
         depth: Number of encoder blocks.
         num_heads: Attention heads per block.
@@ -74,6 +70,8 @@ class TransFER(nn.Module):
         proj_drop_rate: Dropout after the attention and MLP projections.
         attn_drop_rate: Dropout on the attention weights.
         drop_path_rate: Stochastic depth rate of the encoder blocks, growing linearly with depth.
+        mad_prob: Former name of ``mad_drop_prob`` (deprecated).
+        msad_prob: Former name of ``msad_drop_prob`` (deprecated).
     """
 
     def __init__(
@@ -88,8 +86,8 @@ class TransFER(nn.Module):
             use_se: bool = False,
             num_branches: int = 2,
             lanet_reduction: int = 16,
-            mad_prob: float = 0.6,
-            msad_prob: float = 0.3,
+            mad_drop_prob: float = 0.6,
+            msad_drop_prob: float = 0.3,
             embed_dim: int = 768,
             depth: int = 8,
             num_heads: int = 8,
@@ -102,9 +100,13 @@ class TransFER(nn.Module):
             drop_path_rate: float = 0.,
             device: Optional[torch.device] = None,
             dtype: Optional[torch.dtype] = None,
+            mad_prob: Optional[float] = None,
+            msad_prob: Optional[float] = None,
     ) -> None:
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
+        mad_drop_prob = renamed_kwarg('mad_prob', mad_prob, 'mad_drop_prob', mad_drop_prob)
+        msad_drop_prob = renamed_kwarg('msad_prob', msad_prob, 'msad_drop_prob', msad_drop_prob)
         if global_pool not in ('token', 'avg', ''):
             raise ValueError(f"global_pool must be 'token', 'avg' or '', got '{global_pool}'.")
         if not 1 <= stem_depth <= min(len(stem_layers), len(stem_channels)):
@@ -126,13 +128,13 @@ class TransFER(nn.Module):
         self.stem = create_ir_stem(in_chans, stem_channels[0], **dd)
         self.stages = create_ir_stages(stem_layers[:stem_depth], stem_channels, stem_channels[0], use_se, **dd)
         self.local_cnn = LocalCNN(
-            stem_chs, num_branches, lanet_reduction, mad_prob, **dd) if num_branches > 0 else nn.Identity()
+            stem_chs, num_branches, lanet_reduction, mad_drop_prob, **dd) if num_branches > 0 else nn.Identity()
         self.proj = nn.Conv2d(stem_chs, embed_dim, kernel_size=1, **dd)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim, **dd))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size[0] * self.grid_size[1] + 1, embed_dim, **dd))
         self.pos_drop = nn.Dropout(pos_drop_rate)
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
-        dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]
+        dpr = calculate_drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.Sequential(*[
             Block(
                 embed_dim,
@@ -145,7 +147,7 @@ class TransFER(nn.Module):
                 norm_layer=norm_layer,
                 **dd,
             ) for i in range(depth)])
-        apply_msad(self.blocks, msad_prob)
+        apply_msad(self.blocks, msad_drop_prob)
         self.norm = norm_layer(embed_dim, **dd)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes, **dd) if num_classes > 0 else nn.Identity()
@@ -232,7 +234,8 @@ class TransFER(nn.Module):
             return_prefix_tokens: Return (spatial, cls token) pairs instead of spatial tokens only.
             norm: Apply the final norm to the intermediates.
             stop_early: Stop after the last block needed.
-            output_fmt: 'NCHW' (tokens reshaped to the 14x14 grid) or 'NLC'.
+            output_fmt: 'NCHW' (tokens reshaped to the ``grid_size`` grid: the input size over ``2 ** stem_depth``,
+                e.g. 14x14 at 112x112 and 6x6 at 48x48) or 'NLC'.
             intermediates_only: Return only the intermediate features.
         """
         if output_fmt not in ('NCHW', 'NLC'):
@@ -330,9 +333,12 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 def fold_grayscale_input(state_dict: Dict[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
-    """Weights trained on grayscale faces (a one-channel first conv) for an RGB model: each input channel gets the
-    gray kernel times that channel's luma weight, so the RGB model computes what the grayscale one did on Pillow's
-    grayscale conversion (exactly, with the same mean and std on every channel). Other weights pass unchanged."""
+    """Fit grayscale-trained weights (a one-channel first conv) to an RGB model by folding in the luma weights.
+
+    Each input channel gets the gray kernel times that channel's luma weight, so the RGB model computes what the
+    grayscale one did on Pillow's grayscale conversion (exactly, with the same mean and std on every channel). Other
+    weights, and state dicts whose first conv is not one-channel, pass unchanged.
+    """
     first_conv = model.pretrained_cfg.get('first_conv', 'stem.conv')
     key = f'{first_conv}.weight'
     weight = state_dict.get(key)
@@ -405,28 +411,24 @@ def _cfg(label_names: Sequence[str] = RAFDB_LABELS, **kwargs: Any) -> Dict[str, 
     }
 
 
-PAPER_ACCURACY = {
-    'rafdb': 'RAF-DB basic test, overall accuracy 90.91 %',
-    'ferplus': 'FERPlus test, overall accuracy 90.83 %',
-    'affectnet7': 'AffectNet-7 validation, mean class accuracy 66.23 %',
-}
-"""Accuracy reported by the paper (Table 5) for each fine-tuned tag."""
-
-
-def _finetuned_cfg(architecture: str, tag: str, label_names: Sequence[str], dataset: str) -> Dict[str, Any]:
+def _finetuned_cfg(name: str, label_names: Sequence[str], dataset: str, paper_accuracy: str) -> Dict[str, Any]:
+    """The cfg of a tag fine-tuned with the paper's protocol; ``paper_accuracy``: what the paper (Table 5) reports."""
     return _cfg(
         label_names,
-        hf_hub_id=published_hub_id(f'{architecture}.{tag}'),
+        hf_hub_id=published_hub_id(name),
         license='cc-by-nc-4.0',
         description=f'TransFER fine-tuned on {dataset} with the paper\'s protocol.',
-        notes=(f'paper: {PAPER_ACCURACY[tag]}', f'dataset terms: {dataset} is for non-commercial research only'),
+        notes=(f'paper: {paper_accuracy}', f'dataset terms: {dataset} is for non-commercial research only'),
     )
 
 
 default_cfgs = generate_default_cfgs({
-    'transfer_fer_ir50.rafdb': _finetuned_cfg('transfer_fer_ir50', 'rafdb', RAFDB_LABELS, 'RAF-DB basic (7 classes)'),
+    'transfer_fer_ir50.rafdb': _finetuned_cfg(
+        'transfer_fer_ir50.rafdb', RAFDB_LABELS, 'RAF-DB basic (7 classes)',
+        'RAF-DB basic test, overall accuracy 90.91 %'),
     'transfer_fer_ir50.ferplus': _finetuned_cfg(
-        'transfer_fer_ir50', 'ferplus', FERPLUS_LABELS, 'FERPlus (8 classes, majority vote)'),
+        'transfer_fer_ir50.ferplus', FERPLUS_LABELS, 'FERPlus (8 classes, majority vote)',
+        'FERPlus test, overall accuracy 90.83 %'),
     'transfer_fer_ir50.ms1m_in1k': _cfg(
         (),
         hf_hub_id=published_hub_id('transfer_fer_ir50.ms1m_in1k'),
@@ -436,12 +438,13 @@ default_cfgs = generate_default_cfgs({
                     'initialised (seed 0).',
     ),
     'transfer_fer_ir50_b4.affectnet7': _finetuned_cfg(
-        'transfer_fer_ir50_b4', 'affectnet7', AFFECTNET7_LABELS, 'AffectNet (7 classes)'),
+        'transfer_fer_ir50_b4.affectnet7', AFFECTNET7_LABELS, 'AffectNet (7 classes)',
+        'AffectNet-7 validation, mean class accuracy 66.23 %'),
     'vit_fer_ir50': _cfg(RAFDB_LABELS, description='ViT-FER baseline; paper: RAF-DB 89.93 %, AffectNet-7 65.63 %'),
     'transfer_fer_compact.ferplus': _cfg(
         FERPLUS_LABELS,
         hf_hub_id=published_hub_id('transfer_fer_compact.ferplus'),
-        file=str(COMPACT_FERPLUS_WEIGHTS),
+        file=str(shipped_weights('transfer_fer_compact.ferplus')),
         input_size=(3, 48, 48),
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
@@ -454,22 +457,18 @@ default_cfgs = generate_default_cfgs({
     ),
 })
 
-TAG_FACE_TEMPLATES = {'transfer_fer_compact.ferplus': 'fer2013'}
-"""The face template (a name of :data:`timm_fer.faces.FACE_TEMPLATES`) each tag's training faces were framed with,
-where not ArcFace's; timm's pretrained cfgs have no field for it."""
-
 
 @register_model
 def transfer_fer_ir50(pretrained: bool = False, **kwargs: Any) -> TransFER:
     """TransFER: IR-50 stem (3 stages), 2 LANets with MAD p1=0.6, 8-block ViT-S-like encoder with MSAD p2=0.3."""
-    model_args = dict(stem_depth=3, num_branches=2, mad_prob=0.6, msad_prob=0.3)
+    model_args = dict(stem_depth=3, num_branches=2, mad_drop_prob=0.6, msad_drop_prob=0.3)
     return _create_transfer('transfer_fer_ir50', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def transfer_fer_ir50_b4(pretrained: bool = False, **kwargs: Any) -> TransFER:
     """TransFER in the paper's AffectNet setting: ``transfer_fer_ir50`` with B=4 LANets, MAD p1=0.2, MSAD p2=0.6."""
-    model_args = dict(stem_depth=3, num_branches=4, mad_prob=0.2, msad_prob=0.6)
+    model_args = dict(stem_depth=3, num_branches=4, mad_drop_prob=0.2, msad_drop_prob=0.6)
     return _create_transfer('transfer_fer_ir50_b4', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
@@ -481,12 +480,12 @@ def transfer_fer_compact(pretrained: bool = False, **kwargs: Any) -> TransFER:
     """
     model_args = dict(
         img_size=48, stem_layers=(1, 2, 3), stem_channels=(32, 64, 128), stem_depth=3, num_branches=2,
-        mad_prob=0.6, embed_dim=192, depth=4, num_heads=4, mlp_ratio=2., msad_prob=0.3)
+        mad_drop_prob=0.6, embed_dim=192, depth=4, num_heads=4, mlp_ratio=2., msad_drop_prob=0.3)
     return _create_transfer('transfer_fer_compact', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def vit_fer_ir50(pretrained: bool = False, **kwargs: Any) -> TransFER:
     """ViT-FER, the paper's baseline: IR-50 stem (3 stages) and encoder; no local CNNs, no MAD, no MSAD."""
-    model_args = dict(stem_depth=3, num_branches=0, mad_prob=0., msad_prob=0.)
+    model_args = dict(stem_depth=3, num_branches=0, mad_drop_prob=0., msad_drop_prob=0.)
     return _create_transfer('vit_fer_ir50', pretrained=pretrained, **dict(model_args, **kwargs))
