@@ -77,16 +77,15 @@ def main() -> None:
             if hog is not None:
                 hog.terminate()
                 hog.join()
-    from timm_fer.inference.predict import load_classifier
+    from timm_fer.inference.classifier import load_classifier
     reference = results['torch, fp32', 'quiet']['top1']
     for name, kwargs in VARIANTS.items():
         options = dict(dict(amp='auto', backend='auto', int8=False), **kwargs)
-        classify, _, _ = load_classifier(MODEL, None, False, None, options['amp'], True, False,
-                                         backend=options['backend'], int8=options['int8'])
+        classifier = load_classifier(model=MODEL, amp=options['amp'], backend=options['backend'], int8=options['int8'])
         quiet, busy = results[name, 'quiet'], results[name, 'busy']
         agreement = sum(quiet['top1'][f] == reference[f] for f in reference) / len(reference)
-        lines.append(f"| {name} | {classify.backend}{', bf16' if classify.amp_dtype else ''} | {quiet['rate']:.0f} | "
-                     f"{busy['rate']:.0f} | {100 * agreement:.1f} % |")
+        backend = f"{classifier.backend}{', bf16' if classifier.amp_dtype else ''}"
+        lines.append(f"| {name} | {backend} | {quiet['rate']:.0f} | {busy['rate']:.0f} | {100 * agreement:.1f} % |")
     print('\n'.join(lines))
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = '_avx2_proxy' if 'ATEN_CPU_CAPABILITY' in os.environ else ''

@@ -29,7 +29,8 @@ from PIL import Image, ImageFilter
 import timm_fer
 from timm_fer.faces import RetinaFaceDetector, read_image
 from timm_fer.faces.video_io import VideoReader, VideoWriter
-from timm_fer.inference.predict import SAMPLE_IMAGE, crop_faces, load_classifier
+from timm_fer.inference.classifier import load_classifier
+from timm_fer.inference.predict import SAMPLE_IMAGE
 from timm_fer.inference.video import DEFAULT_FPS
 
 
@@ -104,15 +105,14 @@ def main() -> None:
         detect, faces = best_of(args.repeats, lambda: [detector(image) for image in images])
         results.update(detect_fps=rate(len(images), detect), faces_per_frame=float(np.mean([len(f) for f in faces])))
 
-        classify, model_name, _ = load_classifier(args.model, None, False, 'cpu', 'auto', True, False)
+        classifier = load_classifier(model=args.model, device='cpu')
         crops = []
         for image, found in zip(images, faces):
-            crops.extend(crop_faces(Path(video), image, lambda _, found=found: found, classify.size,
-                                    classify.resample, 32., classify.template)[0])
-        classify(crops[:args.batch_size])  # warm-up
-        classify_time, _ = best_of(args.repeats, lambda: [classify(crops[begin:begin + args.batch_size])
+            crops.extend(classifier.crop_faces(Path(video), image, lambda _, found=found: found, 32.)[0])
+        classifier(crops[:args.batch_size])  # warm-up
+        classify_time, _ = best_of(args.repeats, lambda: [classifier(crops[begin:begin + args.batch_size])
                                                           for begin in range(0, len(crops), args.batch_size)])
-        results.update(model=model_name, classify_faces_per_s=rate(len(crops), classify_time))
+        results.update(model=classifier.model_name, classify_faces_per_s=rate(len(crops), classify_time))
 
         for label, fps in (('sampled', args.fps), ('every_frame', None)):
             wall, report = best_of(args.repeats, lambda fps=fps: timm_fer.predict_video(

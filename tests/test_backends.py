@@ -7,16 +7,18 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from drawn_faces import generated_faces
+from helpers import TINY
 from PIL import Image
 
 import timm_fer  # noqa: F401
 from timm_fer.cli import main
 from timm_fer.errors import ConfigError, ExportUnavailableError
 from timm_fer.inference import backends
-from timm_fer.inference.predict import FaceClassifier, FaceCrop, load_classifier, predict
+from timm_fer.inference.classifier import FaceClassifier, FaceCrop, load_classifier
+from timm_fer.inference.predict import predict
 from timm_fer.utils import runtime
 
-TINY = dict(stem_layers=(1, 1, 1), stem_channels=(16, 16, 32), embed_dim=32, depth=2, num_heads=4)
 CPU = torch.device('cpu')
 
 pytestmark = pytest.mark.usefixtures('offline_hub')
@@ -39,18 +41,12 @@ def trained():
     model.pretrained_cfg = dict(model.pretrained_cfg, input_size=(3, 32, 32))  # the export's example input
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(20):
-        images, labels = _generated_faces(32, generator)
+        images, labels = generated_faces(32, generator)
         optimizer.zero_grad()
         F.cross_entropy(model(images), labels).backward()
         optimizer.step()
-    images, labels = _generated_faces(256, generator)
+    images, labels = generated_faces(256, generator)
     return model.eval(), images, labels
-
-
-def _generated_faces(n: int, generator: torch.Generator):
-    labels = torch.randint(7, (n,), generator=generator)
-    images = torch.linspace(-1, 1, 7)[labels].view(n, 1, 1, 1) + 0.3 * torch.randn(n, 3, 32, 32, generator=generator)
-    return images, labels
 
 
 @pytest.mark.parametrize('flags, capability, fast', [
@@ -148,19 +144,19 @@ def test_predict_restores_the_thread_setting(model, tmp_path):
 
 
 def test_bulk_batch_is_the_transform_of_each_face(model):
-    classify, _, _ = load_classifier(model, None, False, 'cpu', 'none', False, False, backend='torch')
-    assert isinstance(classify, FaceClassifier)
+    classifier = load_classifier(model=model, device='cpu', amp='none', channels_last=False, backend='torch')
+    assert isinstance(classifier, FaceClassifier)
     rng = np.random.default_rng(0)
-    size = (classify.size[1], classify.size[0])
+    size = (classifier.size[1], classifier.size[0])
     faces = [Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8)) for _ in range(3)]
     crops = [FaceCrop(tmp, 0, (0, 0, 1, 1), None, face) for tmp, face in zip('abc', faces)]
-    expected = torch.stack([classify.transform(face) for face in faces])
-    assert torch.equal(classify.batch(crops), expected)
+    expected = torch.stack([classifier.transform(face) for face in faces])
+    assert torch.equal(classifier.batch(crops), expected)
     odd = crops + [FaceCrop('d', 0, (0, 0, 1, 1), None, faces[0].resize((7, 9)))]  # a size the model does not take
-    assert torch.equal(classify.batch(odd)[:3], expected)
+    assert torch.equal(classifier.batch(odd)[:3], expected)
 
 
-def test_torch_int8_linear_agrees_with_fp32_on_generated_faces(trained):
+def test_torch_int8_linear_agrees_with_fp32_ongenerated_faces(trained):
     model, images, labels = trained
     quantized = backends.quantize_linear(model)
     assert any(type(m).__module__.startswith('torch.ao.nn.quantized') for m in quantized.modules())

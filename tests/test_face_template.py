@@ -206,7 +206,7 @@ def test_predict_aligns_faces_to_the_model_template(tiny, tmp_path, monkeypatch,
         seen.append(template)
         return align_face(image, landmarks, size, resample, template)
 
-    monkeypatch.setattr(importlib.import_module('timm_fer.inference.predict'), 'align_face', spy)
+    monkeypatch.setattr(importlib.import_module('timm_fer.inference.classifier'), 'align_face', spy)
     if source == 'ferplus run':
         run_checkpoint(tiny, tmp_path / 'best.pth', 'ferplus')
         source_args, size = dict(checkpoint=tmp_path / 'best.pth', device='cpu'), (64, 64)

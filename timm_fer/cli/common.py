@@ -1,17 +1,43 @@
-"""Pieces shared by the sub-commands: one error handler, and the runtime and model options."""
+"""Pieces shared by the sub-commands: registering a command, one error handler, and the runtime and model options."""
 import argparse
 import ast
 import sys
+from functools import partial
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from ..engine.distributed import cleanup_distributed
 from ..errors import ConfigError, FerError
 from ..inference.backends import BACKENDS
 
-__all__ = ['add_backend_arguments', 'add_model_arguments', 'add_runtime_arguments', 'parse_model_kwargs', 'run_command']
+__all__ = ['add_backend_arguments', 'add_command', 'add_model_arguments', 'add_runtime_arguments', 'parse_model_kwargs',
+           'run_command']
+
+Command = Callable[[argparse.Namespace], int]
+"""A sub-command's body: the parsed flags in, the exit status out."""
 
 
-def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:
+def add_command(subparsers: argparse._SubParsersAction, name: str, command: Command, help: str,
+                description: Optional[str] = None, examples: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """Register ``timm-fer NAME``, which runs ``command`` through :func:`run_command`; its parser, for the flags.
+
+    Args:
+        subparsers: The ``timm-fer`` parser's sub-commands.
+        name: The sub-command.
+        command: What it runs.
+        help: Its line in ``timm-fer --help``.
+        description: Its ``--help`` text, kept as written.
+        examples: Command lines shown under 'Examples:' after the description.
+    """
+    parts = [description] if description else []
+    if examples:
+        parts.append('Examples:\n' + '\n'.join(f'  {example}' for example in examples))
+    parser = subparsers.add_parser(name, help=help, description='\n'.join(parts) or None,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(func=partial(run_command, command, prog=f'timm-fer {name}'))
+    return parser
+
+
+def run_command(command: Command, args: argparse.Namespace, prog: str) -> int:
     """Run a sub-command: errors caused by data or options print as one line (exit status 2), and a process group
     that the command joined is left however it ends."""
     try:

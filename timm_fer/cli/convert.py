@@ -4,7 +4,7 @@ from pathlib import Path
 
 from ..engine import training_class_prior
 from ..hub import convert_checkpoint, default_repo_id, hub_folder_files, push_model
-from .common import run_command
+from .common import add_command
 
 __all__ = ['add_convert_parser', 'add_push_parser']
 
@@ -30,13 +30,12 @@ def _push(args: argparse.Namespace) -> int:
 
 def add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``timm-fer convert``."""
-    parser = subparsers.add_parser(
-        'convert', help='convert face.evoLVe IR and timm ViT-S checkpoints into a Hub model folder',
-        description='Examples:\n  timm-fer convert --model ir_50.ms1m --face-evolve backbone_ir50_ms1m_epoch120.pth '
-                    '--out hub/ir_50.ms1m\n  timm-fer convert --model transfer_fer_ir50.ms1m_in1k --face-evolve '
-                    'backbone_ir50_ms1m_epoch120.pth --vit vit_small_p16_224-15ec54c9.pth '
-                    '--out hub/transfer_fer_ir50.ms1m_in1k',
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(
+        subparsers, 'convert', _convert, 'convert face.evoLVe IR and timm ViT-S checkpoints into a Hub model folder',
+        examples=('timm-fer convert --model ir_50.ms1m --face-evolve backbone_ir50_ms1m_epoch120.pth --out '
+                  'hub/ir_50.ms1m',
+                  'timm-fer convert --model transfer_fer_ir50.ms1m_in1k --face-evolve backbone_ir50_ms1m_epoch120.pth '
+                  '--vit vit_small_p16_224-15ec54c9.pth --out hub/transfer_fer_ir50.ms1m_in1k'))
     parser.add_argument('--model', required=True, help='target model and tag, e.g. transfer_fer_ir50.ms1m_in1k')
     parser.add_argument('--face-evolve', type=Path, help='face.evoLVe IR / IR-SE checkpoint (.pth)')
     parser.add_argument('--vit', type=Path, help="timm legacy ViT-S checkpoint (vit_small_p16_224-15ec54c9.pth)")
@@ -44,13 +43,12 @@ def add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--out', type=Path, required=True, help='Hub model folder to write')
     parser.add_argument('--seed', type=int, default=0, help='seed of the parts no source covers')
     parser.add_argument('--overwrite', action='store_true', help='replace a Hub model folder timm-fer wrote at --out')
-    parser.set_defaults(func=lambda args: run_command(_convert, args, 'timm-fer convert'))
 
 
 def add_push_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``timm-fer push``."""
-    parser = subparsers.add_parser(
-        'push', help='push a Hub model folder to the Hugging Face Hub (writing it from a checkpoint first)')
+    parser = add_command(subparsers, 'push', _push,
+                         'push a Hub model folder to the Hugging Face Hub (writing it from a checkpoint first)')
     parser.add_argument('folder', type=Path, help='Hub model folder to push (written first with --model/--checkpoint)')
     parser.add_argument('--model', help='model and tag of --checkpoint, e.g. transfer_fer_ir50.rafdb')
     parser.add_argument('--checkpoint', type=Path, help='trained weights to write into the folder first')
@@ -65,4 +63,3 @@ def add_push_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--private', action='store_true', help='create the repo as private')
     parser.add_argument('--overwrite', action='store_true', help='replace a Hub model folder timm-fer wrote')
     parser.add_argument('--dry-run', action='store_true', help='only write and check the folder; push nothing')
-    parser.set_defaults(func=lambda args: run_command(_push, args, 'timm-fer push'))

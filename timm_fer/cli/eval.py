@@ -5,9 +5,9 @@ from typing import List, Optional
 
 from ..data import DATASET_NAMES
 from ..engine.evaluate import evaluate_checkpoint
-from .common import add_model_arguments, add_runtime_arguments, parse_model_kwargs, run_command
+from .common import add_command, add_model_arguments, add_runtime_arguments, parse_model_kwargs, run_command
 
-__all__ = ['add_eval_parser', 'main', 'run']
+__all__ = ['add_eval_parser', 'main']
 
 DESCRIPTION = """Evaluate a FER checkpoint.
 
@@ -32,17 +32,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    """Entry of the ``eval`` sub-command."""
-    return run_command(_evaluate, args, 'timm-fer eval')
-
-
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``timm-fer eval``."""
-    parser = subparsers.add_parser(
-        'eval', help='evaluate a checkpoint: accuracy, mean class accuracy, per class, confusion matrix',
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_arguments(parser)
+    _add_arguments(add_command(
+        subparsers, 'eval', _evaluate, 'evaluate a checkpoint: accuracy, mean class accuracy, per class, confusion '
+        'matrix', description=DESCRIPTION))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -50,8 +44,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m timm_fer.evaluate', description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_arguments(parser)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run_command(_evaluate, parser.parse_args(argv), 'timm-fer eval')
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,4 +73,3 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='data loader worker processes')
     parser.add_argument('--output', default=None,
                         help="folder of the JSON and PNG results (default: the checkpoint's folder)")
-    parser.set_defaults(func=run)

@@ -5,9 +5,9 @@ from pathlib import Path
 from ..hub import DEFAULT_MODEL, load_model
 from ..inference.export import EXPORT_FORMATS, export_checked
 from ..models import tagged_name
-from .common import run_command
+from .common import add_command
 
-__all__ = ['add_export_parser', 'run']
+__all__ = ['add_export_parser']
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -21,20 +21,15 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    """Entry of the ``export`` sub-command."""
-    return run_command(_export, args, 'timm-fer export')
-
-
 def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``timm-fer export``."""
-    parser = subparsers.add_parser(
-        'export', help='export a model to ONNX or torch.export (.pt2) with a dynamic batch axis',
-        description='Examples:\n  timm-fer export --format onnx --out transfer_fer_compact.onnx   (the shipped '
-                    'FERPlus weights)\n  timm-fer export --checkpoint runs/ferplus-transfer_fer_ir50/best.pth '
-                    '--format onnx --out transfer.onnx\n  timm-fer export --model transfer_fer_ir50.ferplus '
-                    '--checkpoint ferplus.safetensors --format torch-export --out transfer.pt2',
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(
+        subparsers, 'export', _export, 'export a model to ONNX or torch.export (.pt2) with a dynamic batch axis',
+        examples=('timm-fer export --format onnx --out transfer_fer_compact.onnx   (the shipped FERPlus weights)',
+                  'timm-fer export --checkpoint runs/ferplus-transfer_fer_ir50/best.pth --format onnx --out '
+                  'transfer.onnx',
+                  'timm-fer export --model transfer_fer_ir50.ferplus --checkpoint ferplus.safetensors --format '
+                  'torch-export --out transfer.pt2'))
     parser.add_argument('--model', default=None,
                         help=f'model and tag (default: the model a checkpoint names, else {DEFAULT_MODEL})')
     parser.add_argument('--checkpoint', type=Path,
@@ -47,4 +42,3 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--atol', type=float, default=1e-4,
                         help='largest accepted difference between exported and eager logits (default: 1e-4)')
     parser.add_argument('--no-check', action='store_true', help='skip running the exported file against eager')
-    parser.set_defaults(func=run)

@@ -7,11 +7,12 @@ from ..errors import ConfigError
 from ..faces import FaceDetector
 from ..faces.io import find_media
 from ..hub import DEFAULT_MODEL
+from ..inference.classifier import ClassifierOptions, FaceClassifier, load_classifier
 from ..inference.predict import OUTPUT_SUFFIXES, SkippedInput, format_table, predict, write_report
 from ..inference.video import DEFAULT_FPS, DEFAULT_SMOOTHING, format_video_table, predict_video, write_video_report
-from .common import add_backend_arguments, add_runtime_arguments, run_command
+from .common import add_backend_arguments, add_command, add_runtime_arguments
 
-__all__ = ['add_predict_parser', 'run']
+__all__ = ['add_predict_parser']
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -26,14 +27,17 @@ def _predict(args: argparse.Namespace) -> int:
         from ..faces import RetinaFaceDetector
         detector = RetinaFaceDetector(score_threshold=args.face_threshold)
     images, videos, problems = find_media([str(i) for i in args.images])
+    photos = bool(images) or not videos
+    classifier = load_classifier(ClassifierOptions(  # once for the photos and the videos of the run
+        model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights, device=args.device,
+        amp=args.amp, channels_last=args.channels_last, compile_model=args.compile, backend=args.backend,
+        int8=args.int8, threads=args.threads, explain=photos and args.save_viz is not None))
     faces = 0
-    if not videos or images:
+    if photos:
         report = predict(
-            images if videos else args.images, model=args.model, checkpoint=args.checkpoint,
-            random_weights=args.random_weights, aligned=args.aligned, detector=detector, batch_size=args.batch_size,
-            min_face_size=args.min_face_size, device=args.device, save_viz=args.save_viz, save_crops=args.save_crops,
-            save_annotated=args.save_annotated, amp=args.amp, channels_last=args.channels_last,
-            compile_model=args.compile, backend=args.backend, int8=args.int8, threads=args.threads)
+            images if videos else args.images, classifier, aligned=args.aligned, detector=detector,
+            batch_size=args.batch_size, min_face_size=args.min_face_size, save_viz=args.save_viz,
+            save_crops=args.save_crops, save_annotated=args.save_annotated)
         print(format_table(report, top_k=args.top_k))
         if args.output is not None:
             print(f'wrote {write_report(report, args.output)}')
@@ -43,22 +47,20 @@ def _predict(args: argparse.Namespace) -> int:
             _say_written(folder, count, what)
         faces += len(report.faces)
     if videos:
-        faces += _predict_videos(args, videos, problems, detector, mixed=bool(images))
+        faces += _predict_videos(args, classifier, videos, problems, detector, mixed=bool(images))
     elif args.timeline is not None:
         print('no video among the inputs: --timeline wrote nothing')
     return 0 if faces else 1
 
 
-def _predict_videos(args: argparse.Namespace, videos: List[Path], problems: List[Tuple[str, str]],
-                    detector: Optional[FaceDetector], mixed: bool) -> int:
+def _predict_videos(args: argparse.Namespace, classifier: FaceClassifier, videos: List[Path],
+                    problems: List[Tuple[str, str]], detector: Optional[FaceDetector], mixed: bool) -> int:
     """The video part of the run: tables, outputs and pictures; the number of rows (faces over frames) found."""
     report = predict_video(
-        videos, model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights,
-        aligned=args.aligned, detector=detector, fps=None if args.every_frame else args.fps or DEFAULT_FPS,
-        batch_size=args.batch_size, min_face_size=args.min_face_size, device=args.device, timeline=args.timeline,
-        save_annotated=args.save_annotated, smoothing=args.smoothing, amp=args.amp,
-        channels_last=args.channels_last, compile_model=args.compile, backend=args.backend, int8=args.int8,
-        threads=args.threads)
+        videos, classifier, aligned=args.aligned, detector=detector,
+        fps=None if args.every_frame else args.fps or DEFAULT_FPS, batch_size=args.batch_size,
+        min_face_size=args.min_face_size, timeline=args.timeline, save_annotated=args.save_annotated,
+        smoothing=args.smoothing)
     report.skipped[:0] = [SkippedInput(item, reason) for item, reason in problems]
     if mixed:
         print()
@@ -81,22 +83,16 @@ def _say_written(folder: Optional[Path], count: int, what: str) -> None:
         print(f'wrote {count} {what}{"s" if count > 1 else ""} to {folder}')
 
 
-def run(args: argparse.Namespace) -> int:
-    """Entry of the ``predict`` sub-command: a table of expressions per face, optionally JSON/CSV and pictures."""
-    return run_command(_predict, args, 'timm-fer predict')
-
-
 def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``timm-fer predict``."""
-    parser = subparsers.add_parser(
-        'predict', help='detect, align and classify the faces in photos and videos',
-        description='Examples:\n  timm-fer predict photo.jpg photos/ "shots/**/*.png" --output results.csv\n'
-                    '  timm-fer predict --save-viz viz/   (the shipped sample portrait and FERPlus weights)\n'
-                    '  timm-fer predict photo.jpg --checkpoint runs/ferplus-transfer_fer_ir50/best.pth\n'
-                    '  timm-fer predict crops/ --aligned --model transfer_fer_ir50.ferplus --checkpoint ferplus.pth\n'
-                    '  timm-fer predict clip.mp4 --fps 10 --output rows.csv --timeline timelines/ '
-                    '--save-annotated annotated/',
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Register ``timm-fer predict``: a table of expressions per face, optionally JSON/CSV and pictures."""
+    parser = add_command(
+        subparsers, 'predict', _predict, 'detect, align and classify the faces in photos and videos',
+        examples=('timm-fer predict photo.jpg photos/ "shots/**/*.png" --output results.csv',
+                  'timm-fer predict --save-viz viz/   (the shipped sample portrait and FERPlus weights)',
+                  'timm-fer predict photo.jpg --checkpoint runs/ferplus-transfer_fer_ir50/best.pth',
+                  'timm-fer predict crops/ --aligned --model transfer_fer_ir50.ferplus --checkpoint ferplus.pth',
+                  'timm-fer predict clip.mp4 --fps 10 --output rows.csv --timeline timelines/ --save-annotated '
+                  'annotated/'))
     parser.add_argument('images', nargs='*',
                         help='image or video files, folders or glob patterns (default: a sample portrait)')
     parser.add_argument('--model', default=None,
@@ -135,4 +131,3 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
                             f'{DEFAULT_SMOOTHING:g} s; 0: none)')
     add_runtime_arguments(parser)
     add_backend_arguments(parser)
-    parser.set_defaults(func=run)

@@ -1,8 +1,10 @@
 """From photos to expressions: prediction, pictures of where the model looked, and export for deployment."""
+from .classifier import ClassifierOptions, FaceClassifier, load_classifier
 from .export import EXPORT_FORMATS, METADATA_KEY, check_export, export_checked, export_metadata, export_model
 from .predict import SAMPLE_IMAGE, FacePrediction, PredictionReport, SkippedInput, format_table, predict, write_report
 from .visualize import explain, recorded_attention, render_explanation
 
-__all__ = ['EXPORT_FORMATS', 'METADATA_KEY', 'SAMPLE_IMAGE', 'FacePrediction', 'PredictionReport', 'SkippedInput',
-           'check_export', 'explain', 'export_checked', 'export_metadata', 'export_model', 'format_table', 'predict',
-           'recorded_attention', 'render_explanation', 'write_report']
+__all__ = ['EXPORT_FORMATS', 'METADATA_KEY', 'SAMPLE_IMAGE', 'ClassifierOptions', 'FaceClassifier', 'FacePrediction',
+           'PredictionReport', 'SkippedInput', 'check_export', 'explain', 'export_checked', 'export_metadata',
+           'export_model', 'format_table', 'load_classifier', 'predict', 'recorded_attention', 'render_explanation',
+           'write_report']

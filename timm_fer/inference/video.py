@@ -2,38 +2,28 @@
 
 A video is decoded one frame at a time (:class:`~timm_fer.faces.video_io.VideoReader`, PyAV), sampled at a few
 frames per second (or every frame), and each sampled frame goes through the photo pipeline: its faces are detected
-and aligned (``crop_faces``), given a track id (:class:`~timm_fer.inference.tracking.FaceTracker`), and classified
-in batches (``FaceClassifier``). The result has one row per face and sampled frame, and a summary per track (the share
-of its frames in each expression). Optional outputs: an expression timeline PNG per video, and the video with each
-face's box, track id and top expression drawn on it. A video that cannot be opened, or that breaks off, is reported
-while the others go on; the rows of a video that breaks off are kept.
+and aligned, given a track id (:class:`~timm_fer.inference.tracking.FaceTracker`), and classified in batches by the
+:class:`~timm_fer.inference.classifier.FaceClassifier` that photos use too. The result has one row per face and
+sampled frame, and a summary per track (the share of its frames in each expression). Optional outputs: an
+expression timeline PNG per video, and the video with each face's box, track id and top expression drawn on it. A
+video that cannot be opened, or that breaks off, is reported while the others go on; the rows of a video that breaks
+off are kept.
 """
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 from tqdm import tqdm
 
 from ..errors import ConfigError, FerError, VideoReadError
-from ..faces import FaceDetector, RetinaFaceDetector, image_suffixes
+from ..faces import FaceDetector, image_suffixes
 from ..faces.io import find_media
 from ..faces.video_io import DecodedFrame, VideoReader, VideoWriter, require_video_decoder
-from ..hub import RANDOM_WEIGHTS
 from .annotate import annotate_image
-from .predict import (
-    FaceClassifier,
-    FaceCrop,
-    SkippedInput,
-    UniqueNames,
-    classify_pairs,
-    crop_faces,
-    load_classifier,
-    write_rows,
-)
+from .classifier import FaceClassifier, FaceCrop, classify_pairs, face_detector, resolve_classifier
+from .report import Report, SkippedInput, UniqueNames, label_columns
 from .timeline import draw_timeline
 from .tracking import FaceTracker, appearance
 
@@ -130,7 +120,7 @@ class VideoSummary:
 
 
 @dataclass
-class VideoReport:
+class VideoReport(Report):
     """Everything :func:`predict_video` found: a row per face and sampled frame, a summary per track and video.
 
     Attributes:
@@ -139,9 +129,9 @@ class VideoReport:
         labels: The label names, in the model's order.
         fps: Frames sampled per second; None when every frame was.
         smoothing: Seconds of the timeline's moving average.
-        faces: One row per face and sampled frame, in video, frame and left-to-right order.
-        tracks: One summary per face track, in video and track order.
         videos: One summary per video that could be opened.
+        tracks: One summary per face track, in video and track order.
+        faces: One row per face and sampled frame, in video, frame and left-to-right order.
         skipped: Inputs (or parts of them) that gave no prediction, and why.
     """
     model: str
@@ -149,22 +139,10 @@ class VideoReport:
     labels: List[str]
     fps: Optional[float]
     smoothing: float
-    faces: List[FrameFace] = field(default_factory=list)
-    tracks: List[TrackSummary] = field(default_factory=list)
     videos: List[VideoSummary] = field(default_factory=list)
+    tracks: List[TrackSummary] = field(default_factory=list)
+    faces: List[FrameFace] = field(default_factory=list)
     skipped: List[SkippedInput] = field(default_factory=list)
-
-    @property
-    def meaningful(self) -> bool:
-        """False when the model has random weights."""
-        return self.weights != RANDOM_WEIGHTS
-
-    def to_dict(self) -> Dict[str, Any]:
-        """A JSON-ready dict."""
-        return dict(model=self.model, weights=self.weights, meaningful=self.meaningful, labels=self.labels,
-                    fps=self.fps, smoothing=self.smoothing, videos=[asdict(v) for v in self.videos],
-                    tracks=[asdict(t) for t in self.tracks], faces=[asdict(f) for f in self.faces],
-                    skipped=[asdict(s) for s in self.skipped])
 
     def to_dataframe(self) -> Any:
         """The rows as a pandas DataFrame: file, frame, time, track, x0, y0, x1, y1, detector_score, expression and
@@ -218,11 +196,11 @@ class _PendingFrame:
 class _VideoRun:
     """Runs one video through detection, tracking and batched classification into a report."""
 
-    def __init__(self, report: VideoReport, classify: FaceClassifier, detector: Optional[FaceDetector],
+    def __init__(self, report: VideoReport, classifier: FaceClassifier, detector: Optional[FaceDetector],
                  fps: Optional[float], batch_size: int, min_face_size: float, max_gap: float,
                  disable_progress: Optional[bool]) -> None:
         self.report = report
-        self.classify = classify
+        self.classifier = classifier
         self.detector = detector
         self.fps = fps
         self.batch_size = batch_size
@@ -258,8 +236,7 @@ class _VideoRun:
                   keep_image: bool) -> _PendingFrame:
         """Detect, align and track the faces of one frame."""
         try:
-            crops, _ = crop_faces(path, frame.image, self.detector, self.classify.size, self.classify.resample,
-                                   self.min_face_size, self.classify.template)
+            crops, _ = self.classifier.crop_faces(path, frame.image, self.detector, self.min_face_size)
         except Exception as e:  # one bad frame never stops the video
             failures.append(f'frame {frame.index} ({frame.time:.2f} s): {type(e).__name__}: {e}')
             crops = []
@@ -274,7 +251,7 @@ class _VideoRun:
         by_crop = {id(crop): frame for frame, crop in crops}
         for start in range(0, len(crops), self.batch_size):
             batch = [crop for _, crop in crops[start:start + self.batch_size]]
-            for crop, prediction in classify_pairs(self.classify, batch, self.report.skipped):
+            for crop, prediction in classify_pairs(self.classifier, batch, self.report.skipped):
                 row = FrameFace(str(crop.file), crop.frame, crop.time, crop.track, crop.box, crop.detector_score,
                                 prediction.expression, prediction.probabilities)
                 by_crop[id(crop)].rows.append(row)
@@ -282,7 +259,7 @@ class _VideoRun:
         summary.frames_with_faces += sum(1 for frame in pending if frame.rows)
         if writer is None:
             return
-        suffix = self.classify.title_suffix
+        suffix = self.classifier.title_suffix
         for frame in pending:
             labels = [(r.box, f'#{r.track} {r.expression} {r.probabilities[r.expression]:.2f}{suffix}')
                       for r in frame.rows]
@@ -328,52 +305,38 @@ def _not_a_video(path: Path) -> str:
 
 def predict_video(
         videos: Union[str, Path, Sequence[Union[str, Path]]],
-        model: Optional[Union[str, nn.Module]] = None,
-        checkpoint: Optional[Union[str, Path]] = None,
-        random_weights: bool = False,
+        classifier: Optional[FaceClassifier] = None,
+        *,
         aligned: bool = False,
         detector: Optional[FaceDetector] = None,
         fps: Optional[float] = DEFAULT_FPS,
         batch_size: int = 32,
         min_face_size: float = 32.,
-        device: Optional[Union[str, torch.device]] = None,
         timeline: Optional[Union[str, Path]] = None,
         save_annotated: Optional[Union[str, Path]] = None,
         smoothing: float = DEFAULT_SMOOTHING,
         max_gap: float = 1.,
         progress: Optional[bool] = None,
-        amp: str = 'auto',
-        channels_last: bool = True,
-        compile_model: bool = False,
-        backend: str = 'auto',
-        int8: bool = False,
-        threads: Optional[int] = None,
+        **options: Any,
 ) -> VideoReport:
     """Predict the expression of every face over time in some videos, with face tracks.
 
     Args:
         videos: Video files, folders (searched recursively for video suffixes) or glob patterns, or one of them.
-        model: Model name with optional tag, or a model (put in eval mode); as for :func:`~timm_fer.predict`.
-        checkpoint: Checkpoint file or Hub model folder (:func:`~timm_fer.hub.load_model` reads it).
-        random_weights: Go on with random weights when the named model's weights cannot be loaded (demo only).
+        classifier: The model to classify with (see :func:`~timm_fer.predict`); None loads one from ``options``.
         aligned: The frames already are aligned faces: resize them, detect nothing.
         detector: Face detector; default :class:`~timm_fer.faces.RetinaFaceDetector` (the ``face`` extra).
         fps: Frames sampled per second of video (on the grid 0, 1/fps, 2/fps, ... s); None samples every frame.
         batch_size: Faces per forward pass.
         min_face_size: Faces whose box has a shorter side below this many pixels are left out.
-        device: Where the model runs; default CUDA when available for named models, else the model's device.
         timeline: Folder for one expression timeline PNG per video.
         save_annotated: Folder for each video (``.mp4``) with every face's box, track id and top expression drawn;
             it holds the sampled frames, each shown until the next, so it lasts as long as the input.
         smoothing: Seconds of the centred moving average of the timeline's probabilities (0: none).
         max_gap: Seconds a face track waits for its face (missed detections, frames without faces) before it ends.
         progress: Show a progress bar over each video's frames; None shows it on a terminal.
-        amp: Autocast precision: 'auto' (bf16 where the device runs it fast), 'bf16' or 'none'.
-        channels_last: Run the model in channels-last memory format.
-        compile_model: ``torch.compile`` the model.
-        backend: 'auto', 'torch' or 'onnxruntime'; as for :func:`~timm_fer.predict`.
-        int8: Run the Linear layers in int8 (dynamic quantisation, CPU).
-        threads: Intra-op threads; default one per core that no other process keeps busy.
+        options: Without ``classifier``: :class:`~timm_fer.inference.classifier.ClassifierOptions` fields, as for
+            :func:`~timm_fer.predict`.
 
     Raises:
         VideoDecoderUnavailableError: PyAV (the ``video`` extra) is not installed.
@@ -385,19 +348,17 @@ def predict_video(
     if smoothing < 0 or max_gap < 0:
         raise ConfigError(f'smoothing and max_gap must not be negative, got {smoothing} and {max_gap}.')
     require_video_decoder()
-    classify, model_name, weights = load_classifier(model, checkpoint, random_weights, device, amp, channels_last,
-                                                     compile_model, backend=backend, int8=int8, threads=threads)
-    if not aligned and detector is None:
-        detector = RetinaFaceDetector()
+    classifier = resolve_classifier(classifier, options)
+    detector = face_detector(aligned, detector)
     if isinstance(videos, (str, Path)):
         videos = [videos]
     others, files, problems = find_media([str(v) for v in videos])
-    report = VideoReport(model_name, weights, classify.labels, fps, smoothing,
+    report = VideoReport(classifier.model_name, classifier.weights, classifier.labels, fps, smoothing,
                          skipped=[SkippedInput(i, r) for i, r in problems] +
                          [SkippedInput(str(p), _not_a_video(p)) for p in others])
     timelines = UniqueNames(Path(timeline)) if timeline is not None else None
     annotated = UniqueNames(Path(save_annotated), '.mp4') if save_annotated is not None else None
-    run = _VideoRun(report, classify, None if aligned else detector, fps, batch_size, min_face_size, max_gap,
+    run = _VideoRun(report, classifier, detector, fps, batch_size, min_face_size, max_gap,
                     None if progress is None else not progress)
     for path in files:
         try:
@@ -428,7 +389,7 @@ def predict_video(
         if timelines is not None:
             summary.timeline = str(timelines(path.stem))
             _timeline(rows, report.labels, summary, fps, Path(summary.timeline),
-                      f'{path.name}: {model_name}{classify.title_suffix}', smoothing)
+                      f'{path.name}: {classifier.model_name}{classifier.title_suffix}', smoothing)
     return report
 
 
@@ -436,9 +397,7 @@ def format_video_table(report: VideoReport) -> str:
     """The report as text: a line per video, a row per face track (share of its frames in each expression), then
     the skipped inputs. The rows per frame are in :meth:`VideoReport.to_dict` and :func:`write_video_report`."""
     sampling = f'{report.fps:g} frames/s sampled' if report.fps else 'every frame'
-    lines = [f'model {report.model}, weights: {report.weights}; {sampling}']
-    if not report.meaningful:
-        lines.append('WARNING: random weights, the expressions below are meaningless.')
+    lines = []
     for video in report.videos:
         fps = f'{video.fps:.2f} fps' if video.fps else 'unknown fps'
         duration = f'{video.duration:.2f} s' if video.duration else 'unknown length'
@@ -448,8 +407,7 @@ def format_video_table(report: VideoReport) -> str:
                      f'{"s" if tracks != 1 else ""}')
     if report.tracks:
         file_width = max(len('file'), *(len(t.file) for t in report.tracks))
-        expression_width = max(len(label) for label in report.labels) + 5
-        widths = [max(len(label), 5) for label in report.labels]
+        expression_width, widths = label_columns(report.labels)
         lines.append('share of each track\'s frames per top expression:')
         lines.append(f'{"file":<{file_width}} {"track":>5} {"from s":>7} {"to s":>7} {"frames":>6} '
                      f'{"expression":<{expression_width}} ' +
@@ -461,10 +419,7 @@ def format_video_table(report: VideoReport) -> str:
                          ' '.join(f'{t.shares[label]:>{w}.2f}' for label, w in zip(report.labels, widths)))
     elif report.videos:
         lines.append('no face was classified in the videos.')
-    if report.skipped:
-        lines.append(f'skipped ({len(report.skipped)}):')
-        lines.extend(f'  {s.file}: {s.reason}' for s in report.skipped)
-    return '\n'.join(lines)
+    return report.format_text(lines, f'; {sampling}')
 
 
 def write_video_report(report: VideoReport, path: Union[str, Path]) -> Path:
@@ -475,5 +430,4 @@ def write_video_report(report: VideoReport, path: Union[str, Path]) -> Path:
     rows = [[f.file, f.frame, f'{f.time:.4f}', f.track, *f.box,
              '' if f.detector_score is None else f'{f.detector_score:.4f}', f.expression] +
             [f'{f.probabilities[label]:.6f}' for label in report.labels] + ['', report.weights] for f in report.faces]
-    rows += [[s.file] + [''] * (len(header) - 3) + [s.reason, report.weights] for s in report.skipped]
-    return write_rows(path, report.to_dict(), header, rows)
+    return report.write(path, header, rows)

@@ -1,0 +1,97 @@
+"""What photo and video prediction runs report, and how: skipped inputs, unique output names, the text table's
+shared parts and the JSON / CSV writers.
+
+:class:`Report` is the base of :class:`~timm_fer.inference.predict.PredictionReport` and
+:class:`~timm_fer.inference.video.VideoReport`: the model line, the "random weights" warning, the skipped inputs
+and the file writers are written once here; each report adds its own rows.
+"""
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple, Union
+
+from ..errors import ConfigError
+from ..hub import RANDOM_WEIGHTS
+
+__all__ = ['OUTPUT_SUFFIXES', 'Report', 'SkippedInput', 'UniqueNames', 'label_columns']
+
+OUTPUT_SUFFIXES = ('.json', '.csv')
+"""The file types the reports are written as."""
+
+
+@dataclass
+class SkippedInput:
+    """An input, or a face in it, that gave no prediction, and why."""
+    file: str
+    reason: str
+
+
+class UniqueNames:
+    """File names in one folder, ``STEM.png`` then ``STEM_1.png``, ... when two inputs share a stem."""
+
+    def __init__(self, folder: Path, suffix: str = '.png') -> None:
+        self.folder = folder
+        self.suffix = suffix
+        self.counts: Dict[str, int] = {}
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, stem: str) -> Path:
+        count = self.counts.get(stem, 0)
+        self.counts[stem] = count + 1
+        return self.folder / (f'{stem}{self.suffix}' if count == 0 else f'{stem}_{count}{self.suffix}')
+
+
+def label_columns(labels: Sequence[str]) -> Tuple[int, List[int]]:
+    """Widths of a table's 'expression' column (the top label and its probability) and of one column per label."""
+    return max(len(label) for label in labels) + 5, [max(len(label), 5) for label in labels]
+
+
+class Report:
+    """The parts every prediction report shares, for dataclasses whose fields start with ``model`` (the model's
+    name), ``weights`` (where its weights came from) and ``labels`` (in the model's order), and that hold the
+    ``skipped`` inputs (:class:`SkippedInput`)."""
+    model: str
+    weights: str
+    labels: List[str]
+    skipped: List[SkippedInput]
+
+    @property
+    def meaningful(self) -> bool:
+        """False when the model has random weights."""
+        return self.weights != RANDOM_WEIGHTS
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-ready dict: model, weights, whether they are meaningful, then the other fields in order."""
+        fields = asdict(self)
+        head = {key: fields.pop(key) for key in ('model', 'weights')}
+        return {**head, 'meaningful': self.meaningful, **fields}
+
+    def format_text(self, body: List[str], sampling: str = '') -> str:
+        """The report as text: the model line (with ``sampling`` after it), a warning for random weights, ``body``,
+        then the skipped inputs."""
+        lines = [f'model {self.model}, weights: {self.weights}{sampling}']
+        if not self.meaningful:
+            lines.append('WARNING: random weights, the expressions below are meaningless.')
+        lines.extend(body)
+        if self.skipped:
+            lines.append(f'skipped ({len(self.skipped)}):')
+            lines.extend(f'  {s.file}: {s.reason}' for s in self.skipped)
+        return '\n'.join(lines)
+
+    def write(self, path: Union[str, Path], header: List[str], rows: List[List[Any]]) -> Path:
+        """Write the report as JSON (``.json``: :meth:`to_dict`) or CSV (``.csv``: ``header``, ``rows``, then one row
+        per skipped input, its reason in the next-to-last column and the weights in the last); the path."""
+        path = Path(path)
+        if path.suffix.lower() not in OUTPUT_SUFFIXES:
+            raise ConfigError(f'--output must end in .json or .csv, got {path}.')
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() == '.json':
+            path.write_text(json.dumps(self.to_dict(), indent=2) + '\n', encoding='utf-8')
+            return path
+        skipped = [[s.file] + [''] * (len(header) - 3) + [s.reason, self.weights] for s in self.skipped]
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows([header] + rows + skipped)
+        path.write_text(buffer.getvalue(), encoding='utf-8')
+        return path
