@@ -108,3 +108,58 @@ def test_bad_settings_and_inputs():
         FaceBatchAugment(MEAN, STD, crop_scale=0.9)
     with pytest.raises(ValueError, match='expected a uint8'):
         normalize_faces(torch.zeros(2, 1, 8, 8), MEAN, STD)
+
+
+DOMAIN_SHIFT = dict(zoom=(0.8, 1.25), photometric=1., degrade=1.)
+
+
+@settings(deadline=None)
+@given(faces, seeds, st.floats(0.5, 1.), st.floats(1., 1.5), st.floats(0, 1), st.floats(0, 1))
+def test_domain_shift_stays_in_range_and_depends_on_the_seeds_only(images, seed, low, high, photometric, degrade):
+    settings_ = dict(zoom=(low, high), photometric=photometric, degrade=degrade)
+    first = augment(images, seed, **settings_)
+    assert first.shape == images.shape and torch.isfinite(first).all()
+    assert torch.equal(first, augment(images, seed, **settings_))
+    assert first.min() >= -1 - 1e-6 and first.max() <= 1 + 1e-6
+
+
+@settings(deadline=None)
+@given(faces, seeds)
+def test_domain_shift_augments_a_face_the_same_in_any_batch(images, seed):
+    whole = augment(images, seed, **DOMAIN_SHIFT)
+    for i in range(len(images)):
+        torch.testing.assert_close(augment(images[i:i + 1], seed + i, **DOMAIN_SHIFT), whole[i:i + 1])
+
+
+@given(faces, seeds)
+def test_domain_shift_off_is_the_paper_augmentation(images, seed):
+    """The defaults draw the first nine numbers as before, so runs without the new options are unchanged."""
+    paper = dict(rotation=10., crop_scale=1.1, hflip=0.5, erase_prob=0.25)
+    torch.testing.assert_close(augment(images, seed, **paper, zoom=(1., 1.), photometric=0., degrade=0.),
+                               augment(images, seed, **paper), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('zoom', [1.25, 0.8])
+def test_zoom_frames_the_face_tighter_or_looser(zoom):
+    """A bright square in the middle covers more of the input when zoomed in, less when zoomed out."""
+    images = torch.zeros(1, 1, 80, 80, dtype=torch.uint8)
+    images[:, :, 20:60, 20:60] = 255
+    out = augment(images, 0, **dict(NO_AUGMENTATION, zoom=(zoom, zoom)))
+    bright = float((out > 0).float().mean())
+    assert bright == pytest.approx(0.25 * zoom ** 2, abs=0.03)
+
+
+def test_degradation_keeps_the_mean_and_photometric_jitter_changes_it():
+    images = torch.randint(60, 200, (64, 1, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    plain = augment(images, 0, **NO_AUGMENTATION)
+    degraded = augment(images, 0, **dict(NO_AUGMENTATION, degrade=1.))
+    assert not torch.equal(degraded, plain)
+    torch.testing.assert_close(degraded.mean(dim=(1, 2, 3)), plain.mean(dim=(1, 2, 3)), atol=0.02, rtol=0)
+    jittered = augment(images, 0, **dict(NO_AUGMENTATION, photometric=1.))
+    assert (jittered.mean(dim=(1, 2, 3)) - plain.mean(dim=(1, 2, 3))).abs().max() > 0.05
+
+
+def test_bad_zoom_is_refused():
+    for zoom in [(0., 1.), (1.2, 0.8), (1.,)]:
+        with pytest.raises(ValueError, match='zoom'):
+            FaceBatchAugment(MEAN, STD, zoom=zoom)

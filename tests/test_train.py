@@ -65,6 +65,7 @@ def test_toy_run_learns_and_writes_its_outputs(toy_data, tmp_path, capsys):
     (),
     ('--sched', 'cosine', '--warmup', '1', '--smoothing', '0.1'),
     ('--ema-decay', '0.9', '--in-memory'),
+    ('--zoom', '0.8', '1.25', '--photometric', '0.5', '--degrade', '0.5'),
 ])
 def test_resume_after_a_kill_gives_bit_identical_weights(toy_data, tmp_path, schedule):
     common = [*TINY_TRANSFER, '--epochs', '3', '--lr', '0.01', '--checkpoint-every-steps', '4', *schedule]
@@ -117,6 +118,23 @@ def test_soft_labels_are_the_vote_distributions(tmp_path):
     losses = [read_metrics(tmp_path / f'spread{spread}')[0]['train_loss'] for spread in (0, 2, 4)]
     assert losses[1] != pytest.approx(losses[0], abs=1e-3)
     assert losses[2] - losses[1] == pytest.approx(losses[1] - losses[0], abs=1e-5)
+
+
+def test_neutral_vote_weight_changes_the_loss_of_mixed_faces_only(tmp_path, capsys):
+    """With lr 0 every run sees the same logits: unanimous faces give the same loss at any neutral weight, faces
+    with votes split between neutral and another class do not."""
+    common = [*TINY_TRANSFER, '--img-size', '48', '--epochs', '1', '--amp', 'none', '--sampler', 'uniform', '--lr',
+              '0', '--soft-labels']
+    losses = {}
+    for spread in (0, 4):
+        data = write_toy_ferplus(tmp_path / f'data{spread}', lambda label: _votes(label, spread))
+        for weight in ('1', '0.5'):
+            argv = train_args(data, tmp_path / f'run{spread}-{weight}', *common, '--neutral-vote-weight', weight)
+            assert train_main(['--dataset', 'ferplus', *argv[2:]]) == 0
+            losses[spread, weight] = read_metrics(tmp_path / f'run{spread}-{weight}')[0]['train_loss']
+    assert 'vote distributions, no label smoothing, neutral votes x0.5' in capsys.readouterr().out
+    assert losses[0, '0.5'] == pytest.approx(losses[0, '1'], abs=1e-6)
+    assert losses[4, '0.5'] != pytest.approx(losses[4, '1'], abs=1e-3)
 
 
 def test_weight_average_is_evaluated_and_served(toy_data, tmp_path):

@@ -33,11 +33,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         pretrained_tag=None if args.no_pretrained else args.pretrained_tag,
         initial_checkpoint=args.initial_checkpoint, epochs=args.epochs, iterations=args.iterations,
         sched=args.sched, milestones=args.milestones, warmup=args.warmup, smoothing=args.smoothing,
-        soft_labels=args.soft_labels, ema_decay=args.ema_decay, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, batch_size=args.batch_size,
+        soft_labels=args.soft_labels, neutral_vote_weight=args.neutral_vote_weight, ema_decay=args.ema_decay,
+        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, batch_size=args.batch_size,
         grad_accum_steps=args.grad_accum_steps, sampler=args.sampler, metric=args.metric,
         augment=not args.no_augment, rotation=args.rotation, crop_scale=args.crop_scale, hflip=args.hflip,
-        erase_prob=args.erase_prob, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
+        erase_prob=args.erase_prob, zoom=tuple(args.zoom), photometric=args.photometric,
+        degrade=args.degrade, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
         sync_bn=args.sync_bn, seed=args.seed, workers=args.workers, in_memory=args.in_memory,
         output=args.output,
         checkpoint_every_steps=args.checkpoint_every_steps, stop_after_steps=args.stop_after_steps)
@@ -103,6 +104,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument('--smoothing', type=float, default=0., help='label smoothing of the cross-entropy')
     recipe.add_argument('--soft-labels', action='store_true',
                         help="train on each face's vote distribution (FERPlus' ten annotators), not its majority label")
+    recipe.add_argument('--neutral-vote-weight', type=float, default=1.,
+                        help='with --soft-labels: weigh the votes for neutral by this (e.g. 0.5), so a face some '
+                             'annotators call neutral and others an expression leans to the expression')
     recipe.add_argument('--ema-decay', type=float, default=None,
                         help='keep an exponential moving average of the weights (e.g. 0.999); evaluation and the '
                              'weights that checkpoints serve are the average')
@@ -124,6 +128,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                          help='enlarge the face this many times before the random crop')
     augment.add_argument('--hflip', type=float, default=0.5, help='horizontal flip probability')
     augment.add_argument('--erase-prob', type=float, default=0.25, help='random erasing probability')
+    augment.add_argument('--zoom', type=float, nargs=2, default=(1., 1.), metavar=('LOW', 'HIGH'),
+                         help='frame each face tighter or looser by a scale drawn from LOW-HIGH (e.g. 0.8 1.25)')
+    augment.add_argument('--photometric', type=float, default=0.,
+                         help='probability of per-face contrast, brightness and gamma jitter')
+    augment.add_argument('--degrade', type=float, default=0.,
+                         help='probability of each of blur, down-up sampling and noise, per face')
 
     run_group = parser.add_argument_group('run')
     run_group.add_argument('--device', default='auto', help='auto (cuda if available, else cpu), cpu, cuda, cuda:N')

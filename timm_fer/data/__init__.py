@@ -4,7 +4,7 @@ from .affectnet import AffectNet
 from .batch_augment import FaceBatchAugment, normalize_faces, uniform_draws
 from .dataset import FerDataset, ImageFileDataset, SampleKey
 from .factory import DATASET_NAMES, EVAL_SPLITS, create_fer_dataset
-from .ferplus import FerPlus, majority_vote
+from .ferplus import FerPlus, majority_vote, reweigh_votes
 from .image_folder import FerImageFolder
 from .rafdb import RafDb
 from .sampler import ClassBalancedSampler
@@ -28,5 +28,6 @@ __all__ = [
     'create_fer_transform',
     'majority_vote',
     'normalize_faces',
+    'reweigh_votes',
     'uniform_draws',
 ]

@@ -4,13 +4,14 @@ import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..constants import FERPLUS_LABELS
-from ..errors import DatasetError, DatasetFileNotFoundError
+from ..errors import ConfigError, DatasetError, DatasetFileNotFoundError
 from .dataset import ImageFileDataset, find_missing_files, read_csv_rows, require_file
 
-__all__ = ['FerPlus', 'majority_vote']
+__all__ = ['FerPlus', 'majority_vote', 'reweigh_votes']
 
 FERPLUS_SPLITS = {'train': ('FER2013Train', 'Training'), 'valid': ('FER2013Valid', 'PublicTest'),
                   'test': ('FER2013Test', 'PrivateTest')}
@@ -46,6 +47,23 @@ def majority_vote(votes: Sequence[int]) -> Tuple[Optional[int], str]:
     if VOTE_COLUMNS[winners[0]] == 'NF':
         return None, _SKIP_NOT_FACE
     return winners[0], ''
+
+
+def reweigh_votes(soft_targets: torch.Tensor, classes: Sequence[str], name: str, weight: float) -> torch.Tensor:
+    """Vote distributions with the votes for class ``name`` multiplied by ``weight``, normalised again.
+
+    A face whose only votes are for ``name`` keeps its distribution, so ``weight`` changes mixed faces only.
+
+    Raises:
+        ConfigError: ``classes`` has no class ``name``.
+    """
+    if name not in classes:
+        raise ConfigError(f"cannot reweigh the votes for '{name}': the classes are {', '.join(classes)}.")
+    scale = torch.ones(soft_targets.shape[1], dtype=soft_targets.dtype)
+    scale[list(classes).index(name)] = weight
+    weighed = soft_targets * scale
+    total = weighed.sum(dim=1, keepdim=True)
+    return torch.where(total > 0, weighed / total.clamp_min(torch.finfo(total.dtype).tiny), soft_targets)
 
 
 def _parse_votes(fields: Sequence[str], path: str, line_number: int) -> List[int]:

@@ -1,4 +1,5 @@
 """Training and evaluation: the paper's recipes, the trainer, metrics, and runs under torchrun."""
+from .calibration import expected_calibration_error, fit_temperature
 from .evaluate import EvaluationResult, evaluate_checkpoint, evaluate_model, write_eval_report
 from .metrics import ClassificationReport, confusion_matrix
 from .recipes import RECIPES, Recipe
@@ -8,5 +9,5 @@ from .train_state import training_class_prior
 from .trainer import Trainer
 
 __all__ = ['RECIPES', 'ClassificationReport', 'EvaluationResult', 'Recipe', 'TrainConfig', 'TrainResult', 'Trainer',
-           'confusion_matrix', 'evaluate_checkpoint', 'evaluate_model', 'train', 'training_class_prior',
-           'write_eval_report']
+           'confusion_matrix', 'evaluate_checkpoint', 'evaluate_model', 'expected_calibration_error', 'fit_temperature',
+           'train', 'training_class_prior', 'write_eval_report']

@@ -54,6 +54,9 @@ class TrainConfig:
         warmup: Epochs (iterations with ``iterations``) of linear warm-up to ``lr``.
         smoothing: Label smoothing of the cross-entropy.
         soft_labels: Train on each image's vote distribution (FERPlus' "probability" labels), not its majority label.
+        neutral_vote_weight: With ``soft_labels``, weigh the votes for the class named neutral by this before the
+            distribution is normalised: below 1, a face that some annotators call neutral and others an expression
+            leans to the expression (a face every annotator calls neutral keeps its label).
         ema_decay: Keep an exponential moving average of the weights with this decay (timm's ``ModelEmaV3``);
             evaluation, best.pth and the weights a checkpoint serves are the average's. None: no average.
         lr: Peak learning rate of SGD.
@@ -69,6 +72,9 @@ class TrainConfig:
         crop_scale: Enlarge the face this many times before the random crop.
         hflip: Horizontal flip probability.
         erase_prob: Random erasing probability.
+        zoom: Range of the random framing scale (:class:`~timm_fer.data.FaceBatchAugment`); (1, 1) keeps the size.
+        photometric: Probability of per-face contrast, brightness and gamma jitter.
+        degrade: Probability of each of blur, down-up sampling and noise.
         amp: Autocast precision: 'auto', 'bf16' or 'none'.
         channels_last: Run convolutions in channels-last memory format.
         compile: ``torch.compile`` the model.
@@ -100,6 +106,7 @@ class TrainConfig:
     warmup: int = field(default=0, metadata=RESUME)
     smoothing: float = field(default=0., metadata=RESUME)
     soft_labels: bool = field(default=False, metadata=RESUME)
+    neutral_vote_weight: float = field(default=1., metadata=RESUME)
     ema_decay: Optional[float] = field(default=None, metadata=RESUME)
     lr: float = field(metadata=RESUME)
     momentum: float = field(metadata=RESUME)
@@ -114,6 +121,9 @@ class TrainConfig:
     crop_scale: float = field(default=1.1, metadata=RESUME)
     hflip: float = field(default=0.5, metadata=RESUME)
     erase_prob: float = field(default=0.25, metadata=RESUME)
+    zoom: Tuple[float, float] = field(default=(1., 1.), metadata=RESUME)
+    photometric: float = field(default=0., metadata=RESUME)
+    degrade: float = field(default=0., metadata=RESUME)
     amp: str = field(default='auto', metadata=RESUME)
     channels_last: bool = field(default=True, metadata=RESUME)
     compile: bool = field(default=False, metadata=RESUME)
@@ -144,6 +154,16 @@ class TrainConfig:
                 f'--warmup must be at least 0 and shorter than the run ({self.length}), got {self.warmup}.')
         if not 0 <= self.smoothing < 1:
             raise ConfigError(f'--smoothing is a probability mass in [0, 1), got {self.smoothing}.')
+        if not 0 <= self.neutral_vote_weight <= 1:
+            raise ConfigError(f'--neutral-vote-weight is in [0, 1] (1: votes as cast), got {self.neutral_vote_weight}.')
+        if self.neutral_vote_weight != 1 and not self.soft_labels:
+            raise ConfigError('--neutral-vote-weight reweighs annotators\' votes: add --soft-labels, or drop it.')
+        self.zoom = tuple(float(z) for z in self.zoom)
+        if len(self.zoom) != 2 or not 0 < self.zoom[0] <= self.zoom[1]:
+            raise ConfigError(f'--zoom is a range LOW HIGH with 0 < LOW <= HIGH (e.g. 0.8 1.25), got {self.zoom}.')
+        for name in ('photometric', 'degrade'):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f'--{name} is a probability in [0, 1], got {getattr(self, name)}.')
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ConfigError(f'--ema-decay is in (0, 1), e.g. 0.999, got {self.ema_decay}.')
         processes = self.world_size or 1
@@ -213,6 +233,12 @@ class TrainConfig:
         per_process = self.batch_size // (processes * self.grad_accum_steps)
         augment = (f'rotation +-{self.rotation} deg, crop from x{self.crop_scale}, flip {self.hflip}, '
                    f'random erasing {self.erase_prob}') if self.augment else 'none'
+        if self.augment and self.zoom != (1., 1.):
+            augment += f', zoom {self.zoom[0]:g}-{self.zoom[1]:g}'
+        if self.augment and self.photometric:
+            augment += f', photometric {self.photometric:g}'
+        if self.augment and self.degrade:
+            augment += f', blur / down-up / noise {self.degrade:g} each'
         if self.sched == 'cosine':
             schedule = f'SGD lr {self.lr} cosine to 0'
         else:
@@ -221,6 +247,8 @@ class TrainConfig:
             schedule += f' after {self.warmup} {unit} of linear warm-up'
         loss = f'label smoothing {self.smoothing}' if self.smoothing else 'no label smoothing'
         loss = f'{"vote distributions" if self.soft_labels else "majority labels"}, {loss}'
+        if self.neutral_vote_weight != 1:
+            loss += f', neutral votes x{self.neutral_vote_weight:g}'
         averaging = f', weight EMA {self.ema_decay}' if self.ema_decay else ''
         return '\n'.join([
             f'Recipe for {self.dataset} (every value can be changed by a flag):',

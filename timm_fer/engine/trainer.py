@@ -25,6 +25,7 @@ from ..data import (
     create_fer_dataset,
     create_fer_transform,
     normalize_faces,
+    reweigh_votes,
 )
 from ..errors import ConfigError
 from ..hub import TRAIN_CHECKPOINT_FORMAT, create_fer_model, resolve_fer_data_config
@@ -110,12 +111,15 @@ class Trainer:
         self.train_set.transform = create_fer_transform(self.data_config, to_uint8=True)
         self.augment = FaceBatchAugment(
             self.data_config['mean'], self.data_config['std'], rotation=config.rotation, crop_scale=config.crop_scale,
-            hflip=config.hflip, erase_prob=config.erase_prob) if config.augment else None
+            hflip=config.hflip, erase_prob=config.erase_prob, zoom=config.zoom, photometric=config.photometric,
+            degrade=config.degrade) if config.augment else None
         self.targets = torch.as_tensor(self.train_set.targets)
         self.soft_targets = self.train_set.soft_targets if config.soft_labels else None
         if config.soft_labels and self.soft_targets is None:
             raise ConfigError(f'--soft-labels needs annotators\' votes per image, which {config.dataset} does not '
                               f'have (FERPlus does); drop --soft-labels.')
+        if config.neutral_vote_weight != 1:
+            self.soft_targets = reweigh_votes(self.soft_targets, self.classes, 'neutral', config.neutral_vote_weight)
         self.train_images = self._decode_all() if config.in_memory else None
         if self.eval_set is not None:
             self.eval_set.transform = create_fer_transform(self.data_config)

@@ -1,7 +1,7 @@
 """Weights in and out: the loading API (any checkpoint or tag to a model), converters, Hub model folders."""
 from .catalogue import list_and_classify
 from .checkpoint import TRAIN_CHECKPOINT_FORMAT, Checkpoint, read_checkpoint
-from .convert import convert_checkpoint, convert_to_model, fold_logit_adjustment, push_model
+from .convert import convert_checkpoint, convert_to_model, fold_logit_adjustment, fold_temperature, push_model
 from .folder import (
     HUB_FOLDER_FILES,
     check_hub_folder,
@@ -36,6 +36,7 @@ __all__ = [
     'create_named_model',
     'default_repo_id',
     'fold_logit_adjustment',
+    'fold_temperature',
     'hub_folder_files',
     'list_and_classify',
     'load_model',

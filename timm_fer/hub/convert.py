@@ -26,7 +26,7 @@ from .folder import (
 )
 from .loading import create_named_model
 
-__all__ = ['convert_checkpoint', 'convert_to_model', 'fold_logit_adjustment', 'push_model']
+__all__ = ['convert_checkpoint', 'convert_to_model', 'fold_logit_adjustment', 'fold_temperature', 'push_model']
 
 _FILTERS = {IRNet: irnet.checkpoint_filter_fn, TransFER: transfer.checkpoint_filter_fn}
 
@@ -123,6 +123,27 @@ def fold_logit_adjustment(model: nn.Module, class_prior: Sequence[float], tau: f
                           f'tau >= 0, got {list(class_prior)} and tau {tau}.')
     with torch.no_grad():
         head.bias -= tau * torch.tensor(class_prior, dtype=head.bias.dtype).log()
+
+
+def fold_temperature(model: nn.Module, temperature: float) -> None:
+    """Divide the classifier's weight and bias by ``temperature``, in place: post-hoc temperature scaling.
+
+    The logits become ``logits / temperature``: the same predictions, with probabilities that match how often they
+    are right when ``temperature`` was fitted on held-out faces (:func:`timm_fer.engine.fit_temperature`).
+
+    Raises:
+        ConfigError: the classifier is not linear, or ``temperature`` is not a positive number.
+    """
+    head = model.get_classifier()
+    if not isinstance(head, nn.Linear):
+        raise ConfigError(f'temperature scaling needs a linear classifier, {type(model).__name__} has '
+                          f'{type(head).__name__}.')
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ConfigError(f'the temperature is a positive number (1 changes nothing), got {temperature}.')
+    with torch.no_grad():
+        head.weight /= temperature
+        if head.bias is not None:
+            head.bias /= temperature
 
 
 def push_model(
