@@ -67,3 +67,20 @@ def test_push_folds_the_prior_of_the_run_training_set(tmp_path, capsys):
     assert main(['push', str(tmp_path / 'no'), '--model', 'transfer_fer_compact.ferplus', '--checkpoint',
                  str(tmp_path / 'weights.pth'), '--logit-adjustment', '1', '--dry-run']) == 2
     assert 'is not a checkpoint of timm-fer train, so it names no training set' in capsys.readouterr().err
+
+
+def test_push_folds_the_temperature_after_the_adjustment(tmp_path):
+    data = write_toy_ferplus(tmp_path / 'toy', _unanimous, per_class=4, classes=8)
+    run = tmp_path / 'run'
+    argv = train_args(data, run, '--model', 'transfer_fer_compact', '--epochs', '1', '--sampler', 'uniform')
+    assert train_main(['--dataset', 'ferplus', *argv[2:]]) == 0
+    folders = {name: tmp_path / name for name in ('plain', 'scaled')}
+    for name, extra in (('plain', []), ('scaled', ['--temperature', '0.5'])):
+        assert main(['push', str(folders[name]), '--model', 'transfer_fer_compact.ferplus', '--checkpoint',
+                     str(run / 'last.pth'), '--logit-adjustment', '0.4', '--dry-run', *extra]) == 0
+    plain, scaled = (read_checkpoint(folder).state_dict for folder in folders.values())
+    for key in ('head.weight', 'head.bias'):
+        torch.testing.assert_close(scaled[key], plain[key] / 0.5)
+    assert 'logits / 0.5' in (folders['scaled'] / 'README.md').read_text()
+    assert main(['push', str(tmp_path / 'bad'), '--model', 'transfer_fer_compact.ferplus', '--checkpoint',
+                 str(run / 'last.pth'), '--temperature', '0', '--dry-run']) == 2

@@ -23,7 +23,8 @@ def _push(args: argparse.Namespace) -> int:
     lines = push_model(
         args.folder, model=args.model, checkpoint=args.checkpoint, metrics=args.metric, dataset=args.dataset,
         training=args.training, repo_id=args.repo_id, private=args.private, overwrite=args.overwrite,
-        dry_run=args.dry_run, logit_adjustment=args.logit_adjustment, class_prior=prior, command=args.command_line)
+        dry_run=args.dry_run, logit_adjustment=args.logit_adjustment, class_prior=prior,
+        temperature=args.temperature, command=args.command_line)
     print('\n'.join(lines))
     return 0
 
@@ -59,6 +60,10 @@ def add_push_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--logit-adjustment', type=float, default=0., metavar='TAU',
                         help='fold post-hoc logit adjustment (logits - TAU x log training prior) into the classifier '
                              'written from --checkpoint: more recall on rare classes')
+    parser.add_argument('--temperature', type=float, default=1., metavar='T',
+                        help='divide the logits of the classifier written from --checkpoint by T (after the logit '
+                             'adjustment): probabilities that match how often they are right, predictions unchanged; '
+                             'benchmarks/robustness_proxies.py fits T')
     parser.add_argument('--repo-id', help="target repo (default: the tag's hf_hub_id)")
     parser.add_argument('--private', action='store_true', help='create the repo as private')
     parser.add_argument('--overwrite', action='store_true', help='replace a Hub model folder timm-fer wrote')

@@ -159,19 +159,23 @@ def push_model(
         dry_run: bool = False,
         logit_adjustment: float = 0.,
         class_prior: Optional[Sequence[float]] = None,
+        temperature: float = 1.,
         command: str = 'timm_fer.hub.push_model',
 ) -> List[str]:
     """Push a Hub model folder to the Hugging Face Hub, writing it from ``checkpoint`` into ``model`` first if given.
 
     ``logit_adjustment`` > 0 folds that post-hoc logit adjustment, with ``class_prior`` (the share of each class
     among the training images, e.g. :func:`timm_fer.engine.training_class_prior` of the checkpoint), into the
-    classifier (:func:`fold_logit_adjustment`) before writing the folder.
+    classifier (:func:`fold_logit_adjustment`) before writing the folder; ``temperature`` other than 1 then divides
+    the (adjusted) logits by it (:func:`fold_temperature`), fitted on held-out faces so probabilities read true.
 
     Returns the lines to report: what the folder holds, and the commit URL (or where a dry run would push).
     """
     if logit_adjustment and not (checkpoint and class_prior):
         raise ConfigError('--logit-adjustment changes the weights written from --checkpoint, with the class prior of '
                           'its training set: give --model and --checkpoint (from Python, also class_prior).')
+    if temperature != 1 and not checkpoint:
+        raise ConfigError('--temperature changes the weights written from --checkpoint: give --model and --checkpoint.')
     if model or checkpoint:
         if not (model and checkpoint):
             raise ConfigError('--model and --checkpoint go together: the checkpoint is loaded into that model.')
@@ -180,6 +184,9 @@ def push_model(
             fold_logit_adjustment(built, class_prior, logit_adjustment)
             training = [*(training or []), f'post-hoc logit adjustment folded into the classifier bias: tau '
                         f'{logit_adjustment:g}, training class prior {", ".join(f"{p:.4f}" for p in class_prior)}']
+        if temperature != 1:
+            fold_temperature(built, temperature)
+            training = [*(training or []), f'temperature scaling folded into the classifier: logits / {temperature:g}']
         card = make_model_card(built, command=command, metrics=metrics, dataset=dataset,
                                sources=[str(checkpoint)], training=training)
         write_hub_folder(built, folder, card, overwrite=overwrite)
