@@ -5,7 +5,7 @@ Runs ``transfer_fer_compact.ferplus`` on every FERPlus validation face (majority
 with int8 Linear layers, ONNX Runtime fp32 and ONNX Runtime with int8 MatMuls, and prints the share of faces whose
 top-1 equals torch fp32's, each variant's accuracy and the largest probability difference from torch fp32.
 
-    python benchmarks/agreement_ferplus.py ../shared/datasets/ferplus
+    python benchmarks/agreement_ferplus.py path/to/ferplus
 """
 import argparse
 import tempfile

@@ -8,10 +8,10 @@ model saw: each run's crops and one side-by-side picture per face (ArcFace's cro
 The photos of the README's table: the package's sample portrait, and the real photos shipped in
 scikit-image's wheel (``camera.png``) and insightface's source archive (``t1.jpg``, six faces; ``Tom_Hanks_54745.png``):
 
-    pip download --no-deps scikit-image==0.26.0 insightface==0.7.3 -d /tmp/helper_align/pkgs
+    pip download --no-deps scikit-image==0.26.0 insightface==0.7.3 -d align/pkgs
     (unzip -j the wheel's skimage/data/camera.png; untar insightface/data/images/{t1.jpg,Tom_Hanks_54745.png})
     nice -n 19 env OMP_NUM_THREADS=1 python benchmarks/alignment_photos.py timm_fer/assets/astronaut.png \
-        /tmp/helper_align/photos --model transfer_fer_compact.ferplus --out /tmp/helper_align/crops
+        align/photos --model transfer_fer_compact.ferplus --out align/crops
 
 With other weights: ``--checkpoint runs/ferplus-transfer_fer_compact/best.pth`` (and ``--model`` when the checkpoint
 does not name its model).
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument('--model', default=None, help='model name and tag (default: the checkpoint\'s, else '
                                                       'transfer_fer_compact.ferplus)')
     parser.add_argument('--checkpoint', default=None, help='checkpoint file or Hub model folder')
-    parser.add_argument('--out', type=Path, default=Path('/tmp/timm_fer_alignment_photos'),
+    parser.add_argument('--out', type=Path, default=Path('alignment_photos'),
                         help='folder for the crops and side-by-side pictures (keep it outside the repository)')
     args = parser.parse_args()
 

@@ -6,7 +6,7 @@ busy-loop process; threads are left to :func:`~timm_fer.utils.runtime.resolve_th
 the best of ``--repeats`` runs after a warm-up run (which also exports and caches the ONNX file). The top-1 of
 every variant is compared with the torch fp32 predictions.
 
-    python benchmarks/benchmark_predict.py ../shared/datasets/ferplus/FER2013Valid --limit 1000
+    python benchmarks/benchmark_predict.py path/to/ferplus/FER2013Valid --limit 1000
 """
 import argparse
 import multiprocessing

@@ -8,7 +8,7 @@ Every path runs the same training step (``transfer_fer_compact`` with ``in_chans
 autocast) for the same number of steps, interleaved over ``--repeats`` rounds; the best round of each is reported
 with its ratio to the per-image path::
 
-    python benchmarks/benchmark_train_data.py ../shared/datasets/ferplus --steps 60 --repeats 3 [--compile]
+    python benchmarks/benchmark_train_data.py path/to/ferplus --steps 60 --repeats 3 [--compile]
 """
 import argparse
 import os

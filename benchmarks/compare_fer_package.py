@@ -24,13 +24,13 @@ Set-up of the ``fer`` environment (``fer`` is no dependency of timm-fer; it need
 and ``matplotlib``, which ``fer.fer`` does not import; installing ``fer`` without them and then what ``fer.fer``
 imports gives a 2.4 GB venv instead of more than 8 GB:
 
-    python -m venv /work/venvs/fer
-    /work/venvs/fer/bin/python -m pip install --no-deps fer==25.10.3
-    /work/venvs/fer/bin/python -m pip install tensorflow "opencv-contrib-python<5" "setuptools<81" requests pillow
+    python -m venv venv-fer
+    venv-fer/bin/python -m pip install --no-deps fer==25.10.3
+    venv-fer/bin/python -m pip install tensorflow "opencv-contrib-python<5" "setuptools<81" requests pillow
 
 The comparison (run from the repository root):
 
-    python benchmarks/compare_fer_package.py /work/shared/datasets/ferplus --json /tmp/compare_fer_package.json
+    python benchmarks/compare_fer_package.py path/to/ferplus --json compare_fer_package.json
 """
 import argparse
 import json
@@ -48,7 +48,7 @@ from timm_fer.data import FerPlus, create_fer_transform
 from timm_fer.hub import DEFAULT_MODEL, load_model, resolve_fer_data_config
 from timm_fer.utils.runtime import cpu_capability, cpu_flags
 
-FER_PYTHON = '/work/venvs/fer/bin/python'
+FER_PYTHON = 'venv-fer/bin/python'
 FER_TO_FERPLUS = ('anger', 'disgust', 'fear', 'happiness', 'sadness', 'surprise', 'neutral')
 """The FERPlus class of each of ``fer``'s outputs (angry, disgust, fear, happy, sad, surprise, neutral)."""
 FER_VARIANTS = {'tflite': 'FER() default: TFLite', 'keras': 'FER(use_tflite=False): Keras .hdf5'}

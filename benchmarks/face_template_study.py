@@ -13,7 +13,7 @@ landmarks are found is aligned from its upsampled image to the model's input siz
 model's accuracy (majority-vote labels) on those crops is printed next to its accuracy on the original crops.
 
     nice -n 19 env OMP_NUM_THREADS=1 python benchmarks/face_template_study.py \
-        /work/shared/datasets/ferplus/FER2013Train --limit 5000 --evaluate /work/shared/datasets/ferplus
+        path/to/ferplus/FER2013Train --limit 5000 --evaluate path/to/ferplus
 """
 import argparse
 import random

@@ -4,7 +4,7 @@ For each ``tau`` the logits become ``logits - tau * log(prior)``, with the class
 what ``timm-fer push --checkpoint RUN/last.pth --logit-adjustment TAU`` folds into the classifier bias. The logits
 are computed once, on the validation faces with the model's own preprocessing, in fp32::
 
-    python benchmarks/logit_adjustment_study.py runs/ferplus-transfer_fer_compact/last.pth ../shared/datasets/ferplus
+    python benchmarks/logit_adjustment_study.py runs/ferplus-transfer_fer_compact/last.pth path/to/ferplus
 """
 import argparse
 from typing import List, Sequence
