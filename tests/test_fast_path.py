@@ -86,7 +86,7 @@ def test_training_graph_has_no_breaks_with_mad_and_msad_active():
 def test_bf16_predictions_agree_with_fp32_on_at_least_99_percent():
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    model = timm.create_model('transfer_fer_ir50', img_size=32, **TINY)
+    model = timm.create_model('transfer_fer_ir50', img_size=32, **dict(TINY, num_heads=4))  # learns in 20 steps
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(20):

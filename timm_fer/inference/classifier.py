@@ -285,6 +285,9 @@ def resolve_classifier(classifier: Optional[FaceClassifier], options: Dict[str, 
     when explanation pictures are wanted)."""
     if classifier is None:
         return load_classifier(explain=explain, **options)
+    if not isinstance(classifier, FaceClassifier):
+        raise TypeError(f'classifier must be a FaceClassifier (from load_classifier), got {type(classifier).__name__}; '
+                        f'pass a model name or module as model=...')
     if options:
         raise TypeError(f'pass a classifier or the options to load one, not both: got {", ".join(sorted(options))}.')
     if explain and not classifier.can_explain:
