@@ -28,7 +28,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from timm_fer.data import FerPlus, normalize_faces
-from timm_fer.engine import ClassificationReport, confusion_matrix, expected_calibration_error, fit_temperature
+from timm_fer.engine import (
+    ClassificationReport,
+    confusion_matrix,
+    expected_calibration_error,
+    fit_temperature,
+    training_class_prior,
+)
 from timm_fer.hub import load_model, resolve_fer_data_config
 
 Shift = Callable[[torch.Tensor], torch.Tensor]
@@ -145,6 +151,8 @@ def main() -> None:
     parser.add_argument('model', help='run checkpoint, Hub model folder, or a tag such as transfer_fer_compact.ferplus')
     parser.add_argument('root', help='FERPlus folder')
     parser.add_argument('--tta-flip', action='store_true', help='average each face with its mirror image')
+    parser.add_argument('--logit-adjustment', type=float, default=0., metavar='TAU',
+                        help="subtract TAU x log(training prior) from a run checkpoint's logits, as push folds it")
     args = parser.parse_args()
     torch.manual_seed(0)
     if os.path.exists(args.model):
@@ -153,14 +161,17 @@ def main() -> None:
         model, source = load_model(args.model)
     model = model.float().eval()
     faces, labels, votes, classes = load_faces(args.root)
+    adjustment = torch.zeros(len(classes))
+    if args.logit_adjustment:
+        adjustment = args.logit_adjustment * torch.tensor(training_class_prior(args.model)).log()
     print(f'{source}: {len(labels)} FERPlus validation faces, fp32, {"flip TTA" if args.tta_flip else "one view"}, '
-          f'{torch.get_num_threads()} threads\n')
+          f'{torch.get_num_threads()} threads, logit adjustment tau {args.logit_adjustment:g}\n')
 
     print('| shift | accuracy | mean class recall | called neutral (majority not neutral) |\n|---|---|---|---|')
     results = {}
     start = time.perf_counter()
     for name, shift in SHIFTS.items():
-        logits = model_logits(model, shift(faces).clamp(0, 1), args.tta_flip)
+        logits = model_logits(model, shift(faces).clamp(0, 1), args.tta_flip) - adjustment
         results[name] = logits
         r = report(logits, labels, classes)
         not_neutral = labels != classes.index('neutral')

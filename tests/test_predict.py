@@ -76,6 +76,28 @@ def test_batches_give_the_same_results_as_one_batch(model, tmp_path, no_detector
         predict([tmp_path], model=model, aligned=True, batch_size=0)
 
 
+def test_flip_tta_averages_a_face_with_its_mirror_image(model, tmp_path, no_detector):
+    face = draw_face(112).rotate(8)  # not symmetric
+    face.save(tmp_path / 'a.png')
+    face.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp_path / 'b.png')
+    plain = predict([tmp_path], model=model, aligned=True, amp='none', backend='torch')
+    averaged = predict([tmp_path], model=model, aligned=True, amp='none', backend='torch', tta_flip=True)
+    one_view = [np.array(list(f.probabilities.values())) for f in plain.faces]
+    assert not np.allclose(one_view[0], one_view[1], atol=1e-4)
+    for f in averaged.faces:
+        np.testing.assert_allclose(list(f.probabilities.values()), (one_view[0] + one_view[1]) / 2, atol=1e-5)
+
+
+def test_cli_flip_tta_gives_the_python_result(tmp_path, capsys, no_detector):
+    draw_face(112).rotate(8).save(tmp_path / 'a.png')
+    assert main(['predict', str(tmp_path / 'a.png'), '--aligned', '--random-weights', '--amp', 'none', '--backend',
+                 'torch', '--tta-flip', '--output', str(tmp_path / 'rows.json')]) == 0
+    row = json.loads((tmp_path / 'rows.json').read_text())['faces'][0]
+    expected = predict([tmp_path / 'a.png'], aligned=True, random_weights=True, amp='none', backend='torch',
+                       tta_flip=True).faces[0]
+    assert row['probabilities'] == pytest.approx(expected.probabilities, abs=1e-6)
+
+
 @pytest.mark.usefixtures('detector')  # the default one predict makes
 def test_the_shipped_sample_face_by_default(model):
     report = predict(model=model)

@@ -31,7 +31,7 @@ def _predict(args: argparse.Namespace) -> int:
     classifier = load_classifier(ClassifierOptions(  # once for the photos and the videos of the run
         model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights, device=args.device,
         amp=args.amp, channels_last=args.channels_last, compile_model=args.compile, backend=args.backend,
-        int8=args.int8, threads=args.threads, explain=photos and args.save_viz is not None))
+        int8=args.int8, threads=args.threads, explain=photos and args.save_viz is not None, tta_flip=args.tta_flip))
     faces = 0
     if photos:
         report = predict(
@@ -114,6 +114,9 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--top-k', type=int, metavar='N',
                         help='show the N most probable expressions of each face instead of every probability')
     parser.add_argument('--batch-size', type=int, default=32, help='faces per forward pass (default: 32)')
+    parser.add_argument('--tta-flip', action='store_true',
+                        help="average each face's probabilities with its mirror image's: steadier on faces unlike the "
+                             'training data, at twice the classifier cost (see the docs for the measured trade-off)')
     parser.add_argument('--min-face-size', type=float, default=32.,
                         help='skip faces whose box is smaller than this many pixels (default: 32)')
     parser.add_argument('--face-threshold', type=float, default=0.9,

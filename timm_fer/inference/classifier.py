@@ -48,6 +48,8 @@ class ClassifierOptions:
         int8: Run the Linear layers in int8 (dynamic quantisation, CPU): faster, close to but not equal to fp32.
         threads: Intra-op threads; default one per core that no other process keeps busy.
         explain: Keep the eager fp32 model, so that explanation pictures (``save_viz``) can be drawn.
+        tta_flip: Average each face's probabilities with those of its mirror image (one forward pass of twice the
+            faces); explanation pictures show the face as given.
     """
     model: Optional[Union[str, nn.Module]] = None
     checkpoint: Optional[Union[str, Path]] = None
@@ -60,6 +62,7 @@ class ClassifierOptions:
     int8: bool = False
     threads: Optional[int] = None
     explain: bool = False
+    tta_flip: bool = False
 
 
 @dataclass
@@ -150,13 +153,15 @@ class FaceClassifier:
         labels: The label names, in the model's order.
         size: (height, width) of the model's input faces.
         can_explain: Whether it runs the eager fp32 model that explanation pictures need.
+        tta_flip: Whether each face's probabilities are averaged with those of its mirror image.
     """
 
     def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], labels: List[str], data_config: Dict[str, Any],
                  device: torch.device, model_name: str, weights: str, amp_dtype: Optional[torch.dtype] = None,
                  channels_last: bool = False, backend: str = 'torch', threads: Optional[int] = None,
-                 can_explain: bool = True) -> None:
+                 can_explain: bool = True, tta_flip: bool = False) -> None:
         self.model = model
+        self.tta_flip = tta_flip
         self.model_name = model_name
         self.weights = weights
         self.amp_dtype = amp_dtype
@@ -205,12 +210,18 @@ class FaceClassifier:
             images = to_input(self.batch(crops), self.device, self.channels_last)
             if viz_names is None:
                 with torch.inference_mode(), autocast(self.device, self.amp_dtype):
-                    logits = self.model(images)
+                    logits = self.model(torch.cat([images, images.flip(-1)]) if self.tta_flip else images)
                 maps = None
             else:
                 maps = explain(self.model, images)
                 logits = maps['logits']
-            probabilities = logits.float().softmax(dim=-1).cpu().tolist()  # one conversion, not one per face
+                if self.tta_flip:
+                    with torch.inference_mode():
+                        logits = torch.cat([logits.detach(), self.model(images.flip(-1))])
+            probabilities = logits.float().softmax(dim=-1)
+            if self.tta_flip:
+                probabilities = probabilities.view(2, len(crops), -1).mean(dim=0)
+            probabilities = probabilities.cpu().tolist()  # one conversion, not one per face
         predictions = []
         for i, (crop, probs) in enumerate(zip(crops, probabilities)):
             top = max(range(len(probs)), key=probs.__getitem__)  # the first of equal maxima, as argmax
@@ -276,7 +287,7 @@ def load_classifier(options: Optional[ClassifierOptions] = None, **changes: Any)
                                options.compile_model)
     can_explain = backend == 'torch' and not options.int8 and not options.compile_model
     return FaceClassifier(runner, labels, data_config, device, model_name, weights, amp_dtype, channels_last, backend,
-                          threads, can_explain)
+                          threads, can_explain, options.tta_flip)
 
 
 def resolve_classifier(classifier: Optional[FaceClassifier], options: Dict[str, Any],
