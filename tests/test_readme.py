@@ -42,6 +42,11 @@ def test_every_block_is_run_or_says_why_not():
     assert all(b.skip_reason.strip() for b in blocks if b not in RUNNABLE)
 
 
+def test_cpu_wheels_advice_comes_before_the_set_up_commands():
+    installs = [b for b in readme_blocks() if b.language == 'bash' and 'pip install' in b.code]
+    assert 'download.pytorch.org/whl/cpu' in installs[0].code, [b.line for b in installs]
+
+
 @pytest.fixture(scope='module')
 def readme_folder(tmp_path_factory) -> Path:
     """One folder for all blocks, run top to bottom as a reader would (the ONNX snippet reads the exported file)."""
@@ -66,9 +71,9 @@ def test_readme_block_runs(block, readme_folder, monkeypatch):
 @pytest.mark.slow
 def test_main_job_prints_what_the_readme_shows(tmp_path):
     blocks = readme_blocks()
-    main_job = blocks[0]
-    assert main_job.code.strip().startswith('pip install -e ".[face]" && timm-fer predict')
-    shown = blocks[1].code.splitlines()
+    index = next(i for i, b in enumerate(blocks) if b.code.startswith('pip install -e ".[face]" && timm-fer predict'))
+    main_job = blocks[index]
+    shown = blocks[index + 1].code.splitlines()
     command = main_job.code.strip().split('&& ', 1)[1].split()
     result = subprocess.run([sys.executable, '-m', 'timm_fer', *command[1:]], capture_output=True, text=True,
                             timeout=600, cwd=README.parent, env=dict(os.environ, HF_HUB_OFFLINE='1'))
