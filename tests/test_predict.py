@@ -233,6 +233,26 @@ def test_crops_annotated_images_and_top_k(model, tmp_path):
         format_table(report, top_k=8)
 
 
+def test_annotated_photos_keep_the_input_format(model, tmp_path):
+    noise = np.random.default_rng(0).normal(0, 12, (480, 480, 3))  # grain, as photos have: PNG gains nothing on it
+    photo = Image.fromarray(np.clip(np.asarray(draw_face(480), float) + noise, 0, 255).astype(np.uint8))
+    photo.save(tmp_path / 'shot.jpg', quality=90)
+    photo.save(tmp_path / 'scan.png')
+    detector = lambda image: [stub_face(100, 60, 2.)]  # noqa: E731
+    report = predict([tmp_path / 'shot.jpg', tmp_path / 'scan.png'], model=model, detector=detector,
+                     save_annotated=tmp_path / 'same')
+    assert [Path(p).name for p in report.annotated] == ['shot.jpg', 'scan.png']
+    assert [Image.open(p).format for p in report.annotated] == ['JPEG', 'PNG']
+    as_png = predict([tmp_path / 'shot.jpg'], model=model, detector=detector, save_annotated=tmp_path / 'png',
+                     annotated_format='png').annotated[0]
+    assert Path(as_png).name == 'shot.png' and Image.open(as_png).format == 'PNG'
+    assert Path(report.annotated[0]).stat().st_size < Path(as_png).stat().st_size / 2
+    difference = np.abs(np.asarray(Image.open(report.annotated[0]), float) - np.asarray(Image.open(as_png), float))
+    assert difference.mean() < 4  # a good quality: close to the lossless copy
+    with pytest.raises(ConfigError, match='same, png, jpeg'):
+        predict([tmp_path / 'shot.jpg'], model=model, detector=detector, annotated_format='gif')
+
+
 def test_cli_writes_crops_and_annotated_images(tmp_path, capsys):
     args = ['predict', '--aligned', str(SAMPLE_IMAGE), '--save-crops', str(tmp_path / 'c'),
             '--save-annotated', str(tmp_path / 'a'), '--top-k', '3']

@@ -7,6 +7,7 @@ from ..errors import ConfigError
 from ..faces import FaceDetector
 from ..faces.io import find_media
 from ..hub import DEFAULT_MODEL
+from ..inference.annotate import ANNOTATED_FORMATS
 from ..inference.classifier import ClassifierOptions, FaceClassifier, load_classifier
 from ..inference.predict import OUTPUT_SUFFIXES, SkippedInput, format_table, predict, write_report
 from ..inference.video import DEFAULT_FPS, DEFAULT_SMOOTHING, format_video_table, predict_video, write_video_report
@@ -37,7 +38,7 @@ def _predict(args: argparse.Namespace) -> int:
         report = predict(
             images if videos else args.images, classifier, aligned=args.aligned, detector=detector,
             batch_size=args.batch_size, min_face_size=args.min_face_size, save_viz=args.save_viz,
-            save_crops=args.save_crops, save_annotated=args.save_annotated)
+            save_crops=args.save_crops, save_annotated=args.save_annotated, annotated_format=args.annotated_format)
         print(format_table(report, top_k=args.top_k))
         if args.output is not None:
             print(f'wrote {write_report(report, args.output)}')
@@ -110,6 +111,9 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--save-annotated', type=Path, metavar='DIR',
                         help="write each image (and each video, as .mp4) with every face's box, top expression and "
                              "confidence (and track id) drawn on it")
+    parser.add_argument('--annotated-format', choices=ANNOTATED_FORMATS, default='same',
+                        help="format of the annotated photos: same as the input's (JPEG stays JPEG, at quality 90; "
+                             'PNG for inputs neither JPEG nor WebP), png or jpeg (default: same)')
     parser.add_argument('--save-crops', type=Path, metavar='DIR', help='write the aligned faces the model classified')
     parser.add_argument('--top-k', type=int, metavar='N',
                         help='show the N most probable expressions of each face instead of every probability')

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, ImageReadError
 from ..faces import FaceDetector, find_images, read_image
-from .annotate import annotate_image
+from .annotate import annotate_image, annotated_suffix, save_annotated_image
 from .classifier import (
     FaceClassifier,
     FaceCrop,
@@ -55,6 +55,7 @@ def predict(
         save_viz: Optional[Union[str, Path]] = None,
         save_crops: Optional[Union[str, Path]] = None,
         save_annotated: Optional[Union[str, Path]] = None,
+        annotated_format: str = 'same',
         progress: Optional[bool] = None,
         **options: Any,
 ) -> PredictionReport:
@@ -72,6 +73,8 @@ def predict(
         save_viz: Folder for one explanation PNG per face (aligned face, LANet map, relevance map).
         save_crops: Folder for the aligned faces, as the model saw them (before normalisation).
         save_annotated: Folder for each input image with every face's box, top expression and confidence drawn.
+        annotated_format: Their format: 'same' as the input's (a JPEG stays a JPEG, at quality 90; PNG for inputs
+            neither JPEG nor WebP), 'png' or 'jpeg'.
         progress: Show a progress bar; None shows it for 20 or more files on a terminal.
         options: Without ``classifier``: the model and how it runs, as
             :class:`~timm_fer.inference.classifier.ClassifierOptions` fields (``model``, ``checkpoint``,
@@ -80,6 +83,7 @@ def predict(
     """
     if batch_size < 1:
         raise ConfigError(f'batch size must be at least 1, got {batch_size}.')
+    annotated_suffix(Path(), annotated_format)  # a wrong format fails before the run
     classifier = resolve_classifier(classifier, options, explain=save_viz is not None)
     detector = face_detector(aligned, detector)
     outputs = dict(viz_names=UniqueNames(Path(save_viz)) if save_viz else None,
@@ -108,7 +112,7 @@ def predict(
     if pending:
         _classify_into(report, classifier, pending, outputs)
     if save_annotated is not None:
-        report.annotated = _annotate(report, Path(save_annotated), classifier.title_suffix)
+        report.annotated = _annotate(report, Path(save_annotated), classifier.title_suffix, annotated_format)
     return report
 
 
@@ -118,8 +122,9 @@ def _shown_path(path: Path) -> str:
     return str(path) if relative.startswith('..') else relative
 
 
-def _annotate(report: PredictionReport, folder: Path, suffix: str) -> List[str]:
-    """Draw every predicted face on its image (read again, so no image is held during the run); the paths written."""
+def _annotate(report: PredictionReport, folder: Path, suffix: str, image_format: str) -> List[str]:
+    """Draw every predicted face on its image (read again, so no image is held during the run) and write it in
+    ``image_format`` (see :func:`~timm_fer.inference.annotate.annotated_suffix`); the paths written."""
     names = UniqueNames(folder)
     by_file: Dict[str, List[FacePrediction]] = {}
     for face in report.faces:
@@ -127,8 +132,8 @@ def _annotate(report: PredictionReport, folder: Path, suffix: str) -> List[str]:
     written = []
     for file, faces in by_file.items():
         labels = [(f.box, f'{f.expression} {f.probabilities[f.expression]:.2f}{suffix}') for f in faces]
-        path = names(Path(file).stem)
-        annotate_image(read_image(Path(file)), labels).save(path)
+        path = names(Path(file).stem).with_suffix(annotated_suffix(Path(file), image_format))
+        save_annotated_image(annotate_image(read_image(Path(file)), labels), path)
         written.append(str(path))
     return written
 
