@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from timm_fer.cli import main
 from timm_fer.constants import FERPLUS_LABELS, RAFDB_LABELS
-from timm_fer.errors import CheckpointMismatchError, PretrainedWeightsError
+from timm_fer.errors import CheckpointMismatchError, ConfigError, PretrainedWeightsError
 from timm_fer.hub import (
     DEFAULT_MODEL,
     TRAIN_CHECKPOINT_FORMAT,
@@ -80,6 +80,22 @@ def test_plain_file_without_a_model_name_says_which_model_it_tried(tiny, tmp_pat
         load_model(checkpoint=tmp_path / 'rafdb.safetensors')
     loaded, _ = load_model('transfer_fer_ir50.rafdb', tmp_path / 'rafdb.safetensors', model_kwargs=TINY)
     assert list(loaded.pretrained_cfg['label_names']) == list(RAFDB_LABELS) and same_outputs(loaded, rafdb.eval(), 112)
+
+
+def test_a_new_head_does_not_keep_the_tag_label_names(tiny, tmp_path):
+    compact = timm.create_model('transfer_fer_compact', pretrained=True, num_classes=7)
+    assert compact.pretrained_cfg['num_classes'] == 7 and compact.pretrained_cfg['label_names'] is None
+    named = timm.create_model('transfer_fer_compact', pretrained=True, label_names=RAFDB_LABELS)
+    assert named.num_classes == named.pretrained_cfg['num_classes'] == 7
+    assert named.pretrained_cfg['label_names'] == RAFDB_LABELS
+    shipped = timm.create_model('transfer_fer_compact', pretrained=True).pretrained_cfg
+    assert shipped['num_classes'] == 8 and shipped['label_names'] == FERPLUS_LABELS
+    with pytest.raises(ConfigError, match='3 label_names for a head of 7 classes'):
+        timm.create_model('transfer_fer_ir50', num_classes=7, label_names=CLASSES, **TINY)
+    safetensors.torch.save_file(tiny.state_dict(), tmp_path / 'three.safetensors')  # weights that name no classes
+    loaded, _ = load_model('transfer_fer_ir50.rafdb', tmp_path / 'three.safetensors',
+                           model_kwargs=dict(TINY, img_size=64))
+    assert loaded.num_classes == 3 and loaded.pretrained_cfg['label_names'] is None
 
 
 def test_a_classifier_for_other_classes_is_refused_not_reset(tiny, tmp_path):

@@ -238,7 +238,10 @@ def test_annotated_photos_keep_the_input_format(model, tmp_path):
     photo = Image.fromarray(np.clip(np.asarray(draw_face(480), float) + noise, 0, 255).astype(np.uint8))
     photo.save(tmp_path / 'shot.jpg', quality=90)
     photo.save(tmp_path / 'scan.png')
-    detector = lambda image: [stub_face(100, 60, 2.)]  # noqa: E731
+
+    def detector(image: Image.Image) -> list:
+        return [stub_face(100, 60, 2.)]
+
     report = predict([tmp_path / 'shot.jpg', tmp_path / 'scan.png'], model=model, detector=detector,
                      save_annotated=tmp_path / 'same')
     assert [Path(p).name for p in report.annotated] == ['shot.jpg', 'scan.png']

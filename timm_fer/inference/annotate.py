@@ -46,7 +46,8 @@ def annotated_suffix(input_path: Path, image_format: str = 'same') -> str:
             input), 'png' and 'jpeg' write that format whatever the input.
     """
     if image_format not in ANNOTATED_FORMATS:
-        raise ConfigError(f"annotated image format must be one of {', '.join(ANNOTATED_FORMATS)}, got '{image_format}'.")
+        raise ConfigError(f"annotated image format must be one of {', '.join(ANNOTATED_FORMATS)}, got "
+                          f"'{image_format}'.")
     if image_format == 'same':
         suffix = input_path.suffix.lower()
         return suffix if suffix in _LOSSY_SUFFIXES else '.png'

@@ -1,6 +1,6 @@
 """Shared pretrained-weight plumbing of the model families: building with clear errors, checking state dicts."""
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import safetensors.torch
 import timm
@@ -12,7 +12,7 @@ from timm.models._builder import resolve_pretrained_cfg
 from torch import nn
 
 from ..constants import HF_HUB_ORG, PUBLISHED_ON_HUB
-from ..errors import CheckpointMismatchError, FerError, PretrainedWeightsError
+from ..errors import CheckpointMismatchError, ConfigError, FerError, PretrainedWeightsError
 
 __all__ = ['adaptable_prefixes', 'build_fer_model', 'check_state_dict_fits', 'loadable_tags', 'no_weights_reason',
            'published_hub_id', 'read_checkpoint_file', 'shipped_weights', 'tagged_name', 'unwrap_state_dict']
@@ -53,8 +53,41 @@ def no_weights_reason(name: str) -> str:
             f'{", ".join(loadable_tags()) or "none"}')
 
 
-def build_fer_model(model_cls: type, variant: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """``timm.models.build_model_with_cfg`` with errors that say which weights are missing and what to do."""
+def build_fer_model(model_cls: type, variant: str, pretrained: bool = False,
+                    label_names: Optional[Sequence[str]] = None, **kwargs: Any) -> nn.Module:
+    """``timm.models.build_model_with_cfg`` with errors that say which weights are missing and what to do, and
+    label names that fit the head.
+
+    A head of another size than the pretrained cfg's (``num_classes=7`` on an 8-class tag) makes the tag's label
+    names wrong: the model's pretrained cfg then gets ``label_names`` (or none) and the head's ``num_classes``.
+
+    Args:
+        model_cls: The model family.
+        variant: The registered model name.
+        pretrained: Load the tag's weights.
+        label_names: The classes of the head, in output order; ``num_classes`` defaults to their number.
+        kwargs: timm's ``build_model_with_cfg`` arguments and the model's constructor arguments.
+
+    Raises:
+        ConfigError: ``label_names`` do not match ``num_classes``.
+    """
+    if label_names is not None:
+        kwargs.setdefault('num_classes', len(label_names))
+        if len(label_names) != kwargs['num_classes']:
+            raise ConfigError(f'{len(label_names)} label_names for a head of {kwargs["num_classes"]} classes: give '
+                              f'one name per class.')
+    model = _build(model_cls, variant, pretrained, **kwargs)
+    cfg = model.pretrained_cfg
+    names = cfg.get('label_names')
+    stale = cfg.get('num_classes') != model.num_classes or (names is not None and len(names) != model.num_classes)
+    if label_names is not None or stale:
+        cfg['label_names'] = tuple(label_names) if label_names is not None else None
+        cfg['num_classes'] = model.num_classes
+    return model
+
+
+def _build(model_cls: type, variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    """:func:`build_fer_model` without the label names."""
     if not pretrained:
         return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
     cfg = resolve_pretrained_cfg(
