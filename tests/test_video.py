@@ -15,12 +15,12 @@ from PIL import Image
 
 from timm_fer.cli import main
 from timm_fer.errors import UnsupportedCodecError, VideoDecoderUnavailableError, VideoReadError
-from timm_fer.faces import read_image
+from timm_fer.faces import DetectedFace, read_image
 from timm_fer.faces.io import find_media
 from timm_fer.faces.video_io import VideoReader, VideoWriter
 from timm_fer.inference.predict import SAMPLE_IMAGE
 from timm_fer.inference.tracking import FaceTracker
-from timm_fer.inference.video import predict_video, write_video_report
+from timm_fer.inference.video import format_video_table, predict_video, write_video_report
 
 av = pytest.importorskip('av', reason='the video extra (PyAV) is not installed')
 
@@ -130,6 +130,51 @@ def test_one_track_id_through_motion_scale_mirroring_and_a_frame_without_face(mo
     x0, y0, x1, y1 = report.faces[0].box
     red, green, blue = np.asarray(frames[0].image)[y1 - 1:y1 + 2, x0 + 8:x1 - 8].astype(int).transpose(2, 0, 1)
     assert ((red > 180) & (green > 150) & (blue < 140)).any(axis=0).mean() > 0.8  # the box's yellow bottom edge
+
+
+GHOST_FRAME = 8
+"""The frame of the shirt clip whose checked patch the stand-in detector takes for a face."""
+
+
+def shirt_frames(count: int = 24, size: tuple = (160, 120)) -> List[Image.Image]:
+    """Dark frames; frame :data:`GHOST_FRAME` shows a bright checked patch (a patterned shirt) at (100, 60)."""
+    frames = []
+    for k in range(count):
+        image = Image.new('RGB', size, (30, 30, 30))
+        if k == GHOST_FRAME:
+            for i in range(4):
+                for j in range(4):
+                    image.paste((240, 240, 240) if (i + j) % 2 else (200, 60, 60),
+                                (100 + 10 * i, 60 + 10 * j, 110 + 10 * i, 70 + 10 * j))
+        frames.append(image)
+    return frames
+
+
+def face_and_shirt(image: Image.Image) -> list:
+    """A stand-in detector: the face of :func:`fixed_face` in every frame, and a false face (score 0.948, as a
+    patterned shirt scored in a real clip) where the checked patch shows."""
+    faces = [stub_face(40, 20, 0.6)]
+    if np.asarray(image)[60:100, 100:140].mean() > 120:
+        ghost = stub_face(100, 60, 0.36)
+        faces.append(DetectedFace(ghost.box, ghost.landmarks, score=0.948))
+    return faces
+
+
+def test_a_false_face_seen_in_one_frame_is_no_track(model, tmp_path):
+    video = write_video(tmp_path / 'shirt.avi', shirt_frames())
+    report = predict_video(video, model=model, detector=face_and_shirt, fps=5)
+    (summary,) = report.videos
+    assert [t.track for t in report.tracks] == [0] and {f.track for f in report.faces} == {0}
+    assert len(report.faces) == 12 and summary.short_tracks == 1 and summary.frames_with_faces == 12
+    assert report.tracks[0].detector_score == pytest.approx(0.99)
+    assert 'shirt.avi: mjpeg 160x120 10.00 fps 2.40 s; 12 frames sampled, 12 with faces, 1 track (1 shorter than ' \
+           '0.5 s dropped)' in format_video_table(report)
+    everything = predict_video(video, model=model, detector=face_and_shirt, fps=5, min_track=0)
+    assert [t.frames for t in everything.tracks] == [12, 1] and everything.videos[0].short_tracks == 0
+    assert everything.tracks[1].detector_score == pytest.approx(0.948) and len(everything.faces) == 13
+    longer = predict_video(video, model=model, detector=face_and_shirt, fps=None, min_track=5.)  # the clip: 2.4 s
+    assert [t.frames for t in longer.tracks] == [24]  # a track in every frame is kept, however short the clip
+    assert main(['predict', str(video), '--aligned', '--min-track', '-1']) == 2
 
 
 def test_tracker_keeps_ids_through_missed_detections_and_crossing_faces():

@@ -10,7 +10,14 @@ from ..hub import DEFAULT_MODEL
 from ..inference.annotate import ANNOTATED_FORMATS
 from ..inference.classifier import ClassifierOptions, FaceClassifier, load_classifier
 from ..inference.predict import OUTPUT_SUFFIXES, SkippedInput, format_table, predict, write_report
-from ..inference.video import DEFAULT_FPS, DEFAULT_SMOOTHING, format_video_table, predict_video, write_video_report
+from ..inference.video import (
+    DEFAULT_FPS,
+    DEFAULT_MIN_TRACK,
+    DEFAULT_SMOOTHING,
+    format_video_table,
+    predict_video,
+    write_video_report,
+)
 from .common import add_backend_arguments, add_command, add_runtime_arguments
 
 __all__ = ['add_predict_parser']
@@ -61,7 +68,7 @@ def _predict_videos(args: argparse.Namespace, classifier: FaceClassifier, videos
         videos, classifier, aligned=args.aligned, detector=detector,
         fps=None if args.every_frame else args.fps or DEFAULT_FPS, batch_size=args.batch_size,
         min_face_size=args.min_face_size, timeline=args.timeline, save_annotated=args.save_annotated,
-        smoothing=args.smoothing)
+        smoothing=args.smoothing, min_track=args.min_track)
     report.skipped[:0] = [SkippedInput(item, reason) for item, reason in problems]
     if mixed:
         print()
@@ -136,5 +143,9 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
     video.add_argument('--smoothing', type=float, default=DEFAULT_SMOOTHING, metavar='SECONDS',
                        help='window of the centred moving average of the timeline (default: '
                             f'{DEFAULT_SMOOTHING:g} s; 0: none)')
+    video.add_argument('--min-track', type=float, default=DEFAULT_MIN_TRACK, metavar='SECONDS',
+                       help='drop face tracks seen for less than this (and single detections): false faces, such as '
+                            'a patterned shirt, rarely last more than a frame or two; the video line counts them '
+                            f'(default: {DEFAULT_MIN_TRACK:g} s, 3 frames at 5 frames/s; 0: keep every track)')
     add_runtime_arguments(parser)
     add_backend_arguments(parser)

@@ -9,6 +9,7 @@ expression timeline PNG per video, and the video with each face's box, track id 
 video that cannot be opened, or that breaks off, is reported while the others go on; the rows of a video that breaks
 off are kept.
 """
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -27,13 +28,17 @@ from .report import Report, SkippedInput, UniqueNames, label_columns
 from .timeline import draw_timeline
 from .tracking import FaceTracker, appearance
 
-__all__ = ['DEFAULT_FPS', 'DEFAULT_SMOOTHING', 'FrameFace', 'TrackSummary', 'VideoReport', 'VideoSummary',
+__all__ = ['DEFAULT_FPS', 'DEFAULT_MIN_TRACK', 'DEFAULT_SMOOTHING', 'FrameFace', 'TrackSummary', 'VideoReport', 'VideoSummary',
            'format_video_table', 'predict_video', 'write_video_report']
 
 DEFAULT_FPS = 5.
 """Frames sampled per second of video unless told otherwise."""
 DEFAULT_SMOOTHING = 1.
 """Seconds of the centred moving average that smooths the timeline's probabilities."""
+DEFAULT_MIN_TRACK = 0.5
+"""Seconds a face track must be seen for to be kept. A false face (a patterned shirt, a poster) is typically
+detected in a frame or two, while a real face stays on screen for longer: 0.5 s is three sampled frames at the
+default 5 frames/s, and no track of a single detection is ever kept (unless the video gives no more frames)."""
 
 
 @dataclass
@@ -74,6 +79,7 @@ class TrackSummary:
         shares: Share of its frames whose top expression is each label (sampled frames are evenly spaced in time,
             so this is the share of time).
         mean_probabilities: Its mean probability of each label.
+        detector_score: The detector's mean confidence over its frames; None with ``aligned``.
     """
     file: str
     track: int
@@ -83,6 +89,7 @@ class TrackSummary:
     expression: str
     shares: Dict[str, float]
     mean_probabilities: Dict[str, float]
+    detector_score: Optional[float] = None
 
 
 @dataclass
@@ -103,6 +110,7 @@ class VideoSummary:
         problem: Why decoding stopped early or what went wrong; None when the whole video was read.
         timeline: Path of the timeline PNG, when one was written.
         annotated: Path of the annotated video, when one was written.
+        short_tracks: Face tracks seen for less than ``min_track``, dropped with their rows.
     """
     file: str
     codec: str
@@ -117,6 +125,7 @@ class VideoSummary:
     problem: Optional[str] = None
     timeline: Optional[str] = None
     annotated: Optional[str] = None
+    short_tracks: int = 0
 
 
 @dataclass
@@ -129,6 +138,7 @@ class VideoReport(Report):
         labels: The label names, in the model's order.
         fps: Frames sampled per second; None when every frame was.
         smoothing: Seconds of the timeline's moving average.
+        min_track: Seconds a face track had to be seen for to be kept.
         videos: One summary per video that could be opened.
         tracks: One summary per face track, in video and track order.
         faces: One row per face and sampled frame, in video, frame and left-to-right order.
@@ -139,6 +149,7 @@ class VideoReport(Report):
     labels: List[str]
     fps: Optional[float]
     smoothing: float
+    min_track: float = DEFAULT_MIN_TRACK
     videos: List[VideoSummary] = field(default_factory=list)
     tracks: List[TrackSummary] = field(default_factory=list)
     faces: List[FrameFace] = field(default_factory=list)
@@ -276,17 +287,43 @@ def _summaries(rows: Sequence[FrameFace], labels: List[str]) -> List[TrackSummar
         probabilities = np.array([[r.probabilities[label] for label in labels] for r in track_rows])
         counts = np.bincount(probabilities.argmax(axis=1), minlength=len(labels))
         shares = {label: float(c / len(track_rows)) for label, c in zip(labels, counts)}
+        scores = [r.detector_score for r in track_rows if r.detector_score is not None]
         summaries.append(TrackSummary(
             track_rows[0].file, track, track_rows[0].time, track_rows[-1].time, len(track_rows),
-            labels[int(counts.argmax())], shares, dict(zip(labels, probabilities.mean(axis=0).tolist()))))
+            labels[int(counts.argmax())], shares, dict(zip(labels, probabilities.mean(axis=0).tolist())),
+            float(np.mean(scores)) if scores else None))
     return summaries
+
+
+def _sampling_interval(fps: Optional[float], summary: VideoSummary) -> float:
+    """Seconds between one video's sampled frames: the sampling's or the video's own, whichever is longer."""
+    intervals = [1. / rate for rate in (fps, summary.fps) if rate]
+    return max(intervals) if intervals else 1.
+
+
+def _drop_short_tracks(rows: List[FrameFace], summary: VideoSummary, interval: float,
+                       min_track: float) -> List[FrameFace]:
+    """One video's rows without those of tracks seen for less than ``min_track`` seconds (and at least two sampled
+    frames, a single detection being no track; fewer when the video has no more), counted in ``summary``."""
+    if not min_track:
+        return rows
+    needed = min(max(2, math.ceil(min_track / interval - 1e-9)), summary.frames_sampled)
+    frames: Dict[int, int] = {}
+    for row in rows:
+        frames[row.track] = frames.get(row.track, 0) + 1
+    short = {track for track, count in frames.items() if count < needed}
+    if not short:
+        return rows
+    summary.short_tracks = len(short)
+    kept = [row for row in rows if row.track not in short]
+    summary.frames_with_faces = len({row.frame for row in kept})
+    return kept
 
 
 def _timeline(rows: Sequence[FrameFace], labels: List[str], summary: VideoSummary, fps: Optional[float], path: Path,
               title: str, smoothing: float) -> None:
     """Draw one video's timeline."""
-    intervals = [1. / rate for rate in (fps, summary.fps) if rate]
-    interval = max(intervals) if intervals else 1.
+    interval = _sampling_interval(fps, summary)
     tracks: Dict[int, Tuple[List[float], List[List[float]]]] = {}
     for row in rows:
         times, probabilities = tracks.setdefault(row.track, ([], []))
@@ -316,6 +353,7 @@ def predict_video(
         save_annotated: Optional[Union[str, Path]] = None,
         smoothing: float = DEFAULT_SMOOTHING,
         max_gap: float = 1.,
+        min_track: float = DEFAULT_MIN_TRACK,
         progress: Optional[bool] = None,
         **options: Any,
 ) -> VideoReport:
@@ -334,6 +372,10 @@ def predict_video(
             it holds the sampled frames, each shown until the next, so it lasts as long as the input.
         smoothing: Seconds of the centred moving average of the timeline's probabilities (0: none).
         max_gap: Seconds a face track waits for its face (missed detections, frames without faces) before it ends.
+        min_track: Seconds a face track must be seen for (sampled frames times the sampling interval, and at least
+            two frames) to be kept; shorter ones, mostly false faces detected in a frame or two, are dropped with
+            their rows and counted in :attr:`VideoSummary.short_tracks`. 0 keeps every track. The annotated video
+            is written as the frames go by, so it still shows them.
         progress: Show a progress bar over each video's frames; None shows it on a terminal.
         options: Without ``classifier``: :class:`~timm_fer.inference.classifier.ClassifierOptions` fields, as for
             :func:`~timm_fer.predict`.
@@ -345,15 +387,16 @@ def predict_video(
         raise ConfigError(f'batch size must be at least 1, got {batch_size}.')
     if fps is not None and not fps > 0:
         raise ConfigError(f'--fps must be positive, got {fps}; use --every-frame (fps=None) for every frame.')
-    if smoothing < 0 or max_gap < 0:
-        raise ConfigError(f'smoothing and max_gap must not be negative, got {smoothing} and {max_gap}.')
+    if smoothing < 0 or max_gap < 0 or min_track < 0:
+        raise ConfigError(f'smoothing, max_gap and min_track must not be negative, got {smoothing}, {max_gap} and '
+                          f'{min_track}.')
     require_video_decoder()
     classifier = resolve_classifier(classifier, options)
     detector = face_detector(aligned, detector)
     if isinstance(videos, (str, Path)):
         videos = [videos]
     others, files, problems = find_media([str(v) for v in videos])
-    report = VideoReport(classifier.model_name, classifier.weights, classifier.labels, fps, smoothing,
+    report = VideoReport(classifier.model_name, classifier.weights, classifier.labels, fps, smoothing, min_track,
                          skipped=[SkippedInput(i, r) for i, r in problems] +
                          [SkippedInput(str(p), _not_a_video(p)) for p in others])
     timelines = UniqueNames(Path(timeline)) if timeline is not None else None
@@ -381,7 +424,8 @@ def predict_video(
             summary.frames_decoded = reader.frames_decoded
             summary.decoded_until = reader.last_time
             summary.problem = summary.problem or reader.problem
-        rows = report.faces[first_row:]
+        rows = _drop_short_tracks(report.faces[first_row:], summary, _sampling_interval(fps, summary), min_track)
+        report.faces[first_row:] = rows
         report.tracks.extend(_summaries(rows, report.labels))
         if summary.problem:
             report.skipped.append(SkippedInput(str(path), f'{summary.problem}; kept the {len(rows)} rows of the '
@@ -402,9 +446,10 @@ def format_video_table(report: VideoReport) -> str:
         fps = f'{video.fps:.2f} fps' if video.fps else 'unknown fps'
         duration = f'{video.duration:.2f} s' if video.duration else 'unknown length'
         tracks = sum(1 for t in report.tracks if t.file == video.file)
+        short = f' ({video.short_tracks} shorter than {report.min_track:g} s dropped)' if video.short_tracks else ''
         lines.append(f'{video.file}: {video.codec} {video.width}x{video.height} {fps} {duration}; '
                      f'{video.frames_sampled} frames sampled, {video.frames_with_faces} with faces, {tracks} track'
-                     f'{"s" if tracks != 1 else ""}')
+                     f'{"s" if tracks != 1 else ""}{short}')
     if report.tracks:
         file_width = max(len('file'), *(len(t.file) for t in report.tracks))
         expression_width, widths = label_columns(report.labels)
