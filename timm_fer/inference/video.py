@@ -28,8 +28,8 @@ from .report import Report, SkippedInput, UniqueNames, label_columns
 from .timeline import draw_timeline
 from .tracking import FaceTracker, appearance
 
-__all__ = ['DEFAULT_FPS', 'DEFAULT_MIN_TRACK', 'DEFAULT_SMOOTHING', 'FrameFace', 'TrackSummary', 'VideoReport', 'VideoSummary',
-           'format_video_table', 'predict_video', 'write_video_report']
+__all__ = ['DEFAULT_FPS', 'DEFAULT_MIN_TRACK', 'DEFAULT_SMOOTHING', 'FrameFace', 'TrackSummary', 'VideoReport',
+           'VideoSummary', 'format_video_table', 'predict_video', 'write_video_report']
 
 DEFAULT_FPS = 5.
 """Frames sampled per second of video unless told otherwise."""
