@@ -2,7 +2,8 @@
 
 For each ``tau`` the logits become ``logits - tau * log(prior)``, with the class prior of the run's training set:
 what ``timm-fer push --checkpoint RUN/last.pth --logit-adjustment TAU`` folds into the classifier bias. The logits
-are computed once, on the validation faces with the model's own preprocessing, in fp32::
+are computed once, on the validation faces with the model's own preprocessing, in fp32. A Hub model folder (such as
+one ``timm-fer push --dry-run`` wrote) takes the prior of the FERPlus training split under ROOT::
 
     python benchmarks/logit_adjustment_study.py runs/ferplus-transfer_fer_compact/last.pth path/to/ferplus
 """
@@ -13,6 +14,7 @@ import torch
 
 from timm_fer.data import FerPlus, create_fer_transform
 from timm_fer.engine import training_class_prior
+from timm_fer.errors import ConfigError
 from timm_fer.hub import load_model, resolve_fer_data_config
 
 
@@ -40,12 +42,16 @@ def sweep(logits: torch.Tensor, labels: torch.Tensor, prior: Sequence[float], ta
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('checkpoint', help='a timm-fer train run checkpoint (names its training set)')
+    parser.add_argument('checkpoint', help='a timm-fer train run checkpoint (names its training set), or a Hub folder')
     parser.add_argument('root', help='FERPlus folder')
     parser.add_argument('--taus', type=float, nargs='+', default=[0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0])
     args = parser.parse_args()
     logits, labels, classes = validation_logits(args.checkpoint, args.root)
-    prior = training_class_prior(args.checkpoint)
+    try:
+        prior = training_class_prior(args.checkpoint)
+    except ConfigError:  # a Hub model folder names no training run: the FERPlus training split's prior
+        counts = FerPlus(args.root, 'train').class_counts
+        prior = [count / sum(counts) for count in counts]
     print(f'{args.checkpoint}: {len(labels)} FERPlus validation faces; training prior '
           + ', '.join(f'{name} {share:.3f}' for name, share in zip(classes, prior)) + '\n')
     print('| tau | accuracy | mean class accuracy | ' + ' | '.join(classes) + ' |')

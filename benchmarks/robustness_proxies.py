@@ -33,7 +33,6 @@ from timm_fer.engine import (
     confusion_matrix,
     expected_calibration_error,
     fit_temperature,
-    training_class_prior,
 )
 from timm_fer.hub import load_model, resolve_fer_data_config
 
@@ -152,7 +151,8 @@ def main() -> None:
     parser.add_argument('root', help='FERPlus folder')
     parser.add_argument('--tta-flip', action='store_true', help='average each face with its mirror image')
     parser.add_argument('--logit-adjustment', type=float, default=0., metavar='TAU',
-                        help="subtract TAU x log(training prior) from a run checkpoint's logits, as push folds it")
+                        help='subtract TAU x log(FERPlus training prior) from the logits, as push folds it (a negative '
+                             'TAU takes a folded adjustment back out)')
     args = parser.parse_args()
     torch.manual_seed(0)
     if os.path.exists(args.model):
@@ -163,7 +163,8 @@ def main() -> None:
     faces, labels, votes, classes = load_faces(args.root)
     adjustment = torch.zeros(len(classes))
     if args.logit_adjustment:
-        adjustment = args.logit_adjustment * torch.tensor(training_class_prior(args.model)).log()
+        counts = torch.tensor(FerPlus(args.root, 'train').class_counts, dtype=torch.float)
+        adjustment = args.logit_adjustment * (counts / counts.sum()).log()
     print(f'{source}: {len(labels)} FERPlus validation faces, fp32, {"flip TTA" if args.tta_flip else "one view"}, '
           f'{torch.get_num_threads()} threads, logit adjustment tau {args.logit_adjustment:g}\n')
 

@@ -84,3 +84,31 @@ def test_push_folds_the_temperature_after_the_adjustment(tmp_path):
     assert 'logits / 0.5' in (folders['scaled'] / 'README.md').read_text()
     assert main(['push', str(tmp_path / 'bad'), '--model', 'transfer_fer_compact.ferplus', '--checkpoint',
                  str(run / 'last.pth'), '--temperature', '0', '--dry-run']) == 2
+
+
+def test_push_writes_the_weight_space_ensemble_of_a_fine_tuned_run_and_its_base(tmp_path):
+    data = write_toy_ferplus(tmp_path / 'toy', _unanimous, per_class=4, classes=8)
+    base, tuned = tmp_path / 'base', tmp_path / 'tuned'
+    argv = train_args(data, base, '--model', 'transfer_fer_compact', '--epochs', '1', '--sampler', 'uniform')
+    assert train_main(['--dataset', 'ferplus', *argv[2:]]) == 0
+    argv = train_args(data, tuned, '--model', 'transfer_fer_compact', '--epochs', '1', '--sampler', 'uniform',
+                      '--initial-checkpoint', str(base / 'last.pth'), '--lr', '0.5')
+    assert train_main(['--dataset', 'ferplus', *argv[2:]]) == 0
+    folders = {}
+    for name, extra in (('base', ['--checkpoint', str(base / 'last.pth')]),
+                        ('tuned', ['--checkpoint', str(tuned / 'last.pth')]),
+                        ('soup', ['--checkpoint', str(tuned / 'last.pth'), '--ensemble-base', str(base / 'last.pth'),
+                                  '--ensemble-weight', '0.25'])):
+        folders[name] = tmp_path / f'hub-{name}'
+        assert main(['push', str(folders[name]), '--model', 'transfer_fer_compact.ferplus', *extra, '--dry-run']) == 0
+    weights = {name: read_checkpoint(folder).state_dict for name, folder in folders.items()}
+    moved = [key for key in weights['base'] if weights['base'][key].is_floating_point()
+             and not torch.equal(weights['base'][key], weights['tuned'][key])]
+    assert moved
+    for key in moved:
+        torch.testing.assert_close(weights['soup'][key], 0.75 * weights['base'][key] + 0.25 * weights['tuned'][key])
+    assert '0.25 x fine-tuned + 0.75 x last.pth' in (folders['soup'] / 'README.md').read_text()
+    assert main(['push', str(tmp_path / 'bad'), '--model', 'transfer_fer_compact.ferplus', '--checkpoint',
+                 str(tuned / 'last.pth'), '--ensemble-base', str(base / 'last.pth'), '--ensemble-weight', '2',
+                 '--dry-run']) == 2
+    assert not (tmp_path / 'bad').exists()

@@ -24,7 +24,8 @@ def _push(args: argparse.Namespace) -> int:
         args.folder, model=args.model, checkpoint=args.checkpoint, metrics=args.metric, dataset=args.dataset,
         training=args.training, repo_id=args.repo_id, private=args.private, overwrite=args.overwrite,
         dry_run=args.dry_run, logit_adjustment=args.logit_adjustment, class_prior=prior,
-        temperature=args.temperature, command=args.command_line)
+        temperature=args.temperature, ensemble_base=args.ensemble_base, ensemble_weight=args.ensemble_weight,
+        command=args.command_line)
     print('\n'.join(lines))
     return 0
 
@@ -60,6 +61,11 @@ def add_push_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--logit-adjustment', type=float, default=0., metavar='TAU',
                         help='fold post-hoc logit adjustment (logits - TAU x log training prior) into the classifier '
                              'written from --checkpoint: more recall on rare classes')
+    parser.add_argument('--ensemble-base', type=Path, metavar='CHECKPOINT',
+                        help='write the weight-space ensemble of --checkpoint and the CHECKPOINT it was fine-tuned '
+                             'from (WiSE-FT): robust to faces unlike the fine-tuning data, accurate on it')
+    parser.add_argument('--ensemble-weight', type=float, default=0.5, metavar='W',
+                        help='share of the fine-tuned weights in the ensemble (default: 0.5)')
     parser.add_argument('--temperature', type=float, default=1., metavar='T',
                         help='divide the logits of the classifier written from --checkpoint by T (after the logit '
                              'adjustment): probabilities that match how often they are right, predictions unchanged; '

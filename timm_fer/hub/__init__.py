@@ -1,7 +1,14 @@
 """Weights in and out: the loading API (any checkpoint or tag to a model), converters, Hub model folders."""
 from .catalogue import list_and_classify
 from .checkpoint import TRAIN_CHECKPOINT_FORMAT, Checkpoint, read_checkpoint
-from .convert import convert_checkpoint, convert_to_model, fold_logit_adjustment, fold_temperature, push_model
+from .convert import (
+    convert_checkpoint,
+    convert_to_model,
+    ensemble_weights,
+    fold_logit_adjustment,
+    fold_temperature,
+    push_model,
+)
 from .folder import (
     HUB_FOLDER_FILES,
     check_hub_folder,
@@ -15,6 +22,7 @@ from .loading import (
     DEFAULT_MODEL,
     PAPER_INIT_TAG,
     RANDOM_WEIGHTS,
+    check_pretrained_tag,
     create_fer_model,
     create_named_model,
     load_model,
@@ -30,11 +38,13 @@ __all__ = [
     'TRAIN_CHECKPOINT_FORMAT',
     'Checkpoint',
     'check_hub_folder',
+    'check_pretrained_tag',
     'convert_checkpoint',
     'convert_to_model',
     'create_fer_model',
     'create_named_model',
     'default_repo_id',
+    'ensemble_weights',
     'fold_logit_adjustment',
     'fold_temperature',
     'hub_folder_files',

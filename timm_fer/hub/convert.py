@@ -26,7 +26,8 @@ from .folder import (
 )
 from .loading import create_named_model
 
-__all__ = ['convert_checkpoint', 'convert_to_model', 'fold_logit_adjustment', 'fold_temperature', 'push_model']
+__all__ = ['convert_checkpoint', 'convert_to_model', 'ensemble_weights', 'fold_logit_adjustment', 'fold_temperature',
+           'push_model']
 
 _FILTERS = {IRNet: irnet.checkpoint_filter_fn, TransFER: transfer.checkpoint_filter_fn}
 
@@ -125,6 +126,29 @@ def fold_logit_adjustment(model: nn.Module, class_prior: Sequence[float], tau: f
         head.bias -= tau * torch.tensor(class_prior, dtype=head.bias.dtype).log()
 
 
+def ensemble_weights(model: nn.Module, base: nn.Module, weight: float) -> None:
+    """Set ``model``'s weights to ``(1 - weight) * base + weight * model``, in place: a weight-space ensemble.
+
+    For a model fine-tuned from ``base`` (WiSE-FT, Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR
+    2022): the average of the two sets of weights keeps most of what the fine-tuning gained away from the training
+    domain and most of the base's accuracy on it, with one model's cost. Every floating-point parameter and buffer
+    (BatchNorm statistics too) is averaged; integer buffers keep ``model``'s.
+
+    Raises:
+        ConfigError: ``weight`` is outside [0, 1], or the two models do not have the same weights.
+    """
+    if not 0 <= weight <= 1:
+        raise ConfigError(f'the ensemble weight of the fine-tuned model is in [0, 1] (1: it alone), got {weight}.')
+    tuned, source = model.state_dict(), base.state_dict()
+    if tuned.keys() != source.keys() or any(tuned[k].shape != source[k].shape for k in tuned):
+        raise ConfigError(f'cannot average {type(model).__name__} with a base of other weights: give the checkpoint '
+                          f'the model was fine-tuned from as the ensemble base.')
+    with torch.no_grad():
+        for key, value in tuned.items():
+            if value.is_floating_point():
+                value.lerp_(source[key].to(value.dtype), 1 - weight)
+
+
 def fold_temperature(model: nn.Module, temperature: float) -> None:
     """Divide the classifier's weight and bias by ``temperature``, in place: post-hoc temperature scaling.
 
@@ -160,6 +184,8 @@ def push_model(
         logit_adjustment: float = 0.,
         class_prior: Optional[Sequence[float]] = None,
         temperature: float = 1.,
+        ensemble_base: Optional[Path] = None,
+        ensemble_weight: float = 0.5,
         command: str = 'timm_fer.hub.push_model',
 ) -> List[str]:
     """Push a Hub model folder to the Hugging Face Hub, writing it from ``checkpoint`` into ``model`` first if given.
@@ -168,18 +194,25 @@ def push_model(
     among the training images, e.g. :func:`timm_fer.engine.training_class_prior` of the checkpoint), into the
     classifier (:func:`fold_logit_adjustment`) before writing the folder; ``temperature`` other than 1 then divides
     the (adjusted) logits by it (:func:`fold_temperature`), fitted on held-out faces so probabilities read true.
+    With ``ensemble_base`` (the checkpoint that ``checkpoint`` was fine-tuned from), the weights written are first
+    their weight-space ensemble, ``ensemble_weight`` of the fine-tuned ones (:func:`ensemble_weights`).
 
     Returns the lines to report: what the folder holds, and the commit URL (or where a dry run would push).
     """
     if logit_adjustment and not (checkpoint and class_prior):
         raise ConfigError('--logit-adjustment changes the weights written from --checkpoint, with the class prior of '
                           'its training set: give --model and --checkpoint (from Python, also class_prior).')
-    if temperature != 1 and not checkpoint:
-        raise ConfigError('--temperature changes the weights written from --checkpoint: give --model and --checkpoint.')
+    if (temperature != 1 or ensemble_base) and not checkpoint:
+        raise ConfigError('--temperature and --ensemble-base change the weights written from --checkpoint: give '
+                          '--model and --checkpoint.')
     if model or checkpoint:
         if not (model and checkpoint):
             raise ConfigError('--model and --checkpoint go together: the checkpoint is loaded into that model.')
         built = convert_to_model(model, checkpoint=checkpoint)
+        if ensemble_base:
+            ensemble_weights(built, convert_to_model(model, checkpoint=ensemble_base), ensemble_weight)
+            training = [*(training or []), f'weight-space ensemble with the weights it was fine-tuned from: '
+                        f'{ensemble_weight:g} x fine-tuned + {1 - ensemble_weight:g} x {Path(ensemble_base).name}']
         if logit_adjustment:
             fold_logit_adjustment(built, class_prior, logit_adjustment)
             training = [*(training or []), f'post-hoc logit adjustment folded into the classifier bias: tau '
