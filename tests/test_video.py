@@ -18,7 +18,7 @@ from timm_fer.errors import UnsupportedCodecError, VideoDecoderUnavailableError,
 from timm_fer.faces import DetectedFace, read_image
 from timm_fer.faces.io import find_media
 from timm_fer.faces.video_io import VideoReader, VideoWriter
-from timm_fer.inference.predict import SAMPLE_IMAGE
+from timm_fer.inference.predict import SAMPLE_IMAGE, format_table, predict
 from timm_fer.inference.tracking import FaceTracker
 from timm_fer.inference.video import format_video_table, predict_video, write_video_report
 
@@ -175,6 +175,25 @@ def test_a_false_face_seen_in_one_frame_is_no_track(model, tmp_path):
     longer = predict_video(video, model=model, detector=face_and_shirt, fps=None, min_track=5.)  # the clip: 2.4 s
     assert [t.frames for t in longer.tracks] == [24]  # a track in every frame is kept, however short the clip
     assert main(['predict', str(video), '--aligned', '--min-track', '-1']) == 2
+
+
+def test_aligned_inputs_that_look_like_no_face_crop_are_warned_of(model, tmp_path):
+    read_image(SAMPLE_IMAGE).resize((1486, 836)).save(tmp_path / 'whole.png')  # a photo, not a face crop
+    read_image(SAMPLE_IMAGE).crop((66, 56, 159, 177)).save(tmp_path / 'crop.png')  # 93x121: a face crop
+    photos = predict([tmp_path / 'whole.png', tmp_path / 'crop.png'], model=model, aligned=True)
+    assert len(photos.faces) == 2 and len(photos.warnings) == 1
+    assert 'but 1 look like none: ' in photos.warnings[0] and 'whole.png (1486x836: aspect 1.78, face crops 1.00)' \
+        in photos.warnings[0] and 'crop.png' not in photos.warnings[0]
+    assert 'WARNING: --aligned takes each image as an aligned face crop' in format_table(photos)
+    assert not predict([tmp_path / 'crop.png'], model=model, aligned=True).warnings
+    read_image(SAMPLE_IMAGE).resize((1200, 1200)).save(tmp_path / 'large.png')
+    (warning,) = predict([tmp_path / 'large.png'], model=model, aligned=True).warnings
+    assert 'large.png (1200x1200: larger than aligned faces come, 1024 px at most)' in warning
+    clip = write_video(tmp_path / 'clip.avi', shirt_frames(4))
+    video = predict_video(clip, model=model, aligned=True)
+    assert len(video.warnings) == 1 and 'clip.avi (160x120: aspect 1.33' in video.warnings[0]
+    assert 'WARNING: --aligned' in format_video_table(video)
+    assert not predict_video(clip, model=model, detector=fixed_face).warnings
 
 
 def test_tracker_keeps_ids_through_missed_detections_and_crossing_faces():

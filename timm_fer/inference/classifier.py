@@ -25,8 +25,17 @@ from .backends import OnnxRuntimeModel, cached_onnx, quantize_linear, resolve_ba
 from .report import SkippedInput, UniqueNames
 from .visualize import explain, render_explanation
 
-__all__ = ['ClassifierOptions', 'FaceClassifier', 'FaceCrop', 'FacePrediction', 'classify_pairs', 'crop_faces',
-           'face_detector', 'load_classifier', 'resolve_classifier']
+__all__ = ['ALIGNED_ASPECT_RANGE', 'ALIGNED_MAX_SIDE', 'ClassifierOptions', 'FaceClassifier', 'FaceCrop',
+           'FacePrediction', 'aligned_input_warning', 'classify_pairs', 'crop_faces', 'face_detector',
+           'load_classifier', 'resolve_classifier', 'unlike_a_face_crop']
+
+ALIGNED_ASPECT_RANGE = (1 / 1.5, 1.2)
+"""Aspect ratios, relative to the model's input, of images that may be aligned face crops. Faces are taller than
+wide, so a face box cut out of a photo is up to 1.5 times taller than a square crop (a 93x121 box: 1.3); photos and
+video frames are mostly wider (4:3 is 1.33 times a square, 16:9 1.78)."""
+ALIGNED_MAX_SIDE = 1024
+"""An image given as an aligned face crop whose shorter side exceeds this looks like no face crop either: aligned face
+sets come at 1024 px (FFHQ) or less, photos larger."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,30 @@ def crop_faces(
         crops.append(FaceCrop(path, index, box, face.score, align_face(image, face.landmarks, size, resample,
                                                                       template)))
     return crops, skipped
+
+
+def unlike_a_face_crop(file: str, image_size: Tuple[int, int], crop_size: Tuple[int, int]) -> Optional[str]:
+    """Why an image given as an aligned face crop (``--aligned``) looks like none, for a warning; None when it may
+    be one.
+
+    Args:
+        file: The image or video, for the message.
+        image_size: Its (width, height).
+        crop_size: The model's input (height, width).
+    """
+    (width, height), crop_aspect = image_size, crop_size[1] / crop_size[0]
+    if not ALIGNED_ASPECT_RANGE[0] <= width / height / crop_aspect <= ALIGNED_ASPECT_RANGE[1]:
+        return f'{file} ({width}x{height}: aspect {width / height:.2f}, face crops {crop_aspect:.2f})'
+    if min(width, height) > ALIGNED_MAX_SIDE:
+        return f'{file} ({width}x{height}: larger than aligned faces come, {ALIGNED_MAX_SIDE} px at most)'
+    return None
+
+
+def aligned_input_warning(unlike: Sequence[str], limit: int = 5) -> str:
+    """The warning for the inputs that :func:`unlike_a_face_crop` found (``limit`` of them named)."""
+    named = '; '.join(unlike[:limit]) + (f'; and {len(unlike) - limit} more' if len(unlike) > limit else '')
+    return (f'--aligned takes each image as an aligned face crop, but {len(unlike)} look like none: {named}. Each was '
+            f'classified whole, as one face; drop --aligned to find the faces in them.')
 
 
 class FaceClassifier:

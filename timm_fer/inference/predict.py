@@ -21,9 +21,11 @@ from .classifier import (
     FaceCrop,
     FacePrediction,
     classify_pairs,
+    aligned_input_warning,
     face_detector,
     resolve_classifier,
 )
+    unlike_a_face_crop,
 from .report import OUTPUT_SUFFIXES, Report, SkippedInput, UniqueNames, label_columns
 
 __all__ = ['OUTPUT_SUFFIXES', 'SAMPLE_IMAGE', 'FacePrediction', 'PredictionReport', 'SkippedInput', 'format_table',
@@ -43,6 +45,7 @@ class PredictionReport(Report):
     skipped: List[SkippedInput] = field(default_factory=list)
     annotated: List[str] = field(default_factory=list)
 
+    warnings: List[str] = field(default_factory=list)
 
 def predict(
         images: Optional[Union[str, Path, Sequence[Union[str, Path]]]] = None,
@@ -66,7 +69,9 @@ def predict(
             sample portrait.
         classifier: The model to classify with, from :func:`~timm_fer.inference.classifier.load_classifier` (a run
             over photos and videos loads it once); None loads one from ``options``.
-        aligned: The images already are aligned face crops: resize them, detect nothing.
+        aligned: The images already are aligned face crops: resize them, detect nothing. Images that look like no face
+            crop (far from the model's aspect ratio, or very large) are classified all the same, with a warning in
+            the report (:func:`~timm_fer.inference.classifier.unlike_a_face_crop`).
         detector: Face detector; default :class:`~timm_fer.faces.RetinaFaceDetector` (the ``face`` extra).
         batch_size: Faces per forward pass.
         min_face_size: Faces whose box has a shorter side below this many pixels are reported and skipped.
@@ -97,8 +102,13 @@ def predict(
         progress = len(files) >= 20
     pending: List[FaceCrop] = []
     for path in tqdm(files, desc='predict', unit='image', disable=None if progress else True):
+    unlike: List[str] = []
         try:
-            crops, skipped = classifier.crop_faces(path, read_image(path), detector, min_face_size)
+            image = read_image(path)
+            why = unlike_a_face_crop(str(path), image.size, classifier.size) if detector is None else None
+            if why:
+                unlike.append(why)
+            crops, skipped = classifier.crop_faces(path, image, detector, min_face_size)
         except ImageReadError as e:
             crops, skipped = [], [SkippedInput(str(path), e.reason)]
         except Exception as e:  # one bad file never stops the run: report it and go on
@@ -112,6 +122,8 @@ def predict(
     if pending:
         _classify_into(report, classifier, pending, outputs)
     if save_annotated is not None:
+    if unlike:
+        report.warnings.append(aligned_input_warning(unlike))
         report.annotated = _annotate(report, Path(save_annotated), classifier.title_suffix, annotated_format)
     return report
 

@@ -51,11 +51,13 @@ def label_columns(labels: Sequence[str]) -> Tuple[int, List[int]]:
 class Report:
     """The parts every prediction report shares, for dataclasses whose fields start with ``model`` (the model's
     name), ``weights`` (where its weights came from) and ``labels`` (in the model's order), and that hold the
-    ``skipped`` inputs (:class:`SkippedInput`)."""
+    ``skipped`` inputs (:class:`SkippedInput`) and ``warnings`` about the run (inputs that gave predictions
+    perhaps meaningless)."""
     model: str
     weights: str
     labels: List[str]
     skipped: List[SkippedInput]
+    warnings: List[str]
 
     @property
     def meaningful(self) -> bool:
@@ -69,11 +71,12 @@ class Report:
         return {**head, 'meaningful': self.meaningful, **fields}
 
     def format_text(self, body: List[str], sampling: str = '') -> str:
-        """The report as text: the model line (with ``sampling`` after it), a warning for random weights, ``body``,
-        then the skipped inputs."""
+        """The report as text: the model line (with ``sampling`` after it), a warning for random weights and the
+        run's warnings, ``body``, then the skipped inputs."""
         lines = [f'model {self.model}, weights: {self.weights}{sampling}']
         if not self.meaningful:
             lines.append('WARNING: random weights, the expressions below are meaningless.')
+        lines.extend(f'WARNING: {warning}' for warning in self.warnings)
         lines.extend(body)
         if self.skipped:
             lines.append(f'skipped ({len(self.skipped)}):')

@@ -23,7 +23,15 @@ from ..faces import FaceDetector, image_suffixes
 from ..faces.io import find_media
 from ..faces.video_io import DecodedFrame, VideoReader, VideoWriter, require_video_decoder
 from .annotate import annotate_image
-from .classifier import FaceClassifier, FaceCrop, classify_pairs, face_detector, resolve_classifier
+from .classifier import (
+    FaceClassifier,
+    FaceCrop,
+    aligned_input_warning,
+    classify_pairs,
+    face_detector,
+    resolve_classifier,
+    unlike_a_face_crop,
+)
 from .report import Report, SkippedInput, UniqueNames, label_columns
 from .timeline import draw_timeline
 from .tracking import FaceTracker, appearance
@@ -144,6 +152,7 @@ class VideoReport(Report):
         faces: One row per face and sampled frame, in video, frame and left-to-right order.
         skipped: Inputs (or parts of them) that gave no prediction, and why.
     """
+        warnings: What may make predictions meaningless (videos given as aligned faces that look like none).
     model: str
     weights: str
     labels: List[str]
@@ -155,6 +164,7 @@ class VideoReport(Report):
     faces: List[FrameFace] = field(default_factory=list)
     skipped: List[SkippedInput] = field(default_factory=list)
 
+    warnings: List[str] = field(default_factory=list)
     def to_dataframe(self) -> Any:
         """The rows as a pandas DataFrame: file, frame, time, track, x0, y0, x1, y1, detector_score, expression and
         ``p_<label>`` columns (pandas is not a dependency: ``pip install pandas``)."""
@@ -362,7 +372,8 @@ def predict_video(
     Args:
         videos: Video files, folders (searched recursively for video suffixes) or glob patterns, or one of them.
         classifier: The model to classify with (see :func:`~timm_fer.predict`); None loads one from ``options``.
-        aligned: The frames already are aligned faces: resize them, detect nothing.
+        aligned: The frames already are aligned faces: resize them, detect nothing. Videos whose frames look like no
+            face crop are classified all the same, with a warning in the report (as :func:`~timm_fer.predict`).
         detector: Face detector; default :class:`~timm_fer.faces.RetinaFaceDetector` (the ``face`` extra).
         fps: Frames sampled per second of video (on the grid 0, 1/fps, 2/fps, ... s); None samples every frame.
         batch_size: Faces per forward pass.
@@ -402,6 +413,7 @@ def predict_video(
     timelines = UniqueNames(Path(timeline)) if timeline is not None else None
     annotated = UniqueNames(Path(save_annotated), '.mp4') if save_annotated is not None else None
     run = _VideoRun(report, classifier, detector, fps, batch_size, min_face_size, max_gap,
+    unlike: List[str] = []
                     None if progress is None else not progress)
     for path in files:
         try:
@@ -412,6 +424,10 @@ def predict_video(
         with reader:
             info = reader.info
             summary = VideoSummary(str(path), info.codec, info.width, info.height, info.fps, info.duration)
+            size = (info.width, info.height)  # as stored: a display rotation does not change how far from square
+            why = unlike_a_face_crop(str(path), size, classifier.size) if detector is None else None
+            if why:
+                unlike.append(why)
             report.videos.append(summary)
             first_row = len(report.faces)
             writer = VideoWriter(annotated(path.stem), reader.rate or fps or 30) if annotated is not None else None
@@ -433,6 +449,8 @@ def predict_video(
         if timelines is not None:
             summary.timeline = str(timelines(path.stem))
             _timeline(rows, report.labels, summary, fps, Path(summary.timeline),
+    if unlike:
+        report.warnings.append(aligned_input_warning(unlike))
                       f'{path.name}: {classifier.model_name}{classifier.title_suffix}', smoothing)
     return report
 
