@@ -10,6 +10,22 @@ from timm_fer.models import registered_models
 from timm_fer.run_timm_script import main as run_timm_script
 
 
+def imported_modules(argv: list) -> tuple:
+    """The exit status of ``python -m timm_fer ARGV`` and the top-level modules it imported (from -X importtime)."""
+    result = subprocess.run([sys.executable, '-X', 'importtime', '-m', 'timm_fer', *argv], capture_output=True,
+                            text=True, timeout=120)
+    names = {line.rpartition('|')[2].strip().split('.')[0] for line in result.stderr.splitlines()
+             if line.startswith('import time:')}
+    return result.returncode, names
+
+
+@pytest.mark.parametrize('argv, status', [([], 0), (['--help'], 0), (['predcit'], 2)])
+def test_help_and_a_mistyped_command_import_neither_torch_nor_timm(argv, status):
+    returncode, names = imported_modules(argv)
+    assert returncode == status and 'timm_fer' in names
+    assert not names & {'torch', 'timm', 'torchvision'}, 'the command line imported torch before it was needed'
+
+
 @pytest.mark.slow
 def test_models_command_lists_every_model_with_size_and_prediction(capsys):
     assert main(['models', '--batch-size', '1']) == 0

@@ -5,32 +5,58 @@ One small module per command, each a thin argparse wrapper over a Python functio
 import argparse
 import shlex
 import sys
-from typing import List, Optional
+from importlib import import_module
+from typing import Dict, Iterable, List, NamedTuple, Optional
 
-from .convert import add_convert_parser, add_push_parser
-from .eval import add_eval_parser
-from .export import add_export_parser
-from .models import add_models_parser
-from .predict import add_predict_parser
-from .train import add_train_parser
-
-__all__ = ['build_parser', 'main']
+__all__ = ['COMMANDS', 'build_parser', 'main']
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``timm-fer`` parser with every sub-command."""
+class CommandEntry(NamedTuple):
+    """Where a sub-command's parser comes from, and its line in ``timm-fer --help``."""
+    module: str
+    add_parser: str
+    help: str
+
+
+COMMANDS: Dict[str, CommandEntry] = {
+    'models': CommandEntry('.models', 'add_models_parser',
+                           'list the registered models with params and MACs, and classify a random batch with each'),
+    'train': CommandEntry('.train', 'add_train_parser',
+                          "train with the paper's protocol (torchrun for many processes)"),
+    'eval': CommandEntry('.eval', 'add_eval_parser',
+                         'evaluate a checkpoint: accuracy, mean class accuracy, per class, confusion matrix'),
+    'convert': CommandEntry('.convert', 'add_convert_parser',
+                            'convert face.evoLVe IR and timm ViT-S checkpoints into a Hub model folder'),
+    'push': CommandEntry('.convert', 'add_push_parser',
+                         'push a Hub model folder to the Hugging Face Hub (writing it from a checkpoint first)'),
+    'predict': CommandEntry('.predict', 'add_predict_parser',
+                            'detect, align and classify the faces in photos and videos'),
+    'export': CommandEntry('.export', 'add_export_parser',
+                           'export a model to ONNX or torch.export (.pt2) with a dynamic batch axis'),
+}
+"""The sub-commands, in the order ``timm-fer --help`` lists them. Each module is imported (and with it torch and timm)
+only when its sub-command is run, so that ``timm-fer``, ``timm-fer --help`` and a mistyped command answer at once."""
+
+
+def build_parser(commands: Iterable[str] = tuple(COMMANDS)) -> argparse.ArgumentParser:
+    """The ``timm-fer`` parser: every sub-command listed, those in ``commands`` with their options (which imports
+    their modules)."""
     parser = argparse.ArgumentParser(prog='timm-fer', description='Facial expression recognition for timm.')
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
-    for add_parser in (add_models_parser, add_train_parser, add_eval_parser, add_convert_parser, add_push_parser,
-                       add_predict_parser, add_export_parser):
-        add_parser(subparsers)
+    wanted = set(commands)
+    for name, entry in COMMANDS.items():
+        if name in wanted:
+            getattr(import_module(entry.module, __name__), entry.add_parser)(subparsers)
+        else:
+            subparsers.add_parser(name, help=entry.help)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``timm-fer``; errors caused by data or options print one line and exit with status 2."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    command = next((arg for arg in argv if not arg.startswith('-')), None)
+    parser = build_parser([command] if command in COMMANDS else [])
     if not argv:
         parser.print_help()
         return 0

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from ..engine import training_class_prior
 from ..hub import convert_checkpoint, default_repo_id, hub_folder_files, push_model
+from . import COMMANDS
 from .common import add_command
 
 __all__ = ['add_convert_parser', 'add_push_parser']
@@ -33,7 +34,7 @@ def _push(args: argparse.Namespace) -> int:
 def add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``timm-fer convert``."""
     parser = add_command(
-        subparsers, 'convert', _convert, 'convert face.evoLVe IR and timm ViT-S checkpoints into a Hub model folder',
+        subparsers, 'convert', _convert, COMMANDS['convert'].help,
         examples=('timm-fer convert --model ir_50.ms1m --face-evolve backbone_ir50_ms1m_epoch120.pth --out '
                   'hub/ir_50.ms1m',
                   'timm-fer convert --model transfer_fer_ir50.ms1m_in1k --face-evolve backbone_ir50_ms1m_epoch120.pth '
@@ -49,8 +50,7 @@ def add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def add_push_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``timm-fer push``."""
-    parser = add_command(subparsers, 'push', _push,
-                         'push a Hub model folder to the Hugging Face Hub (writing it from a checkpoint first)')
+    parser = add_command(subparsers, 'push', _push, COMMANDS['push'].help)
     parser.add_argument('folder', type=Path, help='Hub model folder to push (written first with --model/--checkpoint)')
     parser.add_argument('--model', help='model and tag of --checkpoint, e.g. transfer_fer_ir50.rafdb')
     parser.add_argument('--checkpoint', type=Path, help='trained weights to write into the folder first')

@@ -5,6 +5,7 @@ from typing import List, Optional
 
 from ..data import DATASET_NAMES
 from ..engine.evaluate import evaluate_checkpoint
+from . import COMMANDS
 from .common import add_command, add_model_arguments, add_runtime_arguments, parse_model_kwargs, run_command
 
 __all__ = ['add_eval_parser', 'main']
@@ -35,8 +36,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``timm-fer eval``."""
     _add_arguments(add_command(
-        subparsers, 'eval', _evaluate, 'evaluate a checkpoint: accuracy, mean class accuracy, per class, confusion '
-        'matrix', description=DESCRIPTION))
+        subparsers, 'eval', _evaluate, COMMANDS['eval'].help, description=DESCRIPTION))
 
 
 def main(argv: Optional[List[str]] = None) -> int:

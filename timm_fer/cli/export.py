@@ -5,6 +5,7 @@ from pathlib import Path
 from ..hub import DEFAULT_MODEL, load_model
 from ..inference.export import EXPORT_FORMATS, export_checked
 from ..models import tagged_name
+from . import COMMANDS
 from .common import add_command
 
 __all__ = ['add_export_parser']
@@ -24,7 +25,7 @@ def _export(args: argparse.Namespace) -> int:
 def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``timm-fer export``."""
     parser = add_command(
-        subparsers, 'export', _export, 'export a model to ONNX or torch.export (.pt2) with a dynamic batch axis',
+        subparsers, 'export', _export, COMMANDS['export'].help,
         examples=('timm-fer export --format onnx --out transfer_fer_compact.onnx   (the shipped FERPlus weights)',
                   'timm-fer export --checkpoint runs/ferplus-transfer_fer_ir50/best.pth --format onnx --out '
                   'transfer.onnx',

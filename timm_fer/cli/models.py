@@ -2,6 +2,7 @@
 import argparse
 
 from ..hub import list_and_classify
+from . import COMMANDS
 from .common import run_command
 
 __all__ = ['add_models_parser']
@@ -14,8 +15,7 @@ def _models(args: argparse.Namespace) -> int:
 
 def add_models_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``timm-fer models``."""
-    parser = subparsers.add_parser(
-        'models', help='list the registered models with params and MACs, and classify a random batch with each')
+    parser = subparsers.add_parser('models', help=COMMANDS['models'].help)
     parser.add_argument('--batch-size', type=int, default=2, help='images in the random batch')
     parser.add_argument('--seed', type=int, default=0, help='seed of the random batch')
     parser.set_defaults(func=lambda args: run_command(_models, args, 'timm-fer models'))

@@ -18,6 +18,7 @@ from ..inference.video import (
     predict_video,
     write_video_report,
 )
+from . import COMMANDS
 from .common import add_backend_arguments, add_command, add_runtime_arguments
 
 __all__ = ['add_predict_parser']
@@ -94,7 +95,7 @@ def _say_written(folder: Optional[Path], count: int, what: str) -> None:
 def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``timm-fer predict``: a table of expressions per face, optionally JSON/CSV and pictures."""
     parser = add_command(
-        subparsers, 'predict', _predict, 'detect, align and classify the faces in photos and videos',
+        subparsers, 'predict', _predict, COMMANDS['predict'].help,
         examples=('timm-fer predict photo.jpg photos/ "shots/**/*.png" --output results.csv',
                   'timm-fer predict --save-viz viz/   (the shipped sample portrait and FERPlus weights)',
                   'timm-fer predict photo.jpg --checkpoint runs/ferplus-transfer_fer_ir50/best.pth',

@@ -6,6 +6,7 @@ from ..data import DATASET_NAMES
 from ..engine import TrainConfig, train
 from ..engine.train_config import CHOICES
 from ..hub import PAPER_INIT_TAG
+from . import COMMANDS
 from .common import add_model_arguments, add_runtime_arguments, parse_model_kwargs, run_command
 
 __all__ = ['add_train_parser', 'config_from_args', 'main', 'run']
@@ -150,7 +151,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``timm-fer train``."""
-    parser = subparsers.add_parser('train', help="train with the paper's protocol (torchrun for many processes)",
+    parser = subparsers.add_parser('train', help=COMMANDS['train'].help,
                                    description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_arguments(parser)
     parser.set_defaults(func=run)
