@@ -293,9 +293,9 @@ def test_help_hides_the_test_only_flag(capsys):
     (('--resume',), 'nothing to resume'),
     (('--sched', 'cosine', '--milestones', '3'), 'drop them with --sched cosine'),
     (('--epochs', '2', '--warmup', '2'), '--warmup must be at least 0 and shorter than the run (2), got 2'),
-    (('--smoothing', '1'), '--smoothing is a probability mass in [0, 1), got 1.0'),
+    (('--smoothing', '1'), '--smoothing must be a number in [0, 1), got 1.0.'),
     (('--soft-labels',), "--soft-labels needs annotators' votes per image, which folder does not have"),
-    (('--ema-decay', '1'), '--ema-decay is in (0, 1), e.g. 0.999, got 1.0'),
+    (('--ema-decay', '1'), '--ema-decay must be a number in (0, 1) (or unset), got 1.0.'),
 ])
 def test_bad_options_fail_with_one_clear_line(toy_data, tmp_path, capsys, extra, message):
     assert train_main(train_args(toy_data, tmp_path / 'run', *TINY_TRANSFER, *extra)) == 2

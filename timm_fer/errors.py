@@ -7,7 +7,8 @@ from pathlib import Path
 
 __all__ = ['CheckpointMismatchError', 'ConfigError', 'DatasetError', 'DatasetFileNotFoundError',
            'ExportUnavailableError', 'FaceDetectorUnavailableError', 'FerError', 'ImageReadError', 'InputFileError',
-           'PretrainedWeightsError', 'UnsupportedCodecError', 'VideoDecoderUnavailableError', 'VideoReadError']
+           'NonFiniteLossError', 'PretrainedWeightsError', 'UnsupportedCodecError', 'VideoDecoderUnavailableError',
+           'VideoReadError']
 
 
 class FerError(Exception):
@@ -24,6 +25,10 @@ class DatasetError(FerError, ValueError):
 
 class DatasetFileNotFoundError(FerError, FileNotFoundError):
     """A file that the dataset's layout needs does not exist; the message names it and the expected layout."""
+
+
+class NonFiniteLossError(FerError, ArithmeticError):
+    """Training stopped at the first step whose loss was NaN or infinite, before that step changed the weights."""
 
 
 class PretrainedWeightsError(FerError, RuntimeError):

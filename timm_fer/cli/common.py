@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 from ..engine.distributed import cleanup_distributed
 from ..errors import ConfigError, FerError
 from ..inference.backends import BACKENDS
+from ..utils.runtime import AMP_CHOICES
 
 __all__ = ['add_backend_arguments', 'add_command', 'add_model_arguments', 'add_runtime_arguments', 'parse_model_kwargs',
            'run_command']
@@ -74,7 +75,7 @@ def add_model_arguments(parser: argparse._ActionsContainer) -> None:
 
 def add_runtime_arguments(parser: argparse._ActionsContainer) -> None:
     """``--amp``, ``--channels-last`` / ``--no-channels-last`` and ``--compile``."""
-    parser.add_argument('--amp', choices=('auto', 'bf16', 'none'), default='auto',
+    parser.add_argument('--amp', choices=AMP_CHOICES, default='auto',
                         help='autocast precision; auto: bf16 where the device runs it fast (CUDA with bf16, CPUs '
                              'with AVX512-BF16 or AMX), else fp32')
     parser.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=True,
@@ -88,6 +89,7 @@ def add_backend_arguments(parser: argparse._ActionsContainer) -> None:
                         help='where the model runs; auto: ONNX Runtime for a named model in fp32 on the CPU (exported '
                              'once and cached), else torch (default: auto)')
     parser.add_argument('--int8', action='store_true',
-                        help='run the Linear layers in int8 (dynamic quantisation, CPU): faster, close to fp32')
+                        help='run the Linear layers in int8 (dynamic quantisation, CPU): faster, close to fp32; the '
+                             'other layers run in fp32 (--amp auto means fp32 with --int8)')
     parser.add_argument('--threads', type=int, metavar='N',
                         help='intra-op threads (default: one per core that no other process keeps busy)')

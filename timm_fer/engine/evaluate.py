@@ -19,6 +19,7 @@ from ..data import DATASET_NAMES, EVAL_SPLITS, FerDataset, create_fer_dataset, c
 from ..errors import ConfigError
 from ..hub import load_model, read_checkpoint, resolve_fer_data_config
 from ..utils import autocast, prepare_model, resolve_amp_dtype, to_input, write_text_atomic
+from ..utils.options import Range, check_output_path, option_ranges
 from .distributed import DistributedEnv, all_reduce_sum, init_distributed
 from .metrics import ClassificationReport, confusion_matrix
 from .plot import draw_confusion_matrix
@@ -104,6 +105,8 @@ class EvaluationResult:
     written: List[str] = field(default_factory=list)
 
 
+@option_ranges(batch_size=Range(1, integer=True), workers=Range(0, integer=True),
+               img_size=Range(16, 2048, integer=True, optional=True))
 def evaluate_checkpoint(
         checkpoint: str,
         data_dir: str,
@@ -148,9 +151,16 @@ def evaluate_checkpoint(
         workers: Data loader worker processes.
         output: Folder of the JSON and PNG results (default: the checkpoint's folder).
         log: Prints on the main process.
+
+    Raises:
+        ConfigError: an option out of range, an output folder that cannot be written (checked before the work), or
+            a checkpoint that does not fit the data.
     """
     env = init_distributed(device)
     log = log if env.is_main else (lambda *_: None)
+    output_dir = output or os.path.dirname(os.path.abspath(checkpoint))
+    if env.is_main:
+        check_output_path(output_dir, '--output', folder=True)
     saved = read_checkpoint(checkpoint)
     run = saved.run_config or {}
     dataset_name = dataset or run.get('dataset')
@@ -183,6 +193,5 @@ def evaluate_checkpoint(
         name = f'eval-{dataset_name}-{split}' + ('-flip' if tta_flip else '')
         extra = dict(checkpoint=os.path.abspath(checkpoint), model=model_name, dataset=dataset_name, split=split,
                      tta_flip=tta_flip, loss=loss_sum / report.num_images, skipped=data.skipped)
-        output_dir = output or os.path.dirname(os.path.abspath(checkpoint))
         result.written = write_eval_report(report, output_dir, name, result.summary, extra)
     return result

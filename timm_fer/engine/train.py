@@ -16,6 +16,7 @@ from typing import Callable, Optional
 import torch
 
 from ..errors import ConfigError
+from ..utils.options import check_output_path
 from .distributed import init_distributed
 from .train_config import TrainConfig
 from .trainer import BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE, Trainer
@@ -55,8 +56,10 @@ def train(
         log: Prints on the main process.
 
     Raises:
-        ConfigError: settings that do not fit the processes or data, nothing to resume, a run to overwrite, or a
-            checkpoint of other settings.
+        ConfigError: settings out of range or that do not fit the processes or data, an output folder that cannot
+            be written, nothing to resume, a run to overwrite, or a checkpoint of other settings or data.
+        NonFiniteLossError: the loss became NaN or infinite; the run stops at that step, before the step's update,
+            and the checkpoints on disk are those of the last good step they were written at.
     """
     env = init_distributed(device)
     log = log if env.is_main else (lambda *_: None)
@@ -71,6 +74,8 @@ def train(
     elif os.path.exists(last):
         raise ConfigError(f'{config.output} already holds a run ({LAST_CHECKPOINT}): pass --resume to continue it, '
                           f'or choose another --output.')
+    if env.is_main:
+        check_output_path(config.output, '--output', folder=True)
     log(config.describe_recipe())
     trainer = Trainer(config, env, log)
     if env.is_main:

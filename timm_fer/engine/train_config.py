@@ -5,7 +5,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..data import EVAL_SPLITS
 from ..errors import ConfigError
-from ..hub import PAPER_INIT_TAG
+from ..hub import PAPER_INIT_TAG, check_pretrained_tag
+from ..utils.options import Range, check_fields
+from ..utils.runtime import AMP_CHOICES
 from .distributed import DistributedEnv
 from .recipes import RECIPES, Recipe
 
@@ -18,6 +20,7 @@ CHOICES = {
     'sched': ('step', 'cosine'),
     'sampler': tuple(SAMPLER_DESCRIPTIONS),
     'metric': ('accuracy', 'mean_class_accuracy'),
+    'amp': AMP_CHOICES,
 }
 """Values that the fields with a fixed set of them take."""
 
@@ -25,10 +28,21 @@ RESUME = {'resume': True}
 """Field metadata of the settings that a resumed run must share with the run it continues."""
 
 
+def _ranged(values: Range, resume: bool = True) -> Dict[str, Any]:
+    """Field metadata of a numeric setting: the ``range`` of its values, and whether it is a resume setting."""
+    return {'range': values, **(RESUME if resume else {})}
+
+
+PROBABILITY = Range(0, 1)
+COUNT = Range(1, integer=True)
+
+
 @dataclass(kw_only=True)
 class TrainConfig:
     """The settings of one training run; :meth:`from_recipe` builds it from the dataset's recipe.
 
+    Fields with ``range`` metadata (a :class:`~timm_fer.utils.options.Range`) are checked on creation, so a value
+    out of range is one :class:`~timm_fer.errors.ConfigError` naming the flag, the value and the range.
     Fields with ``resume`` metadata (:data:`RESUME_FIELDS`) must be equal in a run that continues a checkpoint. A
     field added after checkpoints were written defaults to what earlier versions did, and a resumed checkpoint that
     lacks it is read with that default.
@@ -96,44 +110,47 @@ class TrainConfig:
     skip_bad_images: bool = False
     model: str = field(default='transfer_fer_ir50', metadata=RESUME)
     model_kwargs: Dict[str, Any] = field(default_factory=dict, metadata=RESUME)
-    img_size: Optional[int] = field(default=None, metadata=RESUME)
+    img_size: Optional[int] = field(default=None, metadata=_ranged(Range(16, 2048, integer=True, optional=True)))
     pretrained_tag: Optional[str] = PAPER_INIT_TAG
     initial_checkpoint: Optional[str] = None
-    epochs: Optional[int] = field(default=None, metadata=RESUME)
-    iterations: Optional[int] = field(default=None, metadata=RESUME)
+    epochs: Optional[int] = field(default=None, metadata=_ranged(Range(1, integer=True, optional=True)))
+    iterations: Optional[int] = field(default=None, metadata=_ranged(Range(1, integer=True, optional=True)))
     sched: str = field(default='step', metadata=RESUME)
     milestones: Tuple[int, ...] = field(default=(), metadata=RESUME)
-    warmup: int = field(default=0, metadata=RESUME)
-    smoothing: float = field(default=0., metadata=RESUME)
+    warmup: int = field(default=0, metadata=_ranged(Range(0, integer=True)))
+    smoothing: float = field(default=0., metadata=_ranged(Range(0, 1, high_open=True)))
     soft_labels: bool = field(default=False, metadata=RESUME)
-    neutral_vote_weight: float = field(default=1., metadata=RESUME)
-    ema_decay: Optional[float] = field(default=None, metadata=RESUME)
-    lr: float = field(metadata=RESUME)
-    momentum: float = field(metadata=RESUME)
-    weight_decay: float = field(metadata=RESUME)
-    batch_size: int = field(metadata=RESUME)
-    grad_accum_steps: int = field(default=1, metadata=RESUME)
+    neutral_vote_weight: float = field(default=1., metadata=_ranged(PROBABILITY))
+    ema_decay: Optional[float] = field(
+        default=None, metadata=_ranged(Range(0, 1, low_open=True, high_open=True, optional=True)))
+    lr: float = field(metadata=_ranged(Range(0, low_open=True)))
+    momentum: float = field(metadata=_ranged(Range(0, 1, high_open=True)))
+    weight_decay: float = field(metadata=_ranged(Range(0)))
+    batch_size: int = field(metadata=_ranged(COUNT))
+    grad_accum_steps: int = field(default=1, metadata=_ranged(COUNT))
     sampler: str = field(default='balanced', metadata=RESUME)
-    world_size: Optional[int] = field(default=None, metadata=RESUME)
+    world_size: Optional[int] = field(default=None, metadata=_ranged(Range(1, integer=True, optional=True)))
     metric: str = 'accuracy'
     augment: bool = field(default=True, metadata=RESUME)
-    rotation: float = field(default=10., metadata=RESUME)
-    crop_scale: float = field(default=1.1, metadata=RESUME)
-    hflip: float = field(default=0.5, metadata=RESUME)
-    erase_prob: float = field(default=0.25, metadata=RESUME)
+    rotation: float = field(default=10., metadata=_ranged(Range(0, 180)))
+    crop_scale: float = field(default=1.1, metadata=_ranged(Range(1, 4)))
+    hflip: float = field(default=0.5, metadata=_ranged(PROBABILITY))
+    erase_prob: float = field(default=0.25, metadata=_ranged(PROBABILITY))
     zoom: Tuple[float, float] = field(default=(1., 1.), metadata=RESUME)
-    photometric: float = field(default=0., metadata=RESUME)
-    degrade: float = field(default=0., metadata=RESUME)
+    photometric: float = field(default=0., metadata=_ranged(PROBABILITY))
+    degrade: float = field(default=0., metadata=_ranged(PROBABILITY))
     amp: str = field(default='auto', metadata=RESUME)
     channels_last: bool = field(default=True, metadata=RESUME)
     compile: bool = field(default=False, metadata=RESUME)
     sync_bn: bool = field(default=False, metadata=RESUME)
-    seed: int = field(default=42, metadata=RESUME)
-    workers: Optional[int] = None
+    seed: int = field(default=42, metadata=_ranged(Range(0, 2 ** 32 - 1, integer=True)))
+    workers: Optional[int] = field(default=None, metadata=_ranged(Range(0, integer=True, optional=True), False))
     in_memory: bool = False
     output: Optional[str] = None
-    checkpoint_every_steps: Optional[int] = None
-    stop_after_steps: Optional[int] = None
+    checkpoint_every_steps: Optional[int] = field(
+        default=None, metadata=_ranged(Range(1, integer=True, optional=True), False))
+    stop_after_steps: Optional[int] = field(
+        default=None, metadata=_ranged(Range(1, integer=True, optional=True), False))
 
     def __post_init__(self) -> None:
         """Fill in the defaults that follow from other fields, and check that the settings work together."""
@@ -141,33 +158,31 @@ class TrainConfig:
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ConfigError(f'{name} is one of {", ".join(choices)}, got {getattr(self, name)!r}.')
+        check_fields(self)
+        check_pretrained_tag(self.model, self.pretrained_tag)
         if (self.epochs is None) == (self.iterations is None):
             raise ConfigError(f'give the length as epochs or as iterations, not both or neither (epochs '
                               f'{self.epochs}, iterations {self.iterations}).')
-        if self.length <= 0:
-            raise ConfigError(f'--epochs / --iterations must be positive, got {self.length}.')
         self.milestones = tuple(self.milestones)
         if self.sched == 'cosine' and self.milestones:
             raise ConfigError('--milestones set the step schedule; drop them with --sched cosine.')
-        if not 0 <= self.warmup < self.length:
+        for milestone in self.milestones:
+            Range(1, self.length, high_open=True, integer=True, flag='each of --milestones').check('', milestone)
+        if list(self.milestones) != sorted(set(self.milestones)):
+            raise ConfigError(f'--milestones must increase, got {list(self.milestones)}.')
+        if self.warmup >= self.length:
             raise ConfigError(
                 f'--warmup must be at least 0 and shorter than the run ({self.length}), got {self.warmup}.')
-        if not 0 <= self.smoothing < 1:
-            raise ConfigError(f'--smoothing is a probability mass in [0, 1), got {self.smoothing}.')
-        if not 0 <= self.neutral_vote_weight <= 1:
-            raise ConfigError(f'--neutral-vote-weight is in [0, 1] (1: votes as cast), got {self.neutral_vote_weight}.')
         if self.neutral_vote_weight != 1 and not self.soft_labels:
             raise ConfigError('--neutral-vote-weight reweighs annotators\' votes: add --soft-labels, or drop it.')
+        zoom = Range(0, low_open=True, flag='each of --zoom')
+        for value in self.zoom:
+            zoom.check('', value)
         self.zoom = tuple(float(z) for z in self.zoom)
-        if len(self.zoom) != 2 or not 0 < self.zoom[0] <= self.zoom[1]:
+        if len(self.zoom) != 2 or not self.zoom[0] <= self.zoom[1]:
             raise ConfigError(f'--zoom is a range LOW HIGH with 0 < LOW <= HIGH (e.g. 0.8 1.25), got {self.zoom}.')
-        for name in ('photometric', 'degrade'):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f'--{name} is a probability in [0, 1], got {getattr(self, name)}.')
-        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise ConfigError(f'--ema-decay is in (0, 1), e.g. 0.999, got {self.ema_decay}.')
         processes = self.world_size or 1
-        if self.grad_accum_steps < 1 or self.batch_size % (processes * self.grad_accum_steps):
+        if self.batch_size % (processes * self.grad_accum_steps):
             raise ConfigError(
                 f'--batch-size {self.batch_size} is the global batch: it must divide by processes x '
                 f'--grad-accum-steps = {processes} x {self.grad_accum_steps}.')

@@ -27,7 +27,7 @@ from ..data import (
     normalize_faces,
     reweigh_votes,
 )
-from ..errors import ConfigError
+from ..errors import ConfigError, NonFiniteLossError
 from ..hub import TRAIN_CHECKPOINT_FORMAT, create_fer_model, resolve_fer_data_config
 from ..hub.checkpoint import DATASET_FACE_TEMPLATES
 from ..utils import autocast, prepare_model, resolve_amp_dtype, to_input, write_atomic
@@ -337,7 +337,13 @@ class Trainer:
         return True
 
     def _train_step(self, micro_batches: Iterator[MicroBatch]) -> None:
-        """One optimiser step over ``grad_accum_steps`` micro-batches."""
+        """One optimiser step over ``grad_accum_steps`` micro-batches.
+
+        Raises:
+            NonFiniteLossError: the loss of a micro-batch on any process is NaN or infinite; the step's update is not
+                made and nothing is saved.
+        """
+        step_loss = torch.zeros((), dtype=torch.float64, device=self.env.device)
         for accumulation in range(self.accum_steps):
             images, targets, labels = self._inputs_and_targets(next(micro_batches))
             last = accumulation == self.accum_steps - 1
@@ -350,6 +356,9 @@ class Trainer:
             correct = (logits.argmax(dim=-1) == labels).sum().double()
             count = self.epoch_sums.new_tensor(labels.numel())
             self.epoch_sums += torch.stack([loss.detach().double() * count, correct, count])
+            step_loss += loss.detach().double()
+        if not torch.isfinite(all_reduce_sum(step_loss)).item():
+            self._stop_non_finite(step_loss.item())
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
@@ -357,6 +366,16 @@ class Trainer:
             self.ema.update(self.model, step=self.global_step)
         self.scheduler.step_update(self.global_step)
         self.step_in_epoch += 1
+
+    def _stop_non_finite(self, loss: float) -> None:
+        """Stop the run at the current step, whose loss is ``loss`` (NaN or infinite), saying what is kept."""
+        last = os.path.join(self.output, LAST_CHECKPOINT)
+        kept = (f'{last} keeps the last checkpoint, written before it' if os.path.isfile(last) else
+                'no checkpoint had been written yet')
+        raise NonFiniteLossError(
+            f'the training loss is {loss} at step {self.global_step + 1} (epoch {self.epoch + 1}, step '
+            f'{self.step_in_epoch + 1} of {self.steps_per_epoch}): training stopped before that step updated the '
+            f'weights, and {kept}; lower --lr (now {self.config.lr}) or check the data.')
 
     def evaluate(self, model: Optional[torch.nn.Module] = None) -> Tuple[ClassificationReport, float]:
         """Report and mean loss of ``model`` (default: the weights checkpoints serve, the EMA's when it runs) on the

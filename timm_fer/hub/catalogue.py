@@ -8,6 +8,7 @@ import torch
 
 from ..models import registered_models
 from ..utils import count_macs, count_params
+from ..utils.options import Range, option_ranges
 
 __all__ = ['list_and_classify', 'weights_of']
 
@@ -25,6 +26,7 @@ def weights_of(architecture: str) -> str:
     return ', '.join(parts) or '-'
 
 
+@option_ranges(batch_size=Range(1, 256, integer=True), seed=Range(0, 2 ** 32 - 1, integer=True))
 def list_and_classify(batch_size: int = 2, seed: int = 0) -> List[str]:
     """One line per registered model: parameters, MACs, input size, time per image, top-1 of a random batch, and its
     pretrained tags with whether their weights load (:func:`weights_of`)."""

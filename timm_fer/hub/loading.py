@@ -24,7 +24,8 @@ from ..models._pretrained import no_weights_reason, tagged_name
 from ..utils import first_conv_channels
 from .checkpoint import Checkpoint, read_checkpoint
 
-__all__ = ['DEFAULT_MODEL', 'PAPER_INIT_TAG', 'RANDOM_WEIGHTS', 'create_fer_model', 'create_named_model',
+__all__ = ['DEFAULT_MODEL', 'PAPER_INIT_TAG', 'RANDOM_WEIGHTS', 'check_pretrained_tag', 'create_fer_model',
+           'create_named_model',
            'load_model', 'resolve_face_template', 'resolve_fer_data_config']
 
 DEFAULT_MODEL = 'transfer_fer_compact.ferplus'
@@ -124,6 +125,10 @@ def _model_from_checkpoint(
     else:
         name, why = default_model, 'the default; the file does not say which model it holds'
     architecture = name.partition('.')[0]
+    if architecture not in registered_models():
+        raise CheckpointMismatchError(
+            f'{checkpoint.path} is for the model {name!r} ({why}), which timm-fer does not have; known: '
+            f"{', '.join(registered_models())}. Pass --model with the architecture the checkpoint was trained as.")
     kwargs = dict(checkpoint.model_kwargs) if architecture == checkpoint.architecture else {}
     kwargs.update(model_kwargs or {})
     rows = _classifier_rows(architecture, checkpoint.state_dict)
@@ -175,6 +180,24 @@ def _check_dtypes(checkpoint: Checkpoint, model: nn.Module) -> None:
             f'floating point: it is not a checkpoint of trained weights; use the file the training run wrote.')
 
 
+def check_pretrained_tag(name: str, tag: Optional[str]) -> None:
+    """Refuse a pretrained tag that timm does not know for the model ``name``.
+
+    A known tag whose weights cannot be loaded is no error (:func:`create_fer_model` falls back and says so), nor is
+    :data:`PAPER_INIT_TAG`, the default of every model, for a model that has no such weights; nor a tag given with
+    a name that carries its own, or a model timm does not know (creating it says so).
+
+    Raises:
+        ConfigError: ``tag`` is unknown for ``name``; the message lists the known tags.
+    """
+    if not tag or tag == PAPER_INIT_TAG or '.' in name or not timm.is_model(name):
+        return
+    known = [n.partition('.')[2] for n in timm.models.get_arch_pretrained_cfgs(name) if '.' in n]
+    if tag not in known:
+        raise ConfigError(f"unknown --pretrained-tag '{tag}' for {name}; its tags are {', '.join(known) or 'none'} "
+                          f'(or --no-pretrained for a random initialisation).')
+
+
 def create_fer_model(
         name: str,
         num_classes: int,
@@ -190,11 +213,13 @@ def create_fer_model(
     With ``initial_checkpoint``, weights come from that file (any that :func:`~timm_fer.hub.read_checkpoint`
     reads); its classifier is kept when it has ``num_classes`` outputs and re-initialised otherwise.
     Else, with ``pretrained_tag``, from ``name.pretrained_tag`` when timm can load it; when it cannot (weights not
-    published, offline, tag unknown) a line says so and the model starts from scratch. The random initialisation
+    published, offline) a line says so and the model starts from scratch; a tag the model does not have is an error
+    (:func:`check_pretrained_tag`). The random initialisation
     is seeded with ``seed``, so every process of a run starts from the same weights.
     """
     if not timm.is_model(name):
         raise ConfigError(f"unknown model '{name}'; 'timm-fer models' lists the FER models, timm.list_models() all.")
+    check_pretrained_tag(name, pretrained_tag)
     kwargs = dict(model_kwargs or {}, num_classes=num_classes)
     if img_size is not None:
         kwargs['img_size'] = img_size

@@ -18,13 +18,18 @@ from ..errors import ConfigError, ExportUnavailableError, FerError
 from ..faces import face_template
 from ..hub import resolve_fer_data_config
 from ..models import tagged_name
+from ..utils.options import Range, check_output_path, option_ranges
 
-__all__ = ['EXPORT_FORMATS', 'METADATA_KEY', 'check_export', 'export_checked', 'export_metadata', 'export_model']
+__all__ = ['EXPORT_FORMATS', 'METADATA_KEY', 'ONNX_OPSETS', 'check_export', 'export_checked', 'export_metadata',
+           'export_model']
 
 EXPORT_FORMATS = ('onnx', 'torch-export')
 METADATA_KEY = 'timm_fer.json'
 """Key of the JSON metadata: ONNX metadata property, or ``.pt2`` extra file (``torch.export.load(path,
 extra_files={METADATA_KEY: ''})``)."""
+ONNX_OPSETS = Range(18, 25, integer=True, optional=True, flag='--opset')
+"""ONNX opsets that export: 18, the lowest torch's dynamo exporter writes (asked for less, it wrote 18 and said
+nothing), to 25, the highest whose graphs onnxruntime loaded when measured (26 and up: INVALID_GRAPH)."""
 MAX_BATCH_SIZE = 4096
 _INSTALL_HINT = 'pip install "timm-fer[export]"'
 
@@ -53,6 +58,7 @@ def _require(module: str) -> None:
         raise ExportUnavailableError(f'this export format needs {module} ({e}): {_INSTALL_HINT}.') from e
 
 
+@option_ranges(opset_version=ONNX_OPSETS)
 def export_model(
         model: nn.Module,
         out: Path,
@@ -67,7 +73,10 @@ def export_model(
         out: File to write (``.onnx`` or ``.pt2`` by convention).
         export_format: 'onnx' (torch's dynamo exporter, single file) or 'torch-export' (``torch.export.save``).
         metadata: JSON-ready dict stored with the graph; default :func:`export_metadata`.
-        opset_version: ONNX opset; default the exporter's.
+        opset_version: ONNX opset (:data:`ONNX_OPSETS`); default the exporter's.
+
+    Raises:
+        ConfigError: unknown format, or an opset outside :data:`ONNX_OPSETS`.
     """
     if export_format not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format '{export_format}'; choose from {', '.join(EXPORT_FORMATS)}.")
@@ -125,6 +134,7 @@ def check_export(model: nn.Module, path: Path, export_format: str, batch_sizes: 
     return difference
 
 
+@option_ranges(atol=Range(0), opset_version=ONNX_OPSETS)
 def export_checked(
         model: nn.Module,
         out: Path,
@@ -140,10 +150,11 @@ def export_checked(
 
     Returns:
         The path written, and the largest difference measured (None when ``check`` is off).
+
+    Raises:
+        ConfigError: ``atol`` or ``opset_version`` out of range, or ``out`` cannot be written (checked first).
     """
-    if not atol >= 0:  # also refuses NaN
-        raise ConfigError(f'--atol must be a number >= 0, got {atol}.')
-    out = Path(out)
+    out = check_output_path(out, '--out')
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f'.{out.name}.{os.getpid()}.tmp')
     try:

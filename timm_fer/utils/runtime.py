@@ -16,9 +16,11 @@ from torch import nn
 
 from ..errors import ConfigError
 
-__all__ = ['autocast', 'bf16_is_fast', 'busy_cores', 'cpu_capability', 'cpu_flags', 'num_threads', 'prepare_model',
-           'resolve_amp_dtype', 'resolve_threads', 'to_input']
+__all__ = ['AMP_CHOICES', 'autocast', 'bf16_is_fast', 'busy_cores', 'cpu_capability', 'cpu_flags', 'num_threads',
+           'prepare_model', 'resolve_amp_dtype', 'resolve_threads', 'to_input']
 
+AMP_CHOICES = ('auto', 'bf16', 'none')
+"""Values of ``--amp``: bf16 autocast where it is fast, always, or never (fp32)."""
 CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile')
 """The CPU flags that decide the fast path, as /proc/cpuinfo names them."""
 
@@ -50,7 +52,13 @@ def bf16_is_fast(device: torch.device) -> bool:
 
 
 def resolve_amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype for an ``--amp`` choice: 'auto' (bf16 where it is fast), 'bf16' or 'none' (fp32)."""
+    """The autocast dtype for an ``--amp`` choice: 'auto' (bf16 where it is fast), 'bf16' or 'none' (fp32).
+
+    Raises:
+        ConfigError: ``amp`` is not one of :data:`AMP_CHOICES`.
+    """
+    if amp not in AMP_CHOICES:
+        raise ConfigError(f"--amp is one of {', '.join(AMP_CHOICES)}, got {amp!r}.")
     if amp == 'auto':
         return torch.bfloat16 if bf16_is_fast(device) else None
     return {'bf16': torch.bfloat16, 'none': None}[amp]
