@@ -16,6 +16,6 @@ def _models(args: argparse.Namespace) -> int:
 def add_models_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``timm-fer models``."""
     parser = subparsers.add_parser('models', help=COMMANDS['models'].help)
-    parser.add_argument('--batch-size', type=int, default=2, help='images in the random batch')
+    parser.add_argument('--batch-size', type=int, default=2, help='images in the random batch (1-256)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the random batch')
     parser.set_defaults(func=lambda args: run_command(_models, args, 'timm-fer models'))
