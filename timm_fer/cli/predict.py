@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from ..errors import ConfigError
-from ..faces import FaceDetector
+from ..faces import FaceDetector, RetinaFaceDetector
 from ..faces.io import find_media
 from ..hub import DEFAULT_MODEL
 from ..inference.annotate import ANNOTATED_FORMATS
@@ -18,6 +18,7 @@ from ..inference.video import (
     predict_video,
     write_video_report,
 )
+from ..utils.options import check_options, check_output_path
 from . import COMMANDS
 from .common import add_backend_arguments, add_command, add_runtime_arguments
 
@@ -27,10 +28,7 @@ __all__ = ['add_predict_parser']
 def _predict(args: argparse.Namespace) -> int:
     if args.output is not None and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ConfigError(f'--output must end in .json or .csv, got {args.output}.')
-    if args.top_k is not None and args.top_k < 1:
-        raise ConfigError(f'--top-k must be at least 1, got {args.top_k}.')
-    if args.fps is not None and not args.fps > 0:
-        raise ConfigError(f'--fps must be positive, got {args.fps}.')
+    _check_options(args)
     detector = None
     if not args.aligned:
         from ..faces import RetinaFaceDetector
@@ -60,6 +58,20 @@ def _predict(args: argparse.Namespace) -> int:
     elif args.timeline is not None:
         print('no video among the inputs: --timeline wrote nothing')
     return 0 if faces else 1
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """The ranges of the numeric options and the output locations, checked before anything is loaded or written."""
+    check_options(predict, batch_size=args.batch_size, min_face_size=args.min_face_size)
+    check_options(predict_video, fps=args.fps, smoothing=args.smoothing, min_track=args.min_track)
+    check_options(format_table, top_k=args.top_k)
+    check_options(RetinaFaceDetector.__init__, score_threshold=args.face_threshold)
+    if args.output is not None:
+        check_output_path(args.output, '--output')
+    for flag, folder in (('--save-viz', args.save_viz), ('--save-crops', args.save_crops),
+                         ('--save-annotated', args.save_annotated), ('--timeline', args.timeline)):
+        if folder is not None:
+            check_output_path(folder, flag, folder=True)
 
 
 def _predict_videos(args: argparse.Namespace, classifier: FaceClassifier, videos: List[Path],
@@ -103,7 +115,8 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
                   'timm-fer predict clip.mp4 --fps 10 --output rows.csv --timeline timelines/ --save-annotated '
                   'annotated/'))
     parser.add_argument('images', nargs='*',
-                        help='image or video files, folders or glob patterns (default: a sample portrait)')
+                        help='image or video files, folders or glob patterns (default: a sample portrait); photos '
+                             'above 64 megapixels (8192x8192) are skipped, unread')
     parser.add_argument('--model', default=None,
                         help='model and tag; the tag sets labels and preprocessing (default: the model a checkpoint '
                              f'names, else {DEFAULT_MODEL})')
@@ -132,7 +145,7 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--min-face-size', type=float, default=32.,
                         help='skip faces whose box is smaller than this many pixels (default: 32)')
     parser.add_argument('--face-threshold', type=float, default=0.9,
-                        help='smallest face detector confidence (default: 0.9)')
+                        help='smallest face detector confidence, 0-1 (default: 0.9)')
     parser.add_argument('--device', help='torch device (default: cuda when available, else cpu)')
     video = parser.add_argument_group('videos')
     sampling = video.add_mutually_exclusive_group()

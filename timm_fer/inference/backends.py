@@ -9,6 +9,7 @@ graph's MatMuls; faster, but no longer equal to fp32 (the README gives the top-1
 """
 import hashlib
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -19,8 +20,8 @@ from torch import nn
 from ..errors import ConfigError, ExportUnavailableError
 from .export import export_checked
 
-__all__ = ['BACKENDS', 'OnnxRuntimeModel', 'cached_onnx', 'onnx_cache_dir', 'quantize_linear', 'resolve_backend',
-           'weights_digest']
+__all__ = ['BACKENDS', 'OnnxRuntimeModel', 'cache_dir_problem', 'cached_onnx', 'onnx_cache_dir', 'quantize_linear',
+           'resolve_backend', 'weights_digest']
 
 BACKENDS = ('auto', 'torch', 'onnxruntime')
 _INSTALL_HINT = 'pip install "timm-fer[export]" (onnxruntime, onnx and onnxscript)'
@@ -83,6 +84,18 @@ def onnx_cache_dir() -> Path:
     if os.environ.get('TIMM_FER_CACHE'):
         return Path(os.environ['TIMM_FER_CACHE']) / 'onnx'
     return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'timm_fer' / 'onnx'
+
+
+def cache_dir_problem(folder: Path) -> Optional[str]:
+    """Why the exported files cannot be kept in ``folder`` (created if missing), or None when they can: it is a
+    file, cannot be created (``TIMM_FER_CACHE=/proc/x``) or cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return f'{type(e).__name__}: {e.strerror or e}'
+    return None
 
 
 def cached_onnx(model: nn.Module, name: str, int8: bool = False, cache_dir: Optional[Path] = None) -> Path:

@@ -5,8 +5,9 @@ batches.
 :class:`FaceClassifier`; :func:`~timm_fer.inference.predict.predict` and
 :func:`~timm_fer.inference.video.predict_video` take one, so a run over photos and videos loads its model once.
 """
+import sys
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -20,8 +21,25 @@ from ..errors import ConfigError, FerError
 from ..faces import DetectedFace, FaceDetector, RetinaFaceDetector, align_face, face_template, pillow_resample
 from ..hub import RANDOM_WEIGHTS, load_model, resolve_fer_data_config
 from ..models import tagged_name
-from ..utils.runtime import autocast, num_threads, prepare_model, resolve_amp_dtype, resolve_threads, to_input
-from .backends import OnnxRuntimeModel, cached_onnx, quantize_linear, resolve_backend
+from ..utils.options import Range, check_fields
+from ..utils.runtime import (
+    AMP_CHOICES,
+    autocast,
+    num_threads,
+    prepare_model,
+    resolve_amp_dtype,
+    resolve_threads,
+    to_input,
+)
+from .backends import (
+    BACKENDS,
+    OnnxRuntimeModel,
+    cache_dir_problem,
+    cached_onnx,
+    onnx_cache_dir,
+    quantize_linear,
+    resolve_backend,
+)
 from .report import SkippedInput, UniqueNames
 from .visualize import explain, render_explanation
 
@@ -55,7 +73,9 @@ class ClassifierOptions:
         backend: 'auto' (ONNX Runtime for a named model in fp32 on the CPU, else torch), 'torch' or 'onnxruntime'
             (see :mod:`~timm_fer.inference.backends`).
         int8: Run the Linear layers in int8 (dynamic quantisation, CPU): faster, close to but not equal to fp32.
-        threads: Intra-op threads; default one per core that no other process keeps busy.
+            The other layers then run in fp32: 'auto' ``amp`` means no autocast with it (torch's int8 layers take
+            fp32 inputs), and 'bf16' is refused.
+        threads: Intra-op threads (1-4096); default one per core that no other process keeps busy.
         explain: Keep the eager fp32 model, so that explanation pictures (``save_viz``) can be drawn.
         tta_flip: Average each face's probabilities with those of its mirror image (one forward pass of twice the
             faces); explanation pictures show the face as given.
@@ -69,9 +89,17 @@ class ClassifierOptions:
     compile_model: bool = False
     backend: str = 'auto'
     int8: bool = False
-    threads: Optional[int] = None
+    threads: Optional[int] = field(default=None, metadata={'range': Range(1, 4096, integer=True, optional=True)})
     explain: bool = False
     tta_flip: bool = False
+
+    def __post_init__(self) -> None:
+        """Check the numeric options (:func:`~timm_fer.utils.options.check_fields`) and the choices."""
+        check_fields(self)
+        if self.amp not in AMP_CHOICES:
+            raise ConfigError(f"--amp is one of {', '.join(AMP_CHOICES)}, got {self.amp!r}.")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"--backend is one of {', '.join(BACKENDS)}, got {self.backend!r}.")
 
 
 @dataclass
@@ -277,11 +305,21 @@ class FaceClassifier:
         return predictions
 
 
-def load_classifier(options: Optional[ClassifierOptions] = None, **changes: Any) -> FaceClassifier:
+def _note(message: str) -> None:
+    print(f'note: {message}', file=sys.stderr)
+
+
+def load_classifier(options: Optional[ClassifierOptions] = None, log: Callable[[str], None] = _note,
+                    **changes: Any) -> FaceClassifier:
     """The classifier of the named (or given) model, loaded once for every photo and video of a run.
+
+    The ONNX Runtime backend keeps its exported files in :func:`~timm_fer.inference.backends.onnx_cache_dir`; when
+    that folder cannot be used, ``backend='auto'`` runs torch instead and 'onnxruntime' exports to a temporary file
+    for the run, and ``log`` says which.
 
     Args:
         options: Which model and how it runs; default :class:`ClassifierOptions`'s defaults.
+        log: Says what was chosen instead of what was asked (default: a 'note:' line on standard error).
         changes: :class:`ClassifierOptions` fields that replace those of ``options``.
     """
     options = replace(options or ClassifierOptions(), **changes)
@@ -300,10 +338,21 @@ def load_classifier(options: Optional[ClassifierOptions] = None, **changes: Any)
         raise ConfigError(f'--int8 runs on the CPU, not on {device}.')
     if options.int8 and options.explain:
         raise ConfigError('--int8 and --save-viz do not go together: explanations need the fp32 model.')
-    amp_dtype = resolve_amp_dtype(options.amp, device)
+    if options.int8 and options.amp == 'bf16':
+        raise ConfigError('--int8 runs its int8 layers on fp32 inputs, not under bf16 autocast: use --amp auto (fp32 '
+                          'with --int8) or none.')
+    amp_dtype = None if options.int8 else resolve_amp_dtype(options.amp, device)
     cacheable = not isinstance(model, nn.Module) and weights != RANDOM_WEIGHTS
     backend = resolve_backend(options.backend, device, amp_dtype, cacheable,
                               eager_only=options.compile_model or options.explain)
+    if backend == 'onnxruntime' and cacheable:
+        problem = cache_dir_problem(onnx_cache_dir())
+        if problem:
+            cacheable = False
+            backend = 'torch' if options.backend == 'auto' else backend
+            instead = 'runs torch instead' if backend == 'torch' else 'exports to a temporary file for this run'
+            log(f'the ONNX cache folder {onnx_cache_dir()} cannot be used ({problem}), so {options.backend} '
+                f'{instead}; set TIMM_FER_CACHE to a writable folder.')
     threads = resolve_threads(options.threads, device)
     labels = list(fer_model.pretrained_cfg.get('label_names') or [f'class {i}' for i in range(fer_model.num_classes)])
     data_config = resolve_fer_data_config(fer_model)

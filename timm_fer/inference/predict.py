@@ -15,17 +15,18 @@ from tqdm import tqdm
 
 from ..errors import ConfigError, ImageReadError
 from ..faces import FaceDetector, find_images, read_image
+from ..utils.options import Range, option_ranges
 from .annotate import annotate_image, annotated_suffix, save_annotated_image
 from .classifier import (
     FaceClassifier,
     FaceCrop,
     FacePrediction,
-    classify_pairs,
     aligned_input_warning,
+    classify_pairs,
     face_detector,
     resolve_classifier,
-)
     unlike_a_face_crop,
+)
 from .report import OUTPUT_SUFFIXES, Report, SkippedInput, UniqueNames, label_columns
 
 __all__ = ['OUTPUT_SUFFIXES', 'SAMPLE_IMAGE', 'FacePrediction', 'PredictionReport', 'SkippedInput', 'format_table',
@@ -44,9 +45,10 @@ class PredictionReport(Report):
     faces: List[FacePrediction] = field(default_factory=list)
     skipped: List[SkippedInput] = field(default_factory=list)
     annotated: List[str] = field(default_factory=list)
-
     warnings: List[str] = field(default_factory=list)
 
+
+@option_ranges(batch_size=Range(1, integer=True), min_face_size=Range(0))
 def predict(
         images: Optional[Union[str, Path, Sequence[Union[str, Path]]]] = None,
         classifier: Optional[FaceClassifier] = None,
@@ -66,7 +68,8 @@ def predict(
 
     Args:
         images: Image files, folders (searched recursively) or glob patterns, or one of them; None uses the shipped
-            sample portrait.
+            sample portrait. Photos above :data:`~timm_fer.faces.MAX_PHOTO_PIXELS` (64 megapixels) are skipped,
+            with the reason, before they are decoded.
         classifier: The model to classify with, from :func:`~timm_fer.inference.classifier.load_classifier` (a run
             over photos and videos loads it once); None loads one from ``options``.
         aligned: The images already are aligned face crops: resize them, detect nothing. Images that look like no face
@@ -86,8 +89,6 @@ def predict(
             ``random_weights``, ``device``, ``amp``, ``channels_last``, ``compile_model``, ``backend``, ``int8``,
             ``threads``).
     """
-    if batch_size < 1:
-        raise ConfigError(f'batch size must be at least 1, got {batch_size}.')
     annotated_suffix(Path(), annotated_format)  # a wrong format fails before the run
     classifier = resolve_classifier(classifier, options, explain=save_viz is not None)
     detector = face_detector(aligned, detector)
@@ -101,8 +102,8 @@ def predict(
     if progress is None:
         progress = len(files) >= 20
     pending: List[FaceCrop] = []
-    for path in tqdm(files, desc='predict', unit='image', disable=None if progress else True):
     unlike: List[str] = []
+    for path in tqdm(files, desc='predict', unit='image', disable=None if progress else True):
         try:
             image = read_image(path)
             why = unlike_a_face_crop(str(path), image.size, classifier.size) if detector is None else None
@@ -121,9 +122,9 @@ def predict(
             pending = pending[batch_size:]
     if pending:
         _classify_into(report, classifier, pending, outputs)
-    if save_annotated is not None:
     if unlike:
         report.warnings.append(aligned_input_warning(unlike))
+    if save_annotated is not None:
         report.annotated = _annotate(report, Path(save_annotated), classifier.title_suffix, annotated_format)
     return report
 
@@ -156,6 +157,7 @@ def _classify_into(report: PredictionReport, classifier: FaceClassifier, crops: 
     report.faces.extend(prediction for _, prediction in classify_pairs(classifier, crops, report.skipped, **outputs))
 
 
+@option_ranges(top_k=Range(1, integer=True, optional=True))
 def format_table(report: PredictionReport, top_k: Optional[int] = None) -> str:
     """The report as a text table, one row per face, then the skipped inputs.
 

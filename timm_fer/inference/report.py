@@ -14,11 +14,21 @@ from typing import Any, Dict, List, Sequence, Tuple, Union
 
 from ..errors import ConfigError
 from ..hub import RANDOM_WEIGHTS
+from ..utils.options import check_output_path
 
-__all__ = ['OUTPUT_SUFFIXES', 'Report', 'SkippedInput', 'UniqueNames', 'label_columns']
+__all__ = ['FORMULA_PREFIXES', 'OUTPUT_SUFFIXES', 'Report', 'SkippedInput', 'UniqueNames', 'csv_cell',
+           'label_columns']
 
 OUTPUT_SUFFIXES = ('.json', '.csv')
 """The file types the reports are written as."""
+FORMULA_PREFIXES = ('=', '+', '-', '@', '\t', '\r')
+"""First characters that make a spreadsheet read a CSV cell as a formula (OWASP, "CSV Injection")."""
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` as a CSV cell that spreadsheets show as text: a string starting with one of
+    :data:`FORMULA_PREFIXES` gets a single quote in front (``=cmd.png`` -> ``'=cmd.png``); numbers stay."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_PREFIXES) else value
 
 
 @dataclass
@@ -35,7 +45,11 @@ class UniqueNames:
         self.folder = folder
         self.suffix = suffix
         self.counts: Dict[str, int] = {}
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f'cannot create the output folder {folder} ({e.strerror or type(e).__name__}); choose '
+                              f'a writable location.') from e
 
     def __call__(self, stem: str) -> Path:
         count = self.counts.get(stem, 0)
@@ -85,8 +99,15 @@ class Report:
 
     def write(self, path: Union[str, Path], header: List[str], rows: List[List[Any]]) -> Path:
         """Write the report as JSON (``.json``: :meth:`to_dict`) or CSV (``.csv``: ``header``, ``rows``, then one row
-        per skipped input, its reason in the next-to-last column and the weights in the last); the path."""
-        path = Path(path)
+        per skipped input, its reason in the next-to-last column and the weights in the last); the path.
+
+        CSV cells that a spreadsheet would run as formulas are escaped (:func:`csv_cell`); JSON holds the values as
+        they are.
+
+        Raises:
+            ConfigError: ``path`` is not a .json or .csv file, or cannot be written.
+        """
+        path = check_output_path(path, '--output')
         if path.suffix.lower() not in OUTPUT_SUFFIXES:
             raise ConfigError(f'--output must end in .json or .csv, got {path}.')
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +116,6 @@ class Report:
             return path
         skipped = [[s.file] + [''] * (len(header) - 3) + [s.reason, self.weights] for s in self.skipped]
         buffer = io.StringIO()
-        csv.writer(buffer).writerows([header] + rows + skipped)
+        csv.writer(buffer).writerows([[csv_cell(value) for value in row] for row in [header] + rows + skipped])
         path.write_text(buffer.getvalue(), encoding='utf-8')
         return path

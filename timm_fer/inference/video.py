@@ -22,6 +22,7 @@ from ..errors import ConfigError, FerError, VideoReadError
 from ..faces import FaceDetector, image_suffixes
 from ..faces.io import find_media
 from ..faces.video_io import DecodedFrame, VideoReader, VideoWriter, require_video_decoder
+from ..utils.options import Range, option_ranges
 from .annotate import annotate_image
 from .classifier import (
     FaceClassifier,
@@ -151,8 +152,8 @@ class VideoReport(Report):
         tracks: One summary per face track, in video and track order.
         faces: One row per face and sampled frame, in video, frame and left-to-right order.
         skipped: Inputs (or parts of them) that gave no prediction, and why.
-    """
         warnings: What may make predictions meaningless (videos given as aligned faces that look like none).
+    """
     model: str
     weights: str
     labels: List[str]
@@ -163,8 +164,8 @@ class VideoReport(Report):
     tracks: List[TrackSummary] = field(default_factory=list)
     faces: List[FrameFace] = field(default_factory=list)
     skipped: List[SkippedInput] = field(default_factory=list)
-
     warnings: List[str] = field(default_factory=list)
+
     def to_dataframe(self) -> Any:
         """The rows as a pandas DataFrame: file, frame, time, track, x0, y0, x1, y1, detector_score, expression and
         ``p_<label>`` columns (pandas is not a dependency: ``pip install pandas``)."""
@@ -350,6 +351,8 @@ def _not_a_video(path: Path) -> str:
     return 'not a video file (.mp4, .webm, .avi, .mkv, .mov, ...)'
 
 
+@option_ranges(fps=Range(0, low_open=True, optional=True), batch_size=Range(1, integer=True),
+               min_face_size=Range(0), smoothing=Range(0), max_gap=Range(0), min_track=Range(0))
 def predict_video(
         videos: Union[str, Path, Sequence[Union[str, Path]]],
         classifier: Optional[FaceClassifier] = None,
@@ -394,10 +397,6 @@ def predict_video(
     Raises:
         VideoDecoderUnavailableError: PyAV (the ``video`` extra) is not installed.
     """
-    if batch_size < 1:
-        raise ConfigError(f'batch size must be at least 1, got {batch_size}.')
-    if fps is not None and not fps > 0:
-        raise ConfigError(f'--fps must be positive, got {fps}; use --every-frame (fps=None) for every frame.')
     if smoothing < 0 or max_gap < 0 or min_track < 0:
         raise ConfigError(f'smoothing, max_gap and min_track must not be negative, got {smoothing}, {max_gap} and '
                           f'{min_track}.')
@@ -413,8 +412,8 @@ def predict_video(
     timelines = UniqueNames(Path(timeline)) if timeline is not None else None
     annotated = UniqueNames(Path(save_annotated), '.mp4') if save_annotated is not None else None
     run = _VideoRun(report, classifier, detector, fps, batch_size, min_face_size, max_gap,
-    unlike: List[str] = []
                     None if progress is None else not progress)
+    unlike: List[str] = []
     for path in files:
         try:
             reader = VideoReader(path)
@@ -424,11 +423,11 @@ def predict_video(
         with reader:
             info = reader.info
             summary = VideoSummary(str(path), info.codec, info.width, info.height, info.fps, info.duration)
+            report.videos.append(summary)
             size = (info.width, info.height)  # as stored: a display rotation does not change how far from square
             why = unlike_a_face_crop(str(path), size, classifier.size) if detector is None else None
             if why:
                 unlike.append(why)
-            report.videos.append(summary)
             first_row = len(report.faces)
             writer = VideoWriter(annotated(path.stem), reader.rate or fps or 30) if annotated is not None else None
             try:
@@ -449,9 +448,9 @@ def predict_video(
         if timelines is not None:
             summary.timeline = str(timelines(path.stem))
             _timeline(rows, report.labels, summary, fps, Path(summary.timeline),
+                      f'{path.name}: {classifier.model_name}{classifier.title_suffix}', smoothing)
     if unlike:
         report.warnings.append(aligned_input_warning(unlike))
-                      f'{path.name}: {classifier.model_name}{classifier.title_suffix}', smoothing)
     return report
 
 

@@ -118,8 +118,15 @@ def _build(model_cls: type, variant: str, pretrained: bool, **kwargs: Any) -> nn
         except PretrainedWeightsError:
             raise PretrainedWeightsError(
                 f'{cfg.file} is not a tensor checkpoint that loads with torch.load(weights_only=True) or safetensors '
-                f'(arbitrary pickled objects are never loaded): {type(e).__name__}: {e}') from e
+                f'(arbitrary pickled objects are never loaded): {type(e).__name__}: {_first_line(e)}') from e
         raise
+
+
+def _first_line(error: Exception) -> str:
+    """The line of ``error``'s message that says what is wrong: torch.load's refusal of a pickle spans paragraphs
+    (and advises ``weights_only=False``, which would run it); the line naming the refused global is kept."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return next((line for line in lines if 'GLOBAL' in line), lines[0] if lines else type(error).__name__)
 
 
 def read_checkpoint_file(path: Path) -> Dict[str, Any]:
@@ -142,7 +149,7 @@ def read_checkpoint_file(path: Path) -> Dict[str, Any]:
     except Exception as e:  # torch raises UnpicklingError, RuntimeError or ValueError depending on the damage
         raise PretrainedWeightsError(
             f'{path} is neither a safetensors file nor a tensor checkpoint that loads with '
-            f'torch.load(weights_only=True) (arbitrary pickled objects are never loaded): {e}') from e
+            f'torch.load(weights_only=True) (arbitrary pickled objects are never loaded): {_first_line(e)}') from e
     if not isinstance(checkpoint, dict):
         raise PretrainedWeightsError(f'{path} holds a {type(checkpoint).__name__}, not a dict of tensors.')
     return checkpoint
