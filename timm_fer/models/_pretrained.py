@@ -77,12 +77,15 @@ def build_fer_model(model_cls: type, variant: str, pretrained: bool = False,
             raise ConfigError(f'{len(label_names)} label_names for a head of {kwargs["num_classes"]} classes: give '
                               f'one name per class.')
     model = _build(model_cls, variant, pretrained, **kwargs)
+    num_classes = getattr(model, 'num_classes', None)
+    if num_classes is None:  # features_only: no head to name
+        return model
     cfg = model.pretrained_cfg
     names = cfg.get('label_names')
-    stale = cfg.get('num_classes') != model.num_classes or (names is not None and len(names) != model.num_classes)
+    stale = cfg.get('num_classes') != num_classes or (names is not None and len(names) != num_classes)
     if label_names is not None or stale:
         cfg['label_names'] = tuple(label_names) if label_names is not None else None
-        cfg['num_classes'] = model.num_classes
+        cfg['num_classes'] = num_classes
     return model
 
 
