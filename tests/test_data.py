@@ -82,6 +82,13 @@ class TestRafDb:
         with pytest.raises(DatasetError, match="splits 'train' and 'test'"):
             RafDb(str(_write_rafdb(tmp_path)), 'val')
 
+    def test_label_file_that_is_not_utf8_names_the_line(self, tmp_path):
+        root = _write_rafdb(tmp_path)
+        label_file = root / 'EmoLabel' / 'list_patition_label.txt'
+        label_file.write_bytes(label_file.read_bytes() + b'train_00004.jpg \xff\xfe\n')
+        with pytest.raises(DatasetError, match=r'list_patition_label\.txt line 6: not UTF-8 text .*3 rows read'):
+            RafDb(str(root), 'train')
+
 
 # FERPlus -----------------------------------------------------------------------------------------------------------
 
@@ -289,6 +296,10 @@ class TestAffectNet:
         validation.write_text(validation.read_text() + f'9/val1.png,0,0,64,64,{LANDMARKS},11,0,0\n')
         with pytest.raises(DatasetError, match=r'validation\.csv line 2: .*expression 0\.\.10'):
             AffectNet(str(root), 'val')
+        for box in ('inf,0,64,64', '0,0,nan,64', '0,0,64,-inf'):
+            validation.write_text(f'9/val0.png,{box},{LANDMARKS},6,0.1,0.2\n')
+            with pytest.raises(DatasetError, match=r'validation\.csv line 1: .*positive face size'):
+                AffectNet(str(root), 'val')
         (root / 'Manually_Annotated_Images' / '1' / 'img4.jpg').unlink()
         with pytest.raises(FileNotFoundError, match=r'1 of the 8 AffectNet train images .*skipped 1 contempt.*img4'):
             AffectNet(str(root), 'train')

@@ -342,7 +342,7 @@ def test_cli_routes_videos_and_writes_rows_timelines_and_annotated_videos(tmp_pa
     assert saved['videos'][0]['codec'] == 'mjpeg' and saved['meaningful'] is True
     capsys.readouterr()
     assert main(['predict', str(video), '--aligned', '--fps', '0']) == 2
-    assert '--fps must be positive' in capsys.readouterr().err
+    assert '--fps must be a number > 0 (or unset), got 0.0.' in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(['predict', str(video), '--fps', '5', '--every-frame'])
 

@@ -90,11 +90,11 @@ class AffectNet(ImageFileDataset):
         try:
             if len(row) != len(AFFECTNET_COLUMNS) or not row[0].strip():
                 raise ValueError(f'{len(row)} fields')
-            box = tuple(int(float(field)) for field in row[1:5])
+            box = tuple(int(float(field)) for field in row[1:5])  # inf: OverflowError, nan: ValueError
             expression = int(row[6])
             if not 0 <= expression <= 10 or box[2] <= 0 or box[3] <= 0:
                 raise ValueError(f'expression {expression}, face box {box}')
-        except ValueError as e:
+        except (ValueError, OverflowError) as e:
             raise DatasetError(
                 f'{path} line {line_number}: expected {",".join(AFFECTNET_COLUMNS)} with an expression 0..10 and a '
                 f'positive face size ({e}; {rows_read} rows kept before it); fix the row or re-download.') from e

@@ -40,8 +40,14 @@ class RafDb(ImageFileDataset):
             raise DatasetError(f"RAF-DB has splits 'train' and 'test', got '{split}'.")
         label_path = require_file(os.path.join(root, self.label_file), 'RAF-DB label file', _FIX_LAYOUT)
         paths, targets = [], []
-        with open(label_path, encoding='utf-8') as f:
-            for line_number, line in enumerate(f, start=1):
+        with open(label_path, 'rb') as f:
+            for line_number, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode('utf-8')
+                except UnicodeDecodeError as e:
+                    raise DatasetError(
+                        f'{label_path} line {line_number}: not UTF-8 text ({e.reason} at byte {e.start} of the line, '
+                        f'{len(targets)} rows read before it); fix the line or re-download the label file.') from e
                 fields = line.split()
                 if not fields:
                     continue

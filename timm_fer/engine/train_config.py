@@ -215,8 +215,9 @@ class TrainConfig:
         settings['model_kwargs'] = dict(settings.get('model_kwargs') or {})
         if settings.get('milestones') is None:
             settings.pop('milestones', None)
-            length = settings['epochs'] if settings['epochs'] is not None else settings['iterations']
-            if settings.get('sched', cls.sched) == 'step' and length > 0:
+            length = settings.get('epochs') if settings.get('epochs') is not None else settings.get('iterations')
+            # a length that is no positive integer gets no milestones: the config's checks refuse it
+            if settings.get('sched', cls.sched) == 'step' and isinstance(length, int) and length > 0:
                 recipe_length = recipe.epochs if recipe.epochs is not None else recipe.iterations
                 scaled = (round(milestone * length / recipe_length) for milestone in recipe.milestones)
                 settings['milestones'] = tuple(sorted({milestone for milestone in scaled if 0 < milestone < length}))

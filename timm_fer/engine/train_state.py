@@ -4,7 +4,7 @@ import os
 import random
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Callable, Dict, List, Union
 
 import torch
 
@@ -86,13 +86,31 @@ def config_differences(saved: Dict[str, Any], config: TrainConfig) -> List[str]:
     return different
 
 
-def truncate_metrics(path: str, global_step: int) -> None:
-    """Drop metrics lines written after ``global_step``, which a resumed run writes again."""
+def truncate_metrics(path: str, global_step: int, log: Callable[[str], None] = print) -> None:
+    """Drop metrics lines written after ``global_step``, which a resumed run writes again.
+
+    A last line that is not a whole JSON record (cut by a kill or a full disk) is dropped, and ``log`` says so.
+
+    Raises:
+        ConfigError: a line before the last is not a JSON record of an epoch.
+    """
     if not os.path.isfile(path):
         return
-    with open(path, encoding='utf-8') as f:
-        lines = [line for line in f if line.strip() and json.loads(line)['step'] <= global_step]
-    write_text_atomic(path, ''.join(lines))
+    with open(path, encoding='utf-8', errors='replace') as f:
+        lines = [line for line in f if line.strip()]
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            step = json.loads(line)['step']
+        except (ValueError, KeyError, TypeError) as e:
+            if number < len(lines):
+                raise ConfigError(f'{path} line {number} is not a metrics record ({type(e).__name__}); fix or remove '
+                                  f'that line, then resume.') from e
+            log(f'{path}: dropped its last line, which was cut while being written ({line.strip()[:40]!r}...).')
+            continue
+        if step <= global_step:
+            kept.append(line if line.endswith('\n') else line + '\n')
+    write_text_atomic(path, ''.join(kept))
 
 
 def _comparable(value: Any) -> Any:

@@ -208,6 +208,7 @@ class Trainer:
             'optimizer': self.optimizer.state_dict(),
             'scheduler': self.scheduler.state_dict(),
             'sampler': self.sampler.state_dict(num_consumed=self.samples_consumed),
+            'train_class_counts': list(self.train_set.class_counts),
             'epoch': self.epoch,
             'step_in_epoch': self.step_in_epoch,
             'global_step': self.global_step,
@@ -223,7 +224,8 @@ class Trainer:
         """Continue the run saved in ``path`` from its exact position.
 
         Raises:
-            ConfigError: ``path`` is not a checkpoint of ``timm-fer train``, or its run had other settings.
+            ConfigError: ``path`` is not a checkpoint of ``timm-fer train``, its run had other settings, or its
+                training set had other images per class.
         """
         checkpoint = read_run_checkpoint(path)
         different = config_differences(checkpoint.run_config, self.config)
@@ -232,6 +234,13 @@ class Trainer:
                 f'{path} was written by a run with other settings ({"; ".join(different)}); resume with the flags '
                 f'(and number of processes) of that run.')
         state = checkpoint.training_state
+        counts, saved_counts = list(self.train_set.class_counts), state.get('train_class_counts')
+        changed = saved_counts is not None and saved_counts != counts  # earlier checkpoints did not record them
+        if changed or state['sampler']['epoch_size'] != self.sampler.epoch_size:
+            raise ConfigError(
+                f'the training set changed since {path} was written (images per class then '
+                f'{saved_counts or "not recorded"}, now {counts}); resume on the data the run started with, or start '
+                f'a new run in another --output.')
         self.model.load_state_dict(state['model'])
         if self.ema is not None:
             self.ema.module.load_state_dict(state['model_ema'])
@@ -250,7 +259,7 @@ class Trainer:
         if self.env.is_main:
             # an epoch checkpointed before its evaluation is evaluated again: its metrics line goes too
             truncate_metrics(os.path.join(self.output, METRICS_FILE),
-                             self.global_step - (self.pending_record is not None))
+                             self.global_step - (self.pending_record is not None), self.log)
         self.log(f'Resumed {path}: epoch {self.epoch + 1}, step {self.step_in_epoch} of {self.steps_per_epoch}, '
                  f'global step {self.global_step} of {self.total_steps}.')
 
@@ -317,7 +326,11 @@ class Trainer:
         stop_after = self.config.stop_after_steps
         every = self.config.checkpoint_every_steps
         while self.step_in_epoch < epoch_steps:
-            self._train_step(micro_batches)
+            try:
+                self._train_step(micro_batches)
+            except NonFiniteLossError:
+                progress.close()  # the error's line starts a line of its own
+                raise
             images_per_second = ((self.step_in_epoch - start_step) * self.config.batch_size
                                  / (time.perf_counter() - start_time))
             if not progress.disable:
