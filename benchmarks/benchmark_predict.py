@@ -7,6 +7,7 @@ the best of ``--repeats`` runs after a warm-up run (which also exports and cache
 every variant is compared with the torch fp32 predictions.
 
     python benchmarks/benchmark_predict.py path/to/ferplus/FER2013Valid --limit 1000
+    python benchmarks/benchmark_predict.py path/to/ferplus/FER2013Valid --variants auto 'auto, flip TTA'
 """
 import argparse
 import multiprocessing
@@ -28,6 +29,8 @@ VARIANTS = {
     'torch, fp32, int8 Linear': dict(backend='torch', amp='none', int8=True),
     'onnxruntime, fp32': dict(backend='onnxruntime', amp='none'),
     'onnxruntime, int8 MatMul': dict(backend='onnxruntime', amp='none', int8=True),
+    'auto, flip TTA': dict(tta_flip=True),
+    'torch, amp auto, flip TTA': dict(backend='torch', tta_flip=True),
 }
 
 
@@ -54,7 +57,10 @@ def main() -> None:
     parser.add_argument('--limit', type=int, default=1000, help='crops read per run (default: 1000)')
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--out', type=Path, default=Path('benchmarks/results'))
+    parser.add_argument('--variants', nargs='+', choices=list(VARIANTS), default=list(VARIANTS),
+                        help='the variants to run (default: all; torch fp32, the reference, always runs)')
     args = parser.parse_args()
+    variants = {name: VARIANTS[name] for name in VARIANTS if name in {*args.variants, 'torch, fp32'}}
     files = sorted(str(p) for p in args.folder.iterdir() if p.suffix.lower() in ('.png', '.jpg'))[:args.limit]
     env = ' '.join(f'{k}={os.environ[k]}' for k in ('ATEN_CPU_CAPABILITY', 'ONEDNN_MAX_CPU_ISA',
                                                    'FBGEMM_ENABLE_INSTRUCTIONS') if k in os.environ)
@@ -71,7 +77,7 @@ def main() -> None:
             hog.start()
             time.sleep(1.)
         try:
-            for name, kwargs in VARIANTS.items():
+            for name, kwargs in variants.items():
                 results[name, load] = run(files, args.repeats, **kwargs)
         finally:
             if hog is not None:
@@ -79,7 +85,7 @@ def main() -> None:
                 hog.join()
     from timm_fer.inference.classifier import load_classifier
     reference = results['torch, fp32', 'quiet']['top1']
-    for name, kwargs in VARIANTS.items():
+    for name, kwargs in variants.items():
         options = dict(dict(amp='auto', backend='auto', int8=False), **kwargs)
         classifier = load_classifier(model=MODEL, amp=options['amp'], backend=options['backend'], int8=options['int8'])
         quiet, busy = results[name, 'quiet'], results[name, 'busy']
