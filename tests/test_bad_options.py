@@ -120,8 +120,8 @@ def toy_data(tmp_path_factory) -> Path:
 @pytest.mark.parametrize('argv, message', [
     (('--batch-size', '-4'), '--batch-size must be an integer >= 1, got -4.'),
     (('--batch-size', '0'), '--batch-size must be an integer >= 1, got 0.'),
-    (('--lr', 'nan'), '--lr must be a number > 0, got nan.'),
-    (('--lr', '-1'), '--lr must be a number > 0, got -1.0.'),
+    (('--lr', 'nan'), '--lr must be a number >= 0, got nan.'),
+    (('--lr', '-1'), '--lr must be a number >= 0, got -1.0.'),
     (('--momentum', '-1'), '--momentum must be a number in [0, 1), got -1.0.'),
     (('--weight-decay', '-1'), '--weight-decay must be a number >= 0, got -1.0.'),
     (('--crop-scale', '0'), '--crop-scale must be a number in [1, 4], got 0.0.'),

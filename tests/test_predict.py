@@ -72,7 +72,7 @@ def test_batches_give_the_same_results_as_one_batch(model, tmp_path, no_detector
     assert [f.file for f in batches.faces] == [f.file for f in one_batch.faces] and len(batches.faces) == 5
     for a, b in zip(one_batch.faces, batches.faces):
         np.testing.assert_allclose(list(a.probabilities.values()), list(b.probabilities.values()), atol=1e-5)
-    with pytest.raises(ConfigError, match='batch size'):
+    with pytest.raises(ConfigError, match='--batch-size must be an integer >= 1, got 0'):
         predict([tmp_path], model=model, aligned=True, batch_size=0)
 
 

@@ -123,7 +123,7 @@ class TrainConfig:
     neutral_vote_weight: float = field(default=1., metadata=_ranged(PROBABILITY))
     ema_decay: Optional[float] = field(
         default=None, metadata=_ranged(Range(0, 1, low_open=True, high_open=True, optional=True)))
-    lr: float = field(metadata=_ranged(Range(0, low_open=True)))
+    lr: float = field(metadata=_ranged(Range(0)))  # 0: the loss is measured, the weights stay
     momentum: float = field(metadata=_ranged(Range(0, 1, high_open=True)))
     weight_decay: float = field(metadata=_ranged(Range(0)))
     batch_size: int = field(metadata=_ranged(COUNT))
