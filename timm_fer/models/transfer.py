@@ -449,10 +449,12 @@ default_cfgs = generate_default_cfgs({
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
         license='cc-by-nc-4.0',
-        description='Compact TransFER trained from scratch on FERPlus (majority vote) with timm-fer train on 2 CPU '
-                    'cores; the weights ship inside the package, so pretrained=True needs no network. Trained on '
-                    'grayscale faces; its first conv folds the RGB-to-gray conversion in (ITU-R 601 luma), so it '
-                    'takes RGB faces through timm\'s own transforms, and in_chans=1 gives back the grayscale conv.',
+        description='Compact TransFER trained from scratch on FERPlus with timm-fer train, then fine-tuned toward '
+                    'other framings, cameras and posed faces (a weight-space ensemble with the from-scratch weights), '
+                    'with a logit adjustment and a temperature folded into the classifier; the weights ship inside '
+                    'the package, so pretrained=True needs no network. Trained on grayscale faces; its first conv '
+                    'folds the RGB-to-gray conversion in (ITU-R 601 luma), so it takes RGB faces through timm\'s own '
+                    'transforms, and in_chans=1 gives back the grayscale conv.',
         notes=('dataset terms: FERPlus labels are MIT-licensed; FER2013 images are for non-commercial research only',),
     ),
 })
