@@ -156,6 +156,9 @@ def test_train_rows_of_the_issue(toy_data, tmp_path, monkeypatch, capsys, argv, 
     (['predict', '--output', 'folder.csv'], '--output folder.csv is a folder; give a file name in it.'),
     (['predict', '--save-crops', 'a-file'], '--save-crops a-file is a file, not a folder'),
     (['predict', '--face-threshold', '1.5'], '--face-threshold must be a number in [0, 1], got 1.5.'),
+    (['predict', '--face-threshold', 'nan'], '--face-threshold must be a number in [0, 1], got nan.'),
+    (['predict', '--aligned', '--device', 'bogus'], '--device bogus is not a device: use cpu, cuda or cuda:N.'),
+    (['train', '--dataset', 'folder', '--data-dir', 'data', '--device', 'bogus'], '--device bogus is not a device'),
     (['predict', '--int8', '--amp', 'bf16'], '--int8 runs its int8 layers on fp32 inputs'),
 ])
 def test_other_rows_of_the_issue(tmp_path, monkeypatch, capsys, argv, message):

@@ -7,6 +7,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import ConfigError
+from ..utils.runtime import parse_device
 
 __all__ = ['DistributedEnv', 'all_gather_objects', 'all_reduce_sum', 'broadcast_buffers', 'cleanup_distributed',
            'init_distributed']
@@ -41,10 +42,7 @@ def init_distributed(device: str = 'auto') -> DistributedEnv:
     local_rank = int(os.environ.get('LOCAL_RANK', '0'))
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    try:
-        torch_device = torch.device(device)
-    except RuntimeError as e:
-        raise ConfigError(f"--device {device} is not a device ({e}); use auto, cpu, cuda or cuda:N.") from e
+    torch_device = parse_device(device)
     if torch_device.type == 'cuda':
         if not torch.cuda.is_available():
             raise ConfigError(f'--device {device} asks for CUDA, which this machine lacks; use --device cpu.')

@@ -26,6 +26,7 @@ from ..utils.runtime import (
     AMP_CHOICES,
     autocast,
     num_threads,
+    parse_device,
     prepare_model,
     resolve_amp_dtype,
     resolve_threads,
@@ -328,12 +329,12 @@ def load_classifier(options: Optional[ClassifierOptions] = None, log: Callable[[
         raise ConfigError('--compile and --save-viz do not go together: explanations need the eager model.')
     if isinstance(model, nn.Module):
         fer_model, weights, model_name = model.eval(), 'the given model', type(model).__name__
-        device = torch.device(options.device) if options.device else next(model.parameters()).device
+        device = parse_device(options.device) if options.device else next(model.parameters()).device
     else:
         fer_model, weights = load_model(model, options.checkpoint, random_weights=options.random_weights)
         cfg = fer_model.pretrained_cfg
         model_name = tagged_name(cfg['architecture'], cfg.get('tag'))
-        device = torch.device(options.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+        device = parse_device(options.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if options.int8 and device.type != 'cpu':
         raise ConfigError(f'--int8 runs on the CPU, not on {device}.')
     if options.int8 and options.explain:

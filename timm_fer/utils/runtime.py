@@ -17,12 +17,24 @@ from torch import nn
 from ..errors import ConfigError
 
 __all__ = ['AMP_CHOICES', 'autocast', 'bf16_is_fast', 'busy_cores', 'cpu_capability', 'cpu_flags', 'num_threads',
-           'prepare_model', 'resolve_amp_dtype', 'resolve_threads', 'to_input']
+           'parse_device', 'prepare_model', 'resolve_amp_dtype', 'resolve_threads', 'to_input']
 
 AMP_CHOICES = ('auto', 'bf16', 'none')
 """Values of ``--amp``: bf16 autocast where it is fast, always, or never (fp32)."""
 CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile')
 """The CPU flags that decide the fast path, as /proc/cpuinfo names them."""
+
+
+def parse_device(device: str) -> torch.device:
+    """``device`` (e.g. 'cpu', 'cuda', 'cuda:1') as a torch device.
+
+    Raises:
+        ConfigError: torch knows no such device.
+    """
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f'--device {device} is not a device: use cpu, cuda or cuda:N.') from e
 
 
 @lru_cache(maxsize=None)
