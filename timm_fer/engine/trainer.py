@@ -34,6 +34,7 @@ from ..utils import autocast, prepare_model, resolve_amp_dtype, to_input, write_
 from .distributed import DistributedEnv, all_gather_objects, all_reduce_sum, broadcast_buffers
 from .evaluate import evaluate_model, write_eval_report
 from .metrics import ClassificationReport
+from .optimizer import create_sgd
 from .scheduler import create_lr_scheduler
 from .train_config import TrainConfig
 from .train_state import (
@@ -135,8 +136,8 @@ class Trainer:
             self.train_model = torch.compile(self.train_model)
         self.ema = ModelEmaV3(self.model, decay=config.ema_decay) if config.ema_decay else None
 
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
-                                         weight_decay=config.weight_decay)
+        self.optimizer = create_sgd(self.model.parameters(), env.device, lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
         self.sampler = ClassBalancedSampler(self.train_set.targets, env.world_size, env.rank, seed=config.seed,
                                             sample_seeds=True, balanced=config.sampler == 'balanced')
         self.accum_steps = config.grad_accum_steps
