@@ -21,7 +21,7 @@ from tqdm import tqdm
 from ..errors import ConfigError, FerError, VideoReadError
 from ..faces import FaceDetector, image_suffixes
 from ..faces.io import find_media
-from ..faces.video_io import DecodedFrame, VideoReader, VideoWriter, require_video_decoder
+from ..faces.video_io import VideoReader, VideoWriter, require_video_decoder
 from ..utils.options import Range, option_ranges
 from .annotate import annotate_image
 from .classifier import (
@@ -37,8 +37,9 @@ from .report import Report, SkippedInput, UniqueNames, label_columns
 from .timeline import draw_timeline
 from .tracking import FaceTracker, appearance
 
-__all__ = ['DEFAULT_FPS', 'DEFAULT_MIN_TRACK', 'DEFAULT_SMOOTHING', 'FrameFace', 'TrackSummary', 'VideoReport',
-           'VideoSummary', 'format_video_table', 'predict_video', 'write_video_report']
+__all__ = ['DEFAULT_FPS', 'DEFAULT_MIN_TRACK', 'DEFAULT_SMOOTHING', 'FrameFace', 'TrackSummary', 'TrackedCrop',
+           'TrackedFaces', 'VideoReport', 'VideoSummary', 'classify_tracked', 'format_video_table', 'predict_video',
+           'write_video_report']
 
 DEFAULT_FPS = 5.
 """Frames sampled per second of video unless told otherwise."""
@@ -196,8 +197,8 @@ def _dataframe(rows: List[Dict[str, Any]], columns: List[str]) -> Any:
 
 
 @dataclass
-class _VideoCrop(FaceCrop):
-    """An aligned face of a video frame waiting for its batch."""
+class TrackedCrop(FaceCrop):
+    """An aligned face of a frame, with its track id, waiting for its batch."""
     frame: int
     time: float
     track: int
@@ -206,12 +207,67 @@ class _VideoCrop(FaceCrop):
         return f'face {self.face} of frame {self.frame} ({self.time:.2f} s)'
 
 
+class TrackedFaces:
+    """The per-frame step of videos and live streams: detect, align and track the faces of one source's frames.
+
+    Call it once per frame, in time order. A frame whose face detection fails gives no face (the source goes on);
+    :attr:`failures` counts those frames, :attr:`first_failure` and :attr:`last_failure` describe the first and the
+    latest.
+
+    Args:
+        classifier: Crops the faces at its model's input size (only its ``crop_faces`` is used).
+        detector: The face detector; None takes each frame as an aligned face.
+        min_face_size: Faces whose box has a shorter side below this many pixels are left out.
+        max_gap: Seconds a face track waits for its face before it ends.
+        source: The source's name, the ``file`` of its rows.
+    """
+
+    def __init__(self, classifier: FaceClassifier, detector: Optional[FaceDetector], min_face_size: float,
+                 max_gap: float, source: str) -> None:
+        self.classifier = classifier
+        self.detector = detector
+        self.min_face_size = min_face_size
+        self.source = source
+        self.tracker = FaceTracker(max_gap=max_gap)
+        self.failures = 0
+        self.first_failure: Optional[str] = None
+        self.last_failure: Optional[str] = None
+
+    def __call__(self, image: Image.Image, time: float, index: int) -> List[TrackedCrop]:
+        """The aligned faces of the frame ``index`` at ``time`` seconds, each with its track id."""
+        try:
+            crops, _ = self.classifier.crop_faces(Path(self.source), image, self.detector, self.min_face_size)
+        except Exception as e:  # one bad frame never stops the source
+            self.failures += 1
+            self.last_failure = f'frame {index} ({time:.2f} s): {type(e).__name__}: {e}'
+            self.first_failure = self.first_failure or self.last_failure
+            crops = []
+        tracks = self.tracker.update(time, [c.box for c in crops], [appearance(c.image) for c in crops])
+        return [TrackedCrop(c.file, c.face, c.box, c.detector_score, c.image, index, time, track)
+                for c, track in zip(crops, tracks)]
+
+    def failure_note(self) -> Optional[str]:
+        """What :attr:`failures` says, for the skipped inputs; None when detection never failed."""
+        if not self.failures:
+            return None
+        return f'face detection failed on {self.failures} frame(s), first {self.first_failure}'
+
+
+def classify_tracked(classifier: FaceClassifier, crops: Sequence[TrackedCrop], source: str,
+                     skipped: List[SkippedInput]) -> List[Tuple[TrackedCrop, FrameFace]]:
+    """Classify tracked faces in one batch (:func:`~timm_fer.inference.classifier.classify_pairs`: faces that cannot
+    be classified go to ``skipped``), each with its row; ``source`` is the rows' ``file``."""
+    return [(crop, FrameFace(source, crop.frame, crop.time, crop.track, crop.box, crop.detector_score,
+                             prediction.expression, prediction.probabilities))
+            for crop, prediction in classify_pairs(classifier, crops, skipped)]
+
+
 @dataclass
 class _PendingFrame:
     """A sampled frame whose faces wait for their batch (its image only when the annotated video is written)."""
     time: float
     image: Optional[Image.Image]
-    crops: List[_VideoCrop]
+    crops: List[TrackedCrop]
     rows: List[FrameFace] = field(default_factory=list)
 
 
@@ -231,15 +287,15 @@ class _VideoRun:
         self.disable_progress = disable_progress
 
     def __call__(self, reader: VideoReader, summary: VideoSummary, writer: Optional[VideoWriter]) -> None:
-        tracker = FaceTracker(max_gap=self.max_gap)
+        faces = TrackedFaces(self.classifier, self.detector, self.min_face_size, self.max_gap, str(reader.path))
         pending: List[_PendingFrame] = []
-        failures: List[str] = []
         frames = tqdm(reader.frames(self.fps), total=reader.expected_frames(self.fps), desc=reader.path.name,
                       unit='frame', disable=self.disable_progress)
         try:
             for frame in frames:
                 summary.frames_sampled += 1
-                pending.append(self._faces_of(reader.path, frame, tracker, failures, writer is not None))
+                pending.append(_PendingFrame(frame.time, frame.image if writer is not None else None,
+                                             faces(frame.image, frame.time, frame.index)))
                 if len(pending) >= self.batch_size or sum(len(p.crops) for p in pending) >= self.batch_size:
                     batch, pending = pending, []
                     self._flush(batch, summary, writer)
@@ -250,22 +306,9 @@ class _VideoRun:
             summary.problem = f'stopped after frame {reader.frames_decoded - 1} ({type(e).__name__}: {e})'
         finally:
             frames.close()
-        if failures:
-            self.report.skipped.append(SkippedInput(str(reader.path), f'face detection failed on {len(failures)} '
-                                                                      f'frame(s), first {failures[0]}'))
-
-    def _faces_of(self, path: Path, frame: DecodedFrame, tracker: FaceTracker, failures: List[str],
-                  keep_image: bool) -> _PendingFrame:
-        """Detect, align and track the faces of one frame."""
-        try:
-            crops, _ = self.classifier.crop_faces(path, frame.image, self.detector, self.min_face_size)
-        except Exception as e:  # one bad frame never stops the video
-            failures.append(f'frame {frame.index} ({frame.time:.2f} s): {type(e).__name__}: {e}')
-            crops = []
-        tracks = tracker.update(frame.time, [c.box for c in crops], [appearance(c.image) for c in crops])
-        video_crops = [_VideoCrop(c.file, c.face, c.box, c.detector_score, c.image, frame.index, frame.time, track)
-                       for c, track in zip(crops, tracks)]
-        return _PendingFrame(frame.time, frame.image if keep_image else None, video_crops)
+        note = faces.failure_note()
+        if note:
+            self.report.skipped.append(SkippedInput(str(reader.path), note))
 
     def _flush(self, pending: List[_PendingFrame], summary: VideoSummary, writer: Optional[VideoWriter]) -> None:
         """Classify the faces of the pending frames in batches, add their rows, and write the annotated frames."""
@@ -273,9 +316,7 @@ class _VideoRun:
         by_crop = {id(crop): frame for frame, crop in crops}
         for start in range(0, len(crops), self.batch_size):
             batch = [crop for _, crop in crops[start:start + self.batch_size]]
-            for crop, prediction in classify_pairs(self.classifier, batch, self.report.skipped):
-                row = FrameFace(str(crop.file), crop.frame, crop.time, crop.track, crop.box, crop.detector_score,
-                                prediction.expression, prediction.probabilities)
+            for crop, row in classify_tracked(self.classifier, batch, summary.file, self.report.skipped):
                 by_crop[id(crop)].rows.append(row)
                 self.report.faces.append(row)
         summary.frames_with_faces += sum(1 for frame in pending if frame.rows)
