@@ -1,4 +1,5 @@
-"""Every README code block that needs no private file runs, and the main job prints what the README shows."""
+"""Every code block of the README and the docs pages that needs no private file runs; the main job prints what the
+README shows; every docs page is in the site's nav; the weights page and the shipped model card agree."""
 import contextlib
 import io
 import os
@@ -6,71 +7,146 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, NamedTuple, Optional
+from typing import Dict, Iterator, List, NamedTuple, Optional
 
 import pytest
+import yaml
 
-README = Path(__file__).resolve().parents[1] / 'README.md'
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / 'README.md'
+DOCS = REPO / 'docs'
+MODEL_CARD = 'timm_fer/weights/transfer_fer_compact.ferplus/README.md'
 SKIP = re.compile(r'<!-- readme-test: skip, (?P<reason>[^>]+?) -->\n$')
 FENCE = re.compile(r'^```(?P<language>\w+)\n(?P<code>.*?)^```', re.S | re.M)
+SNIPPET = re.compile(r'^--8<-- "(?P<path>[^":]+)(?::(?P<start>\d+))?"$', re.M)
 
 
 class Block(NamedTuple):
-    """A fenced code block of the README."""
+    """A fenced code block of a Markdown file."""
+    file: str
     line: int
     language: str
     code: str
     skip_reason: Optional[str]
 
+    @property
+    def name(self) -> str:
+        return f'{self.file}:line{self.line}-{self.language}'
 
-def readme_blocks() -> List[Block]:
-    text = README.read_text(encoding='utf-8')
+
+def doc_files() -> List[Path]:
+    """The README and every docs page, the files whose code blocks run."""
+    return [README, *sorted(DOCS.glob('*.md'))]
+
+
+def code_blocks(path: Path) -> List[Block]:
+    text = path.read_text(encoding='utf-8')
+    file = path.relative_to(REPO).as_posix()
     blocks = []
     for match in FENCE.finditer(text):
         skip = SKIP.search(text, 0, match.start())
         reason = skip['reason'] if skip and skip.end() == match.start() else None
-        blocks.append(Block(text.count('\n', 0, match.start()) + 1, match['language'], match['code'], reason))
+        blocks.append(Block(file, text.count('\n', 0, match.start()) + 1, match['language'], match['code'], reason))
     return blocks
 
 
-RUNNABLE = [b for b in readme_blocks() if b.language in ('bash', 'python') and b.skip_reason is None]
+def shell_and_python_blocks() -> List[Block]:
+    return [b for path in doc_files() for b in code_blocks(path) if b.language in ('bash', 'python')]
+
+
+RUNNABLE = [b for b in shell_and_python_blocks() if b.skip_reason is None]
+
+
+def nav_pages(entries) -> Iterator[str]:
+    """The Markdown files named anywhere in an mkdocs nav (a list of pages, sections and links)."""
+    for entry in entries if isinstance(entries, list) else [entries]:
+        values = entry.values() if isinstance(entry, dict) else [entry]
+        for value in values:
+            if isinstance(value, (list, dict)):
+                yield from nav_pages(value)
+            elif isinstance(value, str) and value.endswith('.md'):
+                yield value
 
 
 def test_every_block_is_run_or_says_why_not():
-    blocks = [b for b in readme_blocks() if b.language in ('bash', 'python')]
-    assert len(RUNNABLE) >= 6 and len(blocks) > len(RUNNABLE)
+    blocks = shell_and_python_blocks()
+    assert len(RUNNABLE) >= 10 and len(blocks) > len(RUNNABLE)
+    assert {b.file for b in RUNNABLE} >= {'README.md', 'docs/export.md', 'docs/videos.md'}
     assert all(b.skip_reason.strip() for b in blocks if b not in RUNNABLE)
 
 
+def test_block_ids_name_the_file_and_line():
+    assert RUNNABLE[0].name.startswith('README.md:line')
+    assert any(re.fullmatch(r'docs/[\w-]+\.md:line\d+-(bash|python)', b.name) for b in RUNNABLE)
+
+
 def test_cpu_wheels_advice_comes_before_the_set_up_commands():
-    installs = [b for b in readme_blocks() if b.language == 'bash' and 'pip install' in b.code]
+    installs = [b for b in code_blocks(README) if b.language == 'bash' and 'pip install' in b.code]
     assert 'download.pytorch.org/whl/cpu' in installs[0].code, [b.line for b in installs]
 
 
+def test_every_docs_page_is_in_the_nav_and_every_nav_entry_exists():
+    config = yaml.safe_load((REPO / 'mkdocs.yml').read_text(encoding='utf-8'))
+    in_nav = list(nav_pages(config['nav']))
+    pages = sorted(p.name for p in DOCS.glob('*.md'))
+    assert sorted(set(in_nav)) == sorted(in_nav), 'a page is in the nav twice'
+    assert [p for p in in_nav if not (DOCS / p).is_file()] == [], 'nav entries without a page'
+    assert [p for p in pages if p not in in_nav] == [], 'docs pages missing from the nav in mkdocs.yml'
+
+
+def model_card_metrics() -> List[List[str]]:
+    """The percentages of the shipped model card's two headline metric lines: accuracy, then mean class accuracy."""
+    card = (REPO / MODEL_CARD).read_text(encoding='utf-8')
+    metrics = card.split('## Metrics\n', 1)[1].split('\n## ', 1)[0].splitlines()
+    headline = [line for line in metrics if line.startswith('- FERPlus validation')]
+    assert len(headline) == 2, metrics
+    return [re.findall(r'\d+\.\d\d %', line) for line in headline]
+
+
+def test_weights_page_includes_the_shipped_model_card_after_its_front_matter():
+    page = (DOCS / 'weights.md').read_text(encoding='utf-8')
+    includes = [m for m in SNIPPET.finditer(page) if m['path'] == MODEL_CARD]
+    assert len(includes) == 1, 'docs/weights.md must include the model card once with --8<--'
+    card_lines = (REPO / MODEL_CARD).read_text(encoding='utf-8').splitlines()
+    first = int(includes[0]['start'] or 1)
+    # The include starts right after the YAML front matter and the card's title, which the page's heading replaces.
+    assert card_lines[0] == '---' and card_lines.index('---', 1) == first - 3, first
+    assert card_lines[first - 2].startswith('# Model card for')
+
+
+def test_weights_page_and_readme_state_the_model_cards_figures():
+    accuracy, mean_class = model_card_metrics()
+    assert accuracy[0] == '82.98 %' and mean_class[0] == '65.41 %' and len(accuracy + mean_class) == 6
+    page = SNIPPET.sub('', (DOCS / 'weights.md').read_text(encoding='utf-8'))
+    readme_weights = README.read_text(encoding='utf-8').split('### Weights', 1)[1]
+    assert [f for f in accuracy + mean_class if f not in page] == [], 'docs/weights.md disagrees with the model card'
+    assert f'FERPlus validation {accuracy[0]}, mean class {mean_class[0]}' in readme_weights, 'README disagrees'
+
+
 @pytest.fixture(scope='module')
-def readme_folder(tmp_path_factory) -> Path:
-    """One folder for all blocks, run top to bottom as a reader would (the ONNX snippet reads the exported file)."""
-    return tmp_path_factory.mktemp('readme')
+def doc_folders(tmp_path_factory) -> Dict[str, Path]:
+    """One folder per file, its blocks run top to bottom as a reader would (the ONNX snippet reads the export)."""
+    return {path.relative_to(REPO).as_posix(): tmp_path_factory.mktemp(path.stem) for path in doc_files()}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('block', RUNNABLE, ids=lambda b: f'line{b.line}-{b.language}')
-def test_readme_block_runs(block, readme_folder, monkeypatch):
-    monkeypatch.chdir(readme_folder)
+@pytest.mark.parametrize('block', RUNNABLE, ids=lambda b: b.name)
+def test_doc_block_runs(block, doc_folders, monkeypatch):
+    monkeypatch.chdir(doc_folders[block.file])
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     if block.language == 'python':
         with contextlib.redirect_stdout(io.StringIO()):
-            exec(compile(block.code, f'README.md:{block.line}', 'exec'), {'__name__': '__readme__'})
+            exec(compile(block.code, f'{block.file}:{block.line}', 'exec'), {'__name__': '__readme__'})
         return
     # The package is installed already (the test command installs it): pip lines are not run again.
     script = 'set -euo pipefail\npip() { :; }\n' + block.code
     result = subprocess.run(['bash', '-c', script], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f'README.md:{block.line} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}'
+    assert result.returncode == 0, f'{block.name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}'
 
 
 @pytest.mark.slow
 def test_main_job_prints_what_the_readme_shows(tmp_path):
-    blocks = readme_blocks()
+    blocks = code_blocks(README)
     index = next(i for i, b in enumerate(blocks) if b.code.startswith('pip install -e ".[face]" && timm-fer predict'))
     main_job = blocks[index]
     shown = blocks[index + 1].code.splitlines()

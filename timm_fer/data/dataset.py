@@ -2,7 +2,7 @@
 import csv
 import os
 from collections import Counter
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from PIL import Image
@@ -161,7 +161,7 @@ class ImageFileDataset(FerDataset):
         **kwargs: ``FerDataset`` arguments.
     """
 
-    def __init__(self, paths: Sequence[str], boxes: Optional[Sequence[Box]] = None, **kwargs) -> None:
+    def __init__(self, paths: Sequence[str], boxes: Optional[Sequence[Box]] = None, **kwargs: Any) -> None:
         self.paths = list(paths)
         self.boxes = list(boxes) if boxes is not None else None
         super().__init__(**kwargs)
