@@ -1,0 +1,542 @@
+"""``timm-fer serve``'s web application: a REST API over one loaded model, its limits, and the web page.
+
+:func:`create_app` builds the FastAPI application around a :class:`~timm_fer.inference.classifier.FaceClassifier`
+(wrapped in a :class:`~timm_fer.serve.batching.BatchingClassifier`, so that the faces of concurrent requests share
+forward passes); :func:`serve` loads the model and runs the application with uvicorn. Photos go through the same
+steps as ``timm-fer predict`` (robust reading with EXIF rotation, detection, alignment, classification), clips
+through :func:`~timm_fer.inference.video.predict_video`.
+
+Every upload is written to a temporary folder under a name the server makes up, and removed with the folder when
+its answer is ready: the client's file name is only echoed in the answer, never used as a path. Model work runs on
+worker threads, off the event loop.
+"""
+import base64
+import hmac
+import io
+import ipaddress
+import shutil
+import sys
+import tempfile
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, MutableMapping, Optional, Sequence, Tuple
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import InputFileError
+from ..faces import MAX_PHOTO_PIXELS, FaceDetector, read_image
+from ..faces.video_io import VideoReader, require_video_decoder, video_suffixes
+from ..inference.annotate import annotate_image
+from ..inference.classifier import FaceClassifier, FaceCrop, classify_pairs, face_detector, resolve_classifier
+from ..inference.report import SkippedInput, UniqueNames
+from ..inference.video import DEFAULT_FPS, predict_video
+from ..utils.options import Range, check_fields, option_ranges
+from .batching import BatchingClassifier
+
+__all__ = ['API_KEY_HEADER', 'STATIC_DIR', 'ApiError', 'RequestGate', 'ServeLimits', 'create_app', 'is_loopback',
+           'serve']
+
+API_KEY_HEADER = 'X-API-Key'
+"""The request header that carries the key of a server started with ``--api-key``."""
+STATIC_DIR = Path(__file__).resolve().parent / 'static'
+"""The web page's files, served at ``/`` (index.html) and ``/static/``."""
+UPLOAD_PATHS = ('/v1/predict', '/v1/predict/video')
+"""The endpoints that take uploads: their bodies are limited in size and their requests in number."""
+IMAGE_TYPES = ('image/', 'application/octet-stream')
+VIDEO_TYPES = ('video/', 'application/octet-stream')
+"""Content types (prefixes) of the parts accepted as images and as clips; a part without one is accepted too."""
+MAX_FPS = 30.
+"""Most frames per second a clip is sampled at."""
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one request may ask of the server; beyond it, a 4xx answer naming the limit and the fix.
+
+    Attributes:
+        max_upload_mb: Most megabytes (2**20 bytes) in one request's body (413).
+        max_files: Most images in one request to ``/v1/predict`` (413).
+        max_pixels: Most pixels of one photo or video frame, checked from its header before decoding (413).
+        max_video_seconds: Longest clip, by the length its file declares (413).
+        max_in_flight: Most upload requests worked on at once; more are answered 429 with ``Retry-After``.
+        retry_after: Seconds the 429 answers ask the client to wait.
+    """
+    max_upload_mb: float = field(default=32., metadata={'range': Range(0, 4096, low_open=True)})
+    max_files: int = field(default=16, metadata={'range': Range(1, 1024, integer=True)})
+    max_pixels: int = field(default=MAX_PHOTO_PIXELS, metadata={'range': Range(1, MAX_PHOTO_PIXELS, integer=True)})
+    max_video_seconds: float = field(default=120., metadata={'range': Range(0, 86400, low_open=True)})
+    max_in_flight: int = field(default=8, metadata={'range': Range(1, 1024, integer=True)})
+    retry_after: int = field(default=1, metadata={'range': Range(1, 3600, integer=True)})
+
+    def __post_init__(self) -> None:
+        """Check every limit against its range (:func:`~timm_fer.utils.options.check_fields`)."""
+        check_fields(self)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """:attr:`max_upload_mb` in bytes."""
+        return int(self.max_upload_mb * 2 ** 20)
+
+
+class ApiError(Exception):
+    """A request the server answers with a 4xx status and a one-line ``detail`` naming the problem and the fix."""
+
+    def __init__(self, status: int, detail: str, headers: Optional[Dict[str, str]] = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+
+
+def _error_response(status: int, detail: str, headers: Optional[Dict[str, str]] = None) -> JSONResponse:
+    return JSONResponse({'detail': detail}, status_code=status, headers=headers)
+
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _BodyTooLarge(Exception):
+    """A request body grew past the upload limit while it was read."""
+
+
+class RequestGate:
+    """ASGI middleware in front of the API: the API key, then, for uploads, the content type, the body size (declared
+    and as read) and the number of requests worked on at once, each refused before any work is done.
+
+    Args:
+        app: The application behind it.
+        limits: The limits.
+        api_key: The key every ``/v1/`` request must carry in :data:`API_KEY_HEADER` (WebSockets: the query
+            parameter ``key``, checked by the endpoint); None: no key.
+    """
+
+    def __init__(self, app: ASGIApp, limits: ServeLimits, api_key: Optional[str]) -> None:
+        self.app = app
+        self.limits = limits
+        self.api_key = api_key
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope['type'] != 'http' or not scope['path'].startswith('/v1/'):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode('latin-1').lower(): v.decode('latin-1') for k, v in scope['headers']}
+        if self.api_key is not None and not hmac.compare_digest(
+                headers.get(API_KEY_HEADER.lower(), '').encode(), self.api_key.encode()):
+            await _error_response(401, f'this server needs its API key in the {API_KEY_HEADER} header; ask whoever '
+                                       f'started it for the key.')(scope, receive, send)
+            return
+        if scope['path'] not in UPLOAD_PATHS or scope['method'] != 'POST':
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refusal(headers)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self._limited(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    def _refusal(self, headers: Dict[str, str]) -> Optional[JSONResponse]:
+        """The answer to an upload refused from its headers alone, or None."""
+        content_type = headers.get('content-type', '').split(';')[0].strip().lower()
+        if content_type != 'multipart/form-data':
+            return _error_response(415, f"uploads are multipart/form-data with one part named 'file' per file, got "
+                                        f"{content_type or 'no content type'}; e.g. curl -F file=@photo.jpg URL")
+        declared = headers.get('content-length', '')
+        if declared.isdigit() and int(declared) > self.limits.max_upload_bytes:
+            return self._too_large()
+        if self.in_flight >= self.limits.max_in_flight:
+            return _error_response(429, f'the server is working on {self.in_flight} requests, its limit; retry after '
+                                        f'{self.limits.retry_after} s.',
+                                   headers={'Retry-After': str(self.limits.retry_after)})
+        return None
+
+    def _too_large(self) -> JSONResponse:
+        return _error_response(413, f'the upload is larger than this server takes ({self.limits.max_upload_mb:g} MB); '
+                                    f'send smaller or fewer files.')
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request, counting its body as it is read: past the limit, reading stops and the answer is 413."""
+        received = 0
+        exceeded = False
+        answered = False
+
+        async def counted_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message['type'] == 'http.request':
+                received += len(message.get('body', b''))
+                if received > self.limits.max_upload_bytes:
+                    exceeded = True
+                    raise _BodyTooLarge()
+            return message
+
+        async def checked_send(message: Message) -> None:
+            nonlocal answered
+            if exceeded:  # the application's own answer to the cut body gives way to the 413
+                if not answered:
+                    answered = True
+                    await self._too_large()(scope, receive, send)
+                return
+            answered = answered or message['type'] == 'http.response.start'
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, checked_send)
+        except _BodyTooLarge:
+            if not answered:
+                await self._too_large()(scope, receive, send)
+
+
+def _data_url(data: bytes, media_type: str) -> str:
+    return f'data:{media_type};base64,{base64.b64encode(data).decode("ascii")}'
+
+
+def _check_part(upload: UploadFile, accepted: Sequence[str], what: str) -> None:
+    content_type = (upload.content_type or '').lower()
+    if content_type and not content_type.startswith(accepted):
+        raise ApiError(415, f"part '{upload.filename}' is {content_type}, not {what}; send {what} as the 'file' "
+                            f"part{'s' if what == 'images' else ''}.")
+
+
+def _save_upload(upload: UploadFile, path: Path) -> Path:
+    """Copy an upload to ``path`` (a name the server chose)."""
+    upload.file.seek(0)
+    with path.open('wb') as out:
+        shutil.copyfileobj(upload.file, out)
+    return path
+
+
+def _check_pixels(path: Path, name: str, width: int, height: int, limits: ServeLimits) -> None:
+    if width * height > limits.max_pixels:
+        raise ApiError(413, f"'{name}' is {width}x{height} ({width * height / 1e6:.1f} megapixels), above this "
+                            f"server's {limits.max_pixels / 1e6:.1f} megapixels; downscale it first.")
+
+
+class _Service:
+    """What the endpoints do, on worker threads: one classifier and detector for every request."""
+
+    def __init__(self, classifier: BatchingClassifier, detector: Optional[FaceDetector], min_face_size: float,
+                 limits: ServeLimits, temp_dir: Optional[Path]) -> None:
+        self.classifier = classifier
+        self.detector = detector
+        self.min_face_size = min_face_size
+        self.limits = limits
+        self.temp_dir = temp_dir
+
+    def folder(self) -> 'tempfile.TemporaryDirectory[str]':
+        """A new temporary folder for one request's uploads, removed with everything in it when closed."""
+        return tempfile.TemporaryDirectory(prefix='timm-fer-serve-', dir=self.temp_dir)
+
+    def model_info(self) -> Dict[str, Any]:
+        """The loaded model, as ``GET /v1/models`` lists it."""
+        c = self.classifier
+        return {'name': c.model_name, 'labels': list(c.labels),
+                'input_size': [1 if c.image_mode == 'L' else 3, *c.size], 'weights': c.weights, 'backend': c.backend}
+
+    def predict_images(self, uploads: List[UploadFile], top_k: Optional[int], annotate: bool,
+                       explain: bool) -> Dict[str, Any]:
+        """The answer of ``POST /v1/predict``."""
+        with self.folder() as folder:
+            images, crops, skipped = [], [], []
+            for index, upload in enumerate(uploads):
+                path = _save_upload(upload, Path(folder) / f'image-{index}')
+                image = self._read_image(path, upload.filename or f'file {index}')
+                image_crops, image_skipped = self.classifier.crop_faces(path, image, self.detector, self.min_face_size)
+                images.append((upload.filename or '', image))
+                crops.append(image_crops)
+                skipped.append(image_skipped)
+            viz_names = UniqueNames(Path(folder) / 'explanations') if explain else None
+            everything = [crop for image_crops in crops for crop in image_crops]
+            failed: List[SkippedInput] = []
+            pairs = classify_pairs(self.classifier, everything, failed, viz_names=viz_names)
+            by_crop = {id(crop): prediction for crop, prediction in pairs}
+            by_file = {}
+            for problem in failed:
+                by_file.setdefault(problem.file, []).append(problem)
+            answers = []
+            for (name, image), image_crops, image_skipped in zip(images, crops, skipped):
+                found = [(crop, by_crop[id(crop)]) for crop in image_crops if id(crop) in by_crop]
+                problems = image_skipped + (by_file.get(str(image_crops[0].file), []) if image_crops else [])
+                answers.append(self._image_answer(name, image, found, problems, top_k, annotate))
+        return {'model': self.classifier.model_name, 'labels': list(self.classifier.labels), 'images': answers}
+
+    def _read_image(self, path: Path, name: str) -> Image.Image:
+        """The upload as an upright RGB image (:func:`~timm_fer.faces.read_image`), its pixels checked first."""
+        try:
+            with Image.open(path) as opened:
+                _check_pixels(path, name, opened.width, opened.height, self.limits)
+        except ApiError:
+            raise
+        except Exception:  # not an image: read_image says so below
+            pass
+        try:
+            return read_image(path)
+        except InputFileError as e:
+            raise ApiError(400, f"'{name}': {e.reason}") from e
+
+    def _image_answer(self, name: str, image: Image.Image, found: List[Tuple[FaceCrop, Any]],
+                      problems: List[SkippedInput], top_k: Optional[int], annotate: bool) -> Dict[str, Any]:
+        faces = []
+        for crop, prediction in found:
+            face: Dict[str, Any] = {'face': prediction.face, 'box': list(prediction.box),
+                                    'detector_score': prediction.detector_score,
+                                    'expression': prediction.expression, 'probabilities': prediction.probabilities}
+            if top_k is not None:
+                ranked = sorted(prediction.probabilities.items(), key=lambda item: -item[1])[:top_k]
+                face['top_k'] = [[label, p] for label, p in ranked]
+            if prediction.visualization is not None:
+                face['explanation'] = _data_url(Path(prediction.visualization).read_bytes(), 'image/png')
+            faces.append(face)
+        answer: Dict[str, Any] = {'file': name, 'width': image.width, 'height': image.height, 'faces': faces}
+        if annotate:
+            suffix = self.classifier.title_suffix
+            labels = [(p.box, f'{p.expression} {p.probabilities[p.expression]:.2f}{suffix}') for _, p in found]
+            buffer = io.BytesIO()
+            annotate_image(image, labels).save(buffer, format='JPEG', quality=90)
+            answer['annotated'] = _data_url(buffer.getvalue(), 'image/jpeg')
+        answer['skipped'] = '; '.join(p.reason for p in problems) or None
+        return answer
+
+    def predict_clip(self, upload: UploadFile, fps: float) -> Dict[str, Any]:
+        """The answer of ``POST /v1/predict/video``."""
+        name = upload.filename or 'file'
+        suffix = Path(name).suffix.lower()
+        with self.folder() as folder:
+            # The suffix tells the video reader what the file is; only one of the known video suffixes is used.
+            path = _save_upload(upload, Path(folder) / f'clip{suffix if suffix in video_suffixes() else ".mp4"}')
+            try:
+                with VideoReader(path) as reader:
+                    info = reader.info
+            except InputFileError as e:
+                raise ApiError(400, f"'{name}': {e.reason}") from e
+            _check_pixels(path, name, info.width, info.height, self.limits)
+            if info.duration is not None and info.duration > self.limits.max_video_seconds:
+                raise ApiError(413, f"'{name}' lasts {info.duration:.1f} s, longer than this server's "
+                                    f"{self.limits.max_video_seconds:g} s; cut it shorter.")
+            report = predict_video([path], self.classifier, detector=self.detector, aligned=self.detector is None,
+                                   fps=fps, min_face_size=self.min_face_size, progress=False)
+        if not report.videos:
+            raise ApiError(400, f"'{name}': " + '; '.join(s.reason for s in report.skipped))
+        video = report.videos[0]
+        return {
+            'model': report.model, 'labels': report.labels,
+            'video': {'file': name, 'codec': video.codec, 'width': video.width, 'height': video.height,
+                      'fps': video.fps, 'duration': video.duration, 'sampled_fps': fps,
+                      'frames_decoded': video.frames_decoded, 'frames_sampled': video.frames_sampled,
+                      'frames_with_faces': video.frames_with_faces, 'short_tracks': video.short_tracks,
+                      'problem': video.problem},
+            'tracks': [{'track': t.track, 'frames': t.frames, 'start': t.start, 'end': t.end,
+                        'expression': t.expression, 'shares': t.shares, 'mean_probabilities': t.mean_probabilities,
+                        'detector_score': t.detector_score} for t in report.tracks],
+            'rows': [{'frame': f.frame, 'time': f.time, 'track': f.track, 'box': list(f.box),
+                      'detector_score': f.detector_score, 'expression': f.expression,
+                      'probabilities': f.probabilities} for f in report.faces],
+            'skipped': [s.reason for s in report.skipped],
+        }
+
+
+def _flag(value: Optional[str], name: str) -> bool:
+    """A form field meaning yes or no ('true'/'false', '1'/'0', 'yes'/'no', absent: no)."""
+    if value is None:
+        return False
+    lowered = value.strip().lower()
+    if lowered in ('true', '1', 'yes', 'on'):
+        return True
+    if lowered in ('false', '0', 'no', 'off', ''):
+        return False
+    raise ApiError(422, f"{name} is true or false, got '{value}'.")
+
+
+def _validation_detail(error: RequestValidationError) -> str:
+    """FastAPI's list of validation problems as one line."""
+    parts = []
+    for problem in error.errors():
+        where = '.'.join(str(part) for part in problem.get('loc', ()) if part not in ('body', 'query'))
+        if problem.get('type') == 'missing' and where == 'file':
+            return "the form has no part named 'file': send each image as one, e.g. curl -F file=@photo.jpg URL"
+        parts.append(f"{where}: {problem.get('msg', 'invalid')}")
+    return '; '.join(parts) + '.'
+
+
+def create_app(
+        classifier: FaceClassifier,
+        *,
+        detector: Optional[FaceDetector] = None,
+        aligned: bool = False,
+        min_face_size: float = 32.,
+        limits: ServeLimits = ServeLimits(),
+        api_key: Optional[str] = None,
+        cors_origins: Sequence[str] = (),
+        max_batch: int = 32,
+        max_wait_ms: float = 5.,
+        temp_dir: Optional[Path] = None,
+) -> FastAPI:
+    """The web application of ``timm-fer serve``: the REST API, the live WebSocket and the web page.
+
+    Args:
+        classifier: The loaded model (:func:`~timm_fer.inference.classifier.load_classifier`; with ``explain=True``
+            the API draws explanation pictures). Unless it already is a
+            :class:`~timm_fer.serve.batching.BatchingClassifier`, it is wrapped in one with ``max_batch`` and
+            ``max_wait_ms``, stopped when the application shuts down.
+        detector: Face detector; default :class:`~timm_fer.faces.RetinaFaceDetector` (the ``face`` extra).
+        aligned: Uploads are aligned face crops: resize them, detect nothing.
+        min_face_size: Faces whose box has a shorter side below this many pixels are skipped, with the reason.
+        limits: What one request may ask.
+        api_key: A key every ``/v1/`` request must carry (header :data:`API_KEY_HEADER`, or ``?key=`` for the
+            WebSocket); ``/healthz``, the page and the docs stay open. None: no key.
+        cors_origins: Web origins allowed to call the API from their pages; none by default (no CORS headers).
+        max_batch: Most faces per forward pass; 1 turns micro-batching off.
+        max_wait_ms: Most milliseconds a request waits for others' faces to share its forward pass.
+        temp_dir: Where the uploads' temporary folders go; default the system's.
+    """
+    owned = not isinstance(classifier, BatchingClassifier)
+    batching = BatchingClassifier(classifier, max_batch, max_wait_ms) if owned else classifier
+    service = _Service(batching, face_detector(aligned, detector), min_face_size, limits, temp_dir)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned:
+            batching.close()
+
+    app = FastAPI(title='timm-fer', version='1', lifespan=lifespan,
+                  description='Facial expression recognition: faces, boxes and expression probabilities of photos '
+                              'and clips.')
+    app.state.service = service
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        return _error_response(error.status, error.detail, error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        return _error_response(422, _validation_detail(error))
+
+    @app.get('/healthz', summary='Whether the server is up')
+    async def healthz() -> Dict[str, str]:
+        return {'status': 'ok'}
+
+    @app.get('/v1/models', summary='The loaded model')
+    async def models() -> Dict[str, Any]:
+        return {'models': [service.model_info()]}
+
+    @app.post('/v1/predict', summary='Faces and expressions of one or more photos')
+    async def predict(
+            file: List[UploadFile] = File(..., description='the images, one part each'),
+            top_k: Optional[int] = Form(None, description="each face's k most probable expressions"),
+            annotate: Optional[str] = Form(None, description='"true": the image with the faces drawn, as JPEG'),
+            explain: Optional[str] = Form(None, description='"true": a picture of where the model looked per face'),
+    ) -> Dict[str, Any]:
+        if len(file) > limits.max_files:
+            raise ApiError(413, f'{len(file)} files in one request, above this server\'s {limits.max_files}; send '
+                                f'them in several requests.')
+        if top_k is not None and not 1 <= top_k <= len(batching.labels):
+            raise ApiError(422, f'top_k is between 1 and the {len(batching.labels)} labels, got {top_k}.')
+        wants_explanation = _flag(explain, 'explain')
+        if wants_explanation and not batching.can_explain:
+            raise ApiError(400, 'explanations need the eager fp32 model: start the server with --explain.')
+        for upload in file:
+            _check_part(upload, IMAGE_TYPES, 'images')
+        return await run_in_threadpool(service.predict_images, file, top_k, _flag(annotate, 'annotate'),
+                                       wants_explanation)
+
+    @app.post('/v1/predict/video', summary='Face tracks and expressions over time of one clip')
+    async def predict_video_clip(
+            file: UploadFile = File(..., description='the clip'),
+            fps: float = Form(DEFAULT_FPS, description=f'frames sampled per second (at most {MAX_FPS:g})'),
+    ) -> Dict[str, Any]:
+        if not 0 < fps <= MAX_FPS:
+            raise ApiError(422, f'fps is a number in (0, {MAX_FPS:g}], got {fps:g}.')
+        _check_part(file, VIDEO_TYPES, 'a video')
+        try:
+            require_video_decoder()
+        except ImportError as e:
+            raise ApiError(501, f'this server cannot read videos: {e}') from e
+        return await run_in_threadpool(service.predict_clip, file, fps)
+
+    @app.get('/', include_in_schema=False)
+    async def page() -> Any:
+        index = STATIC_DIR / 'index.html'
+        if not index.is_file():
+            raise ApiError(404, 'the web page is not installed; the API is at /v1/ (see /docs).')
+        return FileResponse(index)
+
+    app.mount('/static', StaticFiles(directory=STATIC_DIR, check_dir=False), name='static')
+    app.add_middleware(RequestGate, limits=limits, api_key=api_key)
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=['GET', 'POST'],
+                           allow_headers=[API_KEY_HEADER])
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (or ``localhost``): only this machine can reach a server bound to it."""
+    if host == 'localhost':
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn(message: str) -> None:
+    print(f'warning: {message}', file=sys.stderr)
+
+
+@option_ranges(port=Range(0, 65535, integer=True), min_face_size=Range(0))
+def serve(
+        host: str = '127.0.0.1',
+        port: int = 8000,
+        classifier: Optional[FaceClassifier] = None,
+        *,
+        explain: bool = False,
+        detector: Optional[FaceDetector] = None,
+        aligned: bool = False,
+        min_face_size: float = 32.,
+        limits: ServeLimits = ServeLimits(),
+        api_key: Optional[str] = None,
+        cors_origins: Sequence[str] = (),
+        max_batch: int = 32,
+        max_wait_ms: float = 5.,
+        log_level: str = 'info',
+        **options: Any,
+) -> None:
+    """Load the model once and answer requests on ``host``:``port`` until interrupted (``timm-fer serve``).
+
+    Args:
+        host: The address to listen on; the default, loopback, lets only this machine in. Any other address is
+            warned about: anyone who reaches it can use the API (set ``api_key``).
+        port: The port (0: any free one).
+        classifier: The model, from :func:`~timm_fer.inference.classifier.load_classifier`; None loads one from
+            ``options``.
+        explain: Load the eager fp32 model so that the API can draw explanation pictures (``explain=true``).
+        detector, aligned, min_face_size, limits, api_key, cors_origins, max_batch, max_wait_ms: As for
+            :func:`create_app`.
+        log_level: uvicorn's log level.
+        options: Without ``classifier``: :class:`~timm_fer.inference.classifier.ClassifierOptions` fields, as for
+            :func:`~timm_fer.predict`.
+    """
+    import uvicorn
+
+    classifier = resolve_classifier(classifier, options, explain=explain)
+    app = create_app(classifier, detector=detector, aligned=aligned, min_face_size=min_face_size, limits=limits,
+                     api_key=api_key, cors_origins=cors_origins, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    if not is_loopback(host):
+        _warn(f'listening on {host}: any machine that reaches this address can use the API'
+              f'{"" if api_key else "; set --api-key"}. Use --host 127.0.0.1 to keep it to this machine.')
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
