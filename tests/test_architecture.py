@@ -14,7 +14,7 @@ BASE = {'errors', 'constants', 'utils'}
 ALLOWED: Dict[str, Set[str]] = {
     'errors': set(),
     'constants': set(),
-    'utils': {'errors'},
+    'utils': {'errors', 'constants'},
     'layers': BASE,
     'data': BASE,
     'faces': BASE,

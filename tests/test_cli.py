@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from timm_fer.cli import main
+from timm_fer.cli import COMMANDS, main
 from timm_fer.models import registered_models
 from timm_fer.run_timm_script import main as run_timm_script
 
@@ -19,11 +19,30 @@ def imported_modules(argv: list) -> tuple:
     return result.returncode, names
 
 
-@pytest.mark.parametrize('argv, status', [([], 0), (['--help'], 0), (['predcit'], 2)])
-def test_help_and_a_mistyped_command_import_neither_torch_nor_timm(argv, status):
+@pytest.mark.parametrize('argv, status', [([], 0), (['--help'], 0), (['predcit'], 2), (['predict', '--bogus-flag'], 2),
+                                          (['train', '--dataset', 'rafdb'], 2),
+                                          *(([command, '--help'], 0) for command in COMMANDS)])
+def test_help_and_argument_errors_import_neither_torch_nor_timm(argv, status):
     returncode, names = imported_modules(argv)
     assert returncode == status and 'timm_fer' in names
-    assert not names & {'torch', 'timm', 'torchvision'}, 'the command line imported torch before it was needed'
+    assert not names & {'torch', 'timm', 'torchvision', 'PIL', 'cv2'}, 'the command line imported torch too early'
+
+
+def test_every_sub_command_parser_builds_without_torch():
+    """Building every sub-command's parser, as ``timm-fer COMMAND --help`` does, imports no heavy module."""
+    code = textwrap.dedent('''
+        import sys
+        sys.argv[0] = 'timm-fer'  # as the installed command, so importing timm_fer registers no models
+        from timm_fer.cli import COMMANDS, build_parser
+        parser = build_parser(COMMANDS)
+        args = parser.parse_args(['predict', 'a.png', '--backend', 'onnxruntime', '--fps', '2'])
+        assert args.backend == 'onnxruntime' and args.fps == 2 and args.min_track > 0
+        assert parser.parse_args(['train', '--dataset', 'rafdb', '--data-dir', 'd']).pretrained_tag
+        print(sorted({'torch', 'timm', 'torchvision', 'PIL', 'cv2'} & set(sys.modules)))
+    ''')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == '[]', f'building the parsers imported {result.stdout.strip()}'
 
 
 @pytest.mark.slow

@@ -1,6 +1,8 @@
 """Settings every part of timm-fer shares: label names of the FER benchmarks (in each dataset's own label order),
-where weights are published, and the five-point face templates with the one each tag and dataset uses (the one home
-of the face-template settings: :mod:`timm_fer.faces`, :mod:`timm_fer.hub` and the trainer read them here)."""
+where weights are published, the five-point face templates with the one each tag and dataset uses (the one home
+of the face-template settings: :mod:`timm_fer.faces`, :mod:`timm_fer.hub` and the trainer read them here), and the
+choices and defaults of the command-line options. Importing it costs no torch, so the command line builds its
+parsers (``--help``, argument errors) at once; the modules that act on these settings import them from here."""
 from typing import Dict, Tuple
 
 import numpy as np
@@ -16,6 +18,11 @@ AFFECTNET7_LABELS = ('neutral', 'happiness', 'sadness', 'surprise', 'fear', 'dis
 
 AFFECTNET8_LABELS = AFFECTNET7_LABELS + ('contempt',)
 """AffectNet expression labels 0..7 (label 7 is contempt)."""
+
+DEFAULT_MODEL = 'transfer_fer_compact.ferplus'
+"""Model of ``predict`` and ``export`` when none is named: its weights ship with timm-fer, so it runs offline."""
+PAPER_INIT_TAG = 'ms1m_in1k'
+"""Pretrained tag of the paper's initialisation: IR-50 stem trained on MS-Celeb-1M, encoder from ImageNet ViT-S."""
 
 HF_HUB_ORG = 'timm-fer'
 """Hugging Face Hub organisation that holds timm-fer's weights: each tag lives at ``{HF_HUB_ORG}/{model}.{tag}``."""
@@ -63,3 +70,41 @@ cfgs have no field for it."""
 DATASET_FACE_TEMPLATES = {'ferplus': 'fer2013', 'rafdb': 'arcface', 'affectnet7': 'arcface', 'affectnet8': 'arcface'}
 """The face template of a run on each dataset: its images fix how the faces are framed. FERPlus keeps FER2013's
 48x48 crops; the others get ArcFace's, predict's default. Runs on a folder dataset keep the template they saved."""
+
+EVAL_SPLITS = {'rafdb': 'test', 'ferplus': 'valid', 'affectnet7': 'val', 'affectnet8': 'val', 'folder': 'val'}
+"""The split each dataset's accuracy is reported on."""
+DATASET_NAMES = tuple(EVAL_SPLITS)
+"""The datasets that training and evaluation read by name."""
+
+SAMPLER_DESCRIPTIONS = {'balanced': 'class-balanced up-sampling', 'uniform': 'every image once per epoch'}
+"""Epoch samplers of a training run."""
+AMP_CHOICES = ('auto', 'bf16', 'none')
+"""Values of ``--amp``: bf16 autocast where it is fast, always, or never (fp32)."""
+TRAIN_CHOICES = {
+    'sched': ('step', 'cosine'),
+    'sampler': tuple(SAMPLER_DESCRIPTIONS),
+    'metric': ('accuracy', 'mean_class_accuracy'),
+    'amp': AMP_CHOICES,
+}
+"""Values that the training settings with a fixed set of them take."""
+
+BACKENDS = ('auto', 'torch', 'onnxruntime')
+"""Where a classifier runs: ``auto`` picks, or torch, or ONNX Runtime (on a cached ONNX export)."""
+EXPORT_FORMATS = ('onnx', 'torch-export')
+"""File formats of ``timm-fer export``."""
+ONNX_OPSET_BOUNDS = (18, 25)
+"""Lowest and highest ONNX opset that export: 18, the lowest torch's dynamo exporter writes (asked for less, it wrote
+18 and said nothing), to 25, the highest whose graphs onnxruntime loaded when measured (26 and up: INVALID_GRAPH)."""
+
+OUTPUT_SUFFIXES = ('.json', '.csv')
+"""The file types prediction reports are written as."""
+ANNOTATED_FORMATS = ('same', 'png', 'jpeg')
+"""Formats of annotated photos: the input's own (JPEG and WebP stay so, any other becomes PNG), or one for all."""
+DEFAULT_FPS = 5.
+"""Frames sampled per second of video unless told otherwise."""
+DEFAULT_SMOOTHING = 1.
+"""Seconds of the centred moving average that smooths the timeline's probabilities."""
+DEFAULT_MIN_TRACK = 0.5
+"""Seconds a face track must be seen for to be kept. A false face (a patterned shirt, a poster) is typically
+detected in a frame or two, while a real face stays on screen for longer: 0.5 s is three sampled frames at the
+default 5 frames/s, and no track of a single detection is ever kept (unless the video gives no more frames)."""

@@ -1,14 +1,15 @@
-"""Pieces shared by the sub-commands: registering a command, one error handler, and the runtime and model options."""
+"""Pieces shared by the sub-commands: registering a command, one error handler, and the runtime and model options.
+
+Building a parser imports no torch (choices and defaults come from :mod:`timm_fer.constants`), so ``--help`` and
+argument errors answer at once; a command's body imports the modules it runs when it runs."""
 import argparse
 import ast
 import sys
 from functools import partial
 from typing import Any, Callable, Dict, Optional, Sequence
 
-from ..engine.distributed import cleanup_distributed
+from ..constants import AMP_CHOICES, BACKENDS
 from ..errors import ConfigError, FerError
-from ..inference.backends import BACKENDS
-from ..utils.runtime import AMP_CHOICES
 
 __all__ = ['add_backend_arguments', 'add_command', 'add_model_arguments', 'add_runtime_arguments', 'parse_model_kwargs',
            'run_command']
@@ -41,6 +42,8 @@ def add_command(subparsers: argparse._SubParsersAction, name: str, command: Comm
 def run_command(command: Command, args: argparse.Namespace, prog: str) -> int:
     """Run a sub-command: errors caused by data or options print as one line (exit status 2), and a process group
     that the command joined is left however it ends."""
+    from ..engine.distributed import cleanup_distributed
+
     try:
         return command(args)
     except FerError as e:

@@ -2,8 +2,6 @@
 import argparse
 from pathlib import Path
 
-from ..engine import training_class_prior
-from ..hub import convert_checkpoint, default_repo_id, hub_folder_files, push_model
 from . import COMMANDS
 from .common import add_command
 
@@ -11,6 +9,8 @@ __all__ = ['add_convert_parser', 'add_push_parser']
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from ..hub import convert_checkpoint, default_repo_id, hub_folder_files
+
     model = convert_checkpoint(args.model, args.out, args.face_evolve, args.vit, args.checkpoint, args.seed,
                                overwrite=args.overwrite, command=args.command_line)
     cfg = model.pretrained_cfg
@@ -20,6 +20,9 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
+    from ..engine import training_class_prior
+    from ..hub import push_model
+
     prior = training_class_prior(args.checkpoint) if args.logit_adjustment and args.checkpoint else None
     lines = push_model(
         args.folder, model=args.model, checkpoint=args.checkpoint, metrics=args.metric, dataset=args.dataset,

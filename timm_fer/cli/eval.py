@@ -3,8 +3,7 @@ import argparse
 import os
 from typing import List, Optional
 
-from ..data import DATASET_NAMES
-from ..engine.evaluate import evaluate_checkpoint
+from ..constants import DATASET_NAMES
 from . import COMMANDS
 from .common import add_command, add_model_arguments, add_runtime_arguments, parse_model_kwargs, run_command
 
@@ -19,6 +18,8 @@ plain state dicts and .safetensors files. Runs under torchrun too: each process 
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from ..engine.evaluate import evaluate_checkpoint
+
     result = evaluate_checkpoint(
         args.checkpoint, args.data_dir, dataset=args.dataset, split=args.split,
         classes=args.classes.split(',') if args.classes else None, skip_missing_images=args.skip_missing_images,

@@ -2,10 +2,7 @@
 import argparse
 from pathlib import Path
 
-from ..hub import DEFAULT_MODEL, load_model
-from ..inference.export import EXPORT_FORMATS, ONNX_OPSETS, export_checked
-from ..models import tagged_name
-from ..utils.options import check_options, check_output_path
+from ..constants import DEFAULT_MODEL, EXPORT_FORMATS, ONNX_OPSET_BOUNDS
 from . import COMMANDS
 from .common import add_command
 
@@ -13,6 +10,11 @@ __all__ = ['add_export_parser']
 
 
 def _export(args: argparse.Namespace) -> int:
+    from ..hub import load_model
+    from ..inference.export import export_checked
+    from ..models import tagged_name
+    from ..utils.options import check_options, check_output_path
+
     check_options(export_checked, atol=args.atol, opset_version=args.opset)
     check_output_path(args.out, '--out')
     model, weights = load_model(args.model, args.checkpoint, random_weights=args.random_weights)
@@ -43,7 +45,7 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--format', choices=EXPORT_FORMATS, required=True, help='onnx or torch-export')
     parser.add_argument('--out', type=Path, required=True, help='file to write, e.g. model.onnx or model.pt2')
     parser.add_argument('--opset', type=int,
-                        help=f"ONNX opset version, {ONNX_OPSETS.low:g}-{ONNX_OPSETS.high:g} (default: the exporter's)")
+                        help="ONNX opset version, {}-{} (default: the exporter's)".format(*ONNX_OPSET_BOUNDS))
     parser.add_argument('--atol', type=float, default=1e-4,
                         help='largest accepted difference between exported and eager logits (default: 1e-4)')
     parser.add_argument('--no-check', action='store_true', help='skip running the exported file against eager')

@@ -1,7 +1,6 @@
 """``timm-fer models``: list the registered models with their size, and classify a random batch with each."""
 import argparse
 
-from ..hub import list_and_classify
 from . import COMMANDS
 from .common import run_command
 
@@ -9,6 +8,8 @@ __all__ = ['add_models_parser']
 
 
 def _models(args: argparse.Namespace) -> int:
+    from ..hub import list_and_classify
+
     print('\n'.join(list_and_classify(args.batch_size, args.seed)))
     return 0
 

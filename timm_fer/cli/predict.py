@@ -1,37 +1,38 @@
 """``timm-fer predict``: detect, align and classify the faces in photos and videos."""
 import argparse
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
-from ..errors import ConfigError
-from ..faces import FaceDetector, RetinaFaceDetector
-from ..faces.io import find_media
-from ..hub import DEFAULT_MODEL
-from ..inference.annotate import ANNOTATED_FORMATS
-from ..inference.classifier import ClassifierOptions, FaceClassifier, load_classifier
-from ..inference.predict import OUTPUT_SUFFIXES, SkippedInput, format_table, predict, write_report
-from ..inference.video import (
+from ..constants import (
+    ANNOTATED_FORMATS,
     DEFAULT_FPS,
     DEFAULT_MIN_TRACK,
+    DEFAULT_MODEL,
     DEFAULT_SMOOTHING,
-    format_video_table,
-    predict_video,
-    write_video_report,
+    OUTPUT_SUFFIXES,
 )
-from ..utils.options import check_options, check_output_path
+from ..errors import ConfigError
 from . import COMMANDS
 from .common import add_backend_arguments, add_command, add_runtime_arguments
+
+if TYPE_CHECKING:
+    from ..faces import FaceDetector
+    from ..inference.classifier import FaceClassifier
 
 __all__ = ['add_predict_parser']
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from ..faces import RetinaFaceDetector
+    from ..faces.io import find_media
+    from ..inference.classifier import ClassifierOptions, load_classifier
+    from ..inference.predict import format_table, predict, write_report
+
     if args.output is not None and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ConfigError(f'--output must end in .json or .csv, got {args.output}.')
     _check_options(args)
     detector = None
     if not args.aligned:
-        from ..faces import RetinaFaceDetector
         detector = RetinaFaceDetector(score_threshold=args.face_threshold)
     images, videos, problems = find_media([str(i) for i in args.images])
     photos = bool(images) or not videos
@@ -62,6 +63,11 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _check_options(args: argparse.Namespace) -> None:
     """The ranges of the numeric options and the output locations, checked before anything is loaded or written."""
+    from ..faces import RetinaFaceDetector
+    from ..inference.predict import format_table, predict
+    from ..inference.video import predict_video
+    from ..utils.options import check_options, check_output_path
+
     check_options(predict, batch_size=args.batch_size, min_face_size=args.min_face_size)
     check_options(predict_video, fps=args.fps, smoothing=args.smoothing, min_track=args.min_track)
     check_options(format_table, top_k=args.top_k)
@@ -74,9 +80,12 @@ def _check_options(args: argparse.Namespace) -> None:
             check_output_path(folder, flag, folder=True)
 
 
-def _predict_videos(args: argparse.Namespace, classifier: FaceClassifier, videos: List[Path],
-                    problems: List[Tuple[str, str]], detector: Optional[FaceDetector], mixed: bool) -> int:
+def _predict_videos(args: argparse.Namespace, classifier: 'FaceClassifier', videos: List[Path],
+                    problems: List[Tuple[str, str]], detector: Optional['FaceDetector'], mixed: bool) -> int:
     """The video part of the run: tables, outputs and pictures; the number of rows (faces over frames) found."""
+    from ..inference.predict import SkippedInput
+    from ..inference.video import format_video_table, predict_video, write_video_report
+
     report = predict_video(
         videos, classifier, aligned=args.aligned, detector=detector,
         fps=None if args.every_frame else args.fps or DEFAULT_FPS, batch_size=args.batch_size,

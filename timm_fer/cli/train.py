@@ -1,13 +1,13 @@
 """``timm-fer train`` and ``python -m timm_fer.train`` (the entry point for torchrun)."""
 import argparse
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
-from ..data import DATASET_NAMES
-from ..engine import TrainConfig, train
-from ..engine.train_config import CHOICES
-from ..hub import PAPER_INIT_TAG
+from ..constants import DATASET_NAMES, PAPER_INIT_TAG, TRAIN_CHOICES
 from . import COMMANDS
 from .common import add_model_arguments, add_runtime_arguments, parse_model_kwargs, run_command
+
+if TYPE_CHECKING:
+    from ..engine import TrainConfig
 
 __all__ = ['add_train_parser', 'config_from_args', 'main', 'run']
 
@@ -24,8 +24,10 @@ torchrun --nproc-per-node N -m timm_fer.train ...  (--batch-size is the global b
 """
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+def config_from_args(args: argparse.Namespace) -> 'TrainConfig':
     """The run's settings from the parsed flags: the dataset's recipe, overridden by the flags given."""
+    from ..engine import TrainConfig
+
     return TrainConfig.from_recipe(
         args.dataset, args.data_dir, evaluate=not args.no_eval, eval_split=args.eval_split,
         classes=args.classes.split(',') if args.classes else None, skip_missing_images=args.skip_missing_images,
@@ -46,6 +48,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ..engine import train
+
     train(config_from_args(args), resume=args.resume, device=args.device)
     return 0
 
@@ -96,7 +100,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     length.add_argument('--iterations', type=int, default=None, help='training length in optimiser steps')
     recipe.add_argument('--milestones', type=int, nargs='+', default=None,
                         help="epochs (or iterations) where lr is x0.1 (default: the recipe's, scaled to the length)")
-    recipe.add_argument('--sched', choices=CHOICES['sched'], default='step',
+    recipe.add_argument('--sched', choices=TRAIN_CHOICES['sched'], default='step',
                         help="learning-rate schedule: step (x0.1 at --milestones, the paper's) or cosine (to 0 at the "
                              'end, stepped every iteration)')
     recipe.add_argument('--warmup', type=int, default=0,
@@ -116,10 +120,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument('--batch-size', type=int, default=None,
                         help='GLOBAL batch size; each process takes batch / (processes x accumulation steps)')
     recipe.add_argument('--grad-accum-steps', type=int, default=1, help='micro-batches per optimiser step')
-    recipe.add_argument('--sampler', choices=CHOICES['sampler'], default='balanced',
+    recipe.add_argument('--sampler', choices=TRAIN_CHOICES['sampler'], default='balanced',
                         help="balanced: every class up-sampled to the largest (the paper's); uniform: every image "
                              'once per epoch (for overall accuracy on imbalanced data such as FERPlus)')
-    recipe.add_argument('--metric', choices=CHOICES['metric'], default=None,
+    recipe.add_argument('--metric', choices=TRAIN_CHOICES['metric'], default=None,
                         help='evaluation metric that selects best.pth')
 
     augment = parser.add_argument_group('augmentation')

@@ -1,6 +1,7 @@
 """Create a FER dataset split by name, as the command line does."""
 from typing import Callable, Optional, Sequence
 
+from ..constants import DATASET_NAMES, EVAL_SPLITS
 from ..errors import ConfigError
 from .affectnet import AffectNet
 from .dataset import FerDataset
@@ -9,11 +10,6 @@ from .image_folder import FerImageFolder
 from .rafdb import RafDb
 
 __all__ = ['DATASET_NAMES', 'EVAL_SPLITS', 'create_fer_dataset']
-
-EVAL_SPLITS = {'rafdb': 'test', 'ferplus': 'valid', 'affectnet7': 'val', 'affectnet8': 'val', 'folder': 'val'}
-"""The split each dataset's accuracy is reported on."""
-
-DATASET_NAMES = tuple(EVAL_SPLITS)
 
 
 def create_fer_dataset(

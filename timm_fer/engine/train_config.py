@@ -3,26 +3,14 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..data import EVAL_SPLITS
+from ..constants import EVAL_SPLITS, PAPER_INIT_TAG, SAMPLER_DESCRIPTIONS, TRAIN_CHOICES
 from ..errors import ConfigError
-from ..hub import PAPER_INIT_TAG, check_pretrained_tag
+from ..hub import check_pretrained_tag
 from ..utils.options import Range, check_fields
-from ..utils.runtime import AMP_CHOICES
 from .distributed import DistributedEnv
 from .recipes import RECIPES, Recipe
 
-__all__ = ['CHOICES', 'RESUME_FIELDS', 'SAMPLER_DESCRIPTIONS', 'TrainConfig']
-
-SAMPLER_DESCRIPTIONS = {'balanced': 'class-balanced up-sampling', 'uniform': 'every image once per epoch'}
-"""Epoch samplers of ``sampler``."""
-
-CHOICES = {
-    'sched': ('step', 'cosine'),
-    'sampler': tuple(SAMPLER_DESCRIPTIONS),
-    'metric': ('accuracy', 'mean_class_accuracy'),
-    'amp': AMP_CHOICES,
-}
-"""Values that the fields with a fixed set of them take."""
+__all__ = ['RESUME_FIELDS', 'TrainConfig']
 
 RESUME = {'resume': True}
 """Field metadata of the settings that a resumed run must share with the run it continues."""
@@ -155,7 +143,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Fill in the defaults that follow from other fields, and check that the settings work together."""
         _recipe(self.dataset)
-        for name, choices in CHOICES.items():
+        for name, choices in TRAIN_CHOICES.items():
             if getattr(self, name) not in choices:
                 raise ConfigError(f'{name} is one of {", ".join(choices)}, got {getattr(self, name)!r}.')
         check_fields(self)

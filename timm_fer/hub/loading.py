@@ -17,7 +17,7 @@ from timm.models import get_pretrained_cfg_value
 from timm.models._builder import resolve_pretrained_cfg
 from torch import nn
 
-from ..constants import DEFAULT_FACE_TEMPLATE, TAG_FACE_TEMPLATES
+from ..constants import DEFAULT_FACE_TEMPLATE, DEFAULT_MODEL, PAPER_INIT_TAG, TAG_FACE_TEMPLATES
 from ..errors import CheckpointMismatchError, ConfigError, PretrainedWeightsError
 from ..models import registered_models
 from ..models._pretrained import no_weights_reason, tagged_name
@@ -28,10 +28,6 @@ __all__ = ['DEFAULT_MODEL', 'PAPER_INIT_TAG', 'RANDOM_WEIGHTS', 'check_pretraine
            'create_named_model',
            'load_model', 'resolve_face_template', 'resolve_fer_data_config']
 
-DEFAULT_MODEL = 'transfer_fer_compact.ferplus'
-"""Model of ``predict`` and ``export`` when none is named: its weights ship with timm-fer, so it runs offline."""
-PAPER_INIT_TAG = 'ms1m_in1k'
-"""Pretrained tag of the paper's initialisation: IR-50 stem trained on MS-Celeb-1M, encoder from ImageNet ViT-S."""
 RANDOM_WEIGHTS = 'random (the predictions are meaningless: a demo of the pipeline only)'
 """What :func:`load_model` reports as the weights' source when it went on with random weights."""
 

@@ -4,6 +4,7 @@ from typing import Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..constants import ANNOTATED_FORMATS
 from ..errors import ConfigError
 
 __all__ = ['ANNOTATED_FORMATS', 'FaceLabel', 'annotate_image', 'annotated_suffix', 'save_annotated_image']
@@ -13,8 +14,6 @@ FaceLabel = Tuple[Tuple[int, int, int, int], str]
 
 BOX_COLOUR = (255, 210, 0)
 TEXT_COLOUR = (0, 0, 0)
-ANNOTATED_FORMATS = ('same', 'png', 'jpeg')
-"""Formats of annotated photos: the input's own (JPEG and WebP stay so, any other becomes PNG), or one for all."""
 LOSSY_QUALITY = 90
 """JPEG/WebP quality of annotated photos: hard to tell from the input, a fraction of a PNG's size."""
 _LOSSY_SUFFIXES = ('.jpg', '.jpeg', '.webp')

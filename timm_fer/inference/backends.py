@@ -17,13 +17,13 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..constants import BACKENDS
 from ..errors import ConfigError, ExportUnavailableError
 from .export import export_checked
 
 __all__ = ['BACKENDS', 'OnnxRuntimeModel', 'cache_dir_problem', 'cached_onnx', 'onnx_cache_dir', 'quantize_linear',
            'resolve_backend', 'weights_digest']
 
-BACKENDS = ('auto', 'torch', 'onnxruntime')
 _INSTALL_HINT = 'pip install "timm-fer[export]" (onnxruntime, onnx and onnxscript)'
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..constants import EXPORT_FORMATS, ONNX_OPSET_BOUNDS
 from ..errors import ConfigError, ExportUnavailableError, FerError
 from ..faces import face_template
 from ..hub import resolve_fer_data_config
@@ -23,13 +24,11 @@ from ..utils.options import Range, check_output_path, option_ranges
 __all__ = ['EXPORT_FORMATS', 'METADATA_KEY', 'ONNX_OPSETS', 'check_export', 'export_checked', 'export_metadata',
            'export_model']
 
-EXPORT_FORMATS = ('onnx', 'torch-export')
 METADATA_KEY = 'timm_fer.json'
 """Key of the JSON metadata: ONNX metadata property, or ``.pt2`` extra file (``torch.export.load(path,
 extra_files={METADATA_KEY: ''})``)."""
-ONNX_OPSETS = Range(18, 25, integer=True, optional=True, flag='--opset')
-"""ONNX opsets that export: 18, the lowest torch's dynamo exporter writes (asked for less, it wrote 18 and said
-nothing), to 25, the highest whose graphs onnxruntime loaded when measured (26 and up: INVALID_GRAPH)."""
+ONNX_OPSETS = Range(*ONNX_OPSET_BOUNDS, integer=True, optional=True, flag='--opset')
+"""ONNX opsets that export (:data:`~timm_fer.constants.ONNX_OPSET_BOUNDS`)."""
 MAX_BATCH_SIZE = 4096
 _INSTALL_HINT = 'pip install "timm-fer[export]"'
 

@@ -1,5 +1,5 @@
 """What photo and video prediction runs report, and how: skipped inputs, unique output names, the text table's
-shared parts and the JSON / CSV writers.
+shared parts and the JSON / CSV writers, and :class:`RowWriter`, which writes a live source's rows as they come.
 
 :class:`Report` is the base of :class:`~timm_fer.inference.predict.PredictionReport` and
 :class:`~timm_fer.inference.video.VideoReport`: the model line, the "random weights" warning, the skipped inputs
@@ -12,15 +12,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
+from ..constants import OUTPUT_SUFFIXES
 from ..errors import ConfigError
 from ..hub import RANDOM_WEIGHTS
 from ..utils.options import check_output_path
 
-__all__ = ['FORMULA_PREFIXES', 'OUTPUT_SUFFIXES', 'Report', 'SkippedInput', 'UniqueNames', 'csv_cell',
-           'label_columns']
+__all__ = ['FORMULA_PREFIXES', 'OUTPUT_SUFFIXES', 'ROW_SUFFIXES', 'Report', 'RowWriter', 'SkippedInput', 'UniqueNames',
+           'check_row_file', 'csv_cell', 'label_columns']
 
-OUTPUT_SUFFIXES = ('.json', '.csv')
-"""The file types the reports are written as."""
+ROW_SUFFIXES = ('.csv', '.jsonl')
+"""The file types :class:`RowWriter` writes: CSV, and JSON Lines (one JSON object per row and line)."""
+
 FORMULA_PREFIXES = ('=', '+', '-', '@', '\t', '\r')
 """First characters that make a spreadsheet read a CSV cell as a formula (OWASP, "CSV Injection")."""
 
@@ -119,3 +121,63 @@ class Report:
         csv.writer(buffer).writerows([[csv_cell(value) for value in row] for row in [header] + rows + skipped])
         path.write_text(buffer.getvalue(), encoding='utf-8')
         return path
+
+
+class RowWriter:
+    """Write rows to a CSV or JSON Lines file as they come, flushed after every :meth:`write`: a run that is killed
+    keeps every row written before.
+
+    CSV: a header line, then a line per row (cells escaped as :func:`csv_cell`, None as an empty cell). JSON Lines
+    (``.jsonl``): one JSON object per row and line. Use it as a context manager, or :meth:`close` it.
+
+    Args:
+        path: The ``.csv`` or ``.jsonl`` file (created, or replaced).
+        columns: The keys of every row, in the CSV's column order.
+
+    Raises:
+        ConfigError: ``path`` is neither, or cannot be written.
+    """
+
+    def __init__(self, path: Union[str, Path], columns: Sequence[str]) -> None:
+        self.path = check_row_file(path)
+        self.columns = list(columns)
+        self.rows = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open('w', encoding='utf-8', newline='')
+        self._csv = csv.writer(self._file) if self.path.suffix.lower() == '.csv' else None
+        if self._csv is not None:
+            self._csv.writerow(self.columns)
+            self._file.flush()
+
+    def __enter__(self) -> 'RowWriter':
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def write(self, rows: Sequence[Dict[str, Any]]) -> None:
+        """Append ``rows`` (dicts with the keys of ``columns``) and flush them to the file."""
+        for row in rows:
+            if self._csv is not None:
+                self._csv.writerow([csv_cell('' if row[key] is None else row[key]) for key in self.columns])
+            else:
+                self._file.write(json.dumps({key: row[key] for key in self.columns}) + '\n')
+        self._file.flush()
+        self.rows += len(rows)
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+
+def check_row_file(path: Union[str, Path]) -> Path:
+    """``path`` as a :class:`RowWriter` file, checked before any work starts.
+
+    Raises:
+        ConfigError: ``path`` is not a ``.csv`` or ``.jsonl`` file, or cannot be written.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in ROW_SUFFIXES:
+        raise ConfigError(f'--output must end in {" or ".join(ROW_SUFFIXES)} for a live source (rows are written as '
+                          f'they come), got {path}.')
+    return check_output_path(path, '--output')

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..constants import DEFAULT_FPS, DEFAULT_MIN_TRACK, DEFAULT_SMOOTHING
 from ..errors import ConfigError, FerError, VideoReadError
 from ..faces import FaceDetector, image_suffixes
 from ..faces.io import find_media
@@ -38,17 +39,9 @@ from .timeline import draw_timeline
 from .tracking import FaceTracker, appearance
 
 __all__ = ['DEFAULT_FPS', 'DEFAULT_MIN_TRACK', 'DEFAULT_SMOOTHING', 'FrameFace', 'TrackSummary', 'TrackedCrop',
-           'TrackedFaces', 'VideoReport', 'VideoSummary', 'classify_tracked', 'format_video_table', 'predict_video',
-           'write_video_report']
+           'TrackedFaces', 'VideoReport', 'VideoSummary', 'classify_tracked', 'finish_source', 'format_video_table',
+           'frame_columns', 'frame_row', 'predict_video', 'write_video_report']
 
-DEFAULT_FPS = 5.
-"""Frames sampled per second of video unless told otherwise."""
-DEFAULT_SMOOTHING = 1.
-"""Seconds of the centred moving average that smooths the timeline's probabilities."""
-DEFAULT_MIN_TRACK = 0.5
-"""Seconds a face track must be seen for to be kept. A false face (a patterned shirt, a poster) is typically
-detected in a frame or two, while a real face stays on screen for longer: 0.5 s is three sampled frames at the
-default 5 frames/s, and no track of a single detection is ever kept (unless the video gives no more frames)."""
 
 
 @dataclass
@@ -121,6 +114,7 @@ class VideoSummary:
         timeline: Path of the timeline PNG, when one was written.
         annotated: Path of the annotated video, when one was written.
         short_tracks: Face tracks seen for less than ``min_track``, dropped with their rows.
+        frames_dropped: Frames of a live source left out because the model was slower than the source.
     """
     file: str
     codec: str
@@ -136,6 +130,7 @@ class VideoSummary:
     timeline: Optional[str] = None
     annotated: Optional[str] = None
     short_tracks: int = 0
+    frames_dropped: int = 0
 
 
 @dataclass
@@ -170,12 +165,7 @@ class VideoReport(Report):
     def to_dataframe(self) -> Any:
         """The rows as a pandas DataFrame: file, frame, time, track, x0, y0, x1, y1, detector_score, expression and
         ``p_<label>`` columns (pandas is not a dependency: ``pip install pandas``)."""
-        return _dataframe([dict(file=f.file, frame=f.frame, time=f.time, track=f.track,
-                                **dict(zip(('x0', 'y0', 'x1', 'y1'), f.box)), detector_score=f.detector_score,
-                                expression=f.expression, **{f'p_{k}': v for k, v in f.probabilities.items()})
-                           for f in self.faces],
-                          ['file', 'frame', 'time', 'track', 'x0', 'y0', 'x1', 'y1', 'detector_score', 'expression'] +
-                          [f'p_{label}' for label in self.labels])
+        return _dataframe([frame_row(f) for f in self.faces], frame_columns(self.labels))
 
     def tracks_dataframe(self) -> Any:
         """The track summaries as a pandas DataFrame: file, track, start, end, frames, expression and
@@ -185,6 +175,20 @@ class VideoReport(Report):
                            for t in self.tracks],
                           ['file', 'track', 'start', 'end', 'frames', 'expression'] +
                           [f'share_{label}' for label in self.labels])
+
+
+def frame_columns(labels: Sequence[str]) -> List[str]:
+    """The keys of :func:`frame_row`, in order, for a model with these labels."""
+    return ['file', 'frame', 'time', 'track', 'x0', 'y0', 'x1', 'y1', 'detector_score', 'expression'] + [
+        f'p_{label}' for label in labels]
+
+
+def frame_row(face: FrameFace) -> Dict[str, Any]:
+    """One face in one frame as a flat row: file, frame, time, track, x0, y0, x1, y1, detector_score, expression
+    and ``p_<label>`` per label (the columns of :meth:`VideoReport.to_dataframe` and of a live source's rows)."""
+    return dict(file=face.file, frame=face.frame, time=face.time, track=face.track,
+                **dict(zip(('x0', 'y0', 'x1', 'y1'), face.box)), detector_score=face.detector_score,
+                expression=face.expression, **{f'p_{k}': v for k, v in face.probabilities.items()})
 
 
 def _dataframe(rows: List[Dict[str, Any]], columns: List[str]) -> Any:
@@ -386,6 +390,24 @@ def _timeline(rows: Sequence[FrameFace], labels: List[str], summary: VideoSummar
                   interval, str(path), title, smoothing)
 
 
+def finish_source(report: VideoReport, summary: VideoSummary, rows: List[FrameFace], timeline: Optional[Path],
+                  title: str) -> None:
+    """Add the rows and face tracks of one video or live source (whose ``summary`` is in ``report``) to ``report``.
+
+    Tracks seen for less than the report's ``min_track`` are dropped with their rows and counted in ``summary``; a
+    ``summary.problem`` is noted among the skipped inputs; with ``timeline``, the source's timeline is drawn there.
+    """
+    rows = _drop_short_tracks(rows, summary, _sampling_interval(report.fps, summary), report.min_track)
+    report.faces.extend(rows)
+    report.tracks.extend(_summaries(rows, report.labels))
+    if summary.problem:
+        report.skipped.append(SkippedInput(summary.file, f'{summary.problem}; kept the {len(rows)} rows of the '
+                                                         f'frames before'))
+    if timeline is not None:
+        summary.timeline = str(timeline)
+        _timeline(rows, report.labels, summary, report.fps, timeline, title, report.smoothing)
+
+
 def _not_a_video(path: Path) -> str:
     if path.suffix.lower() in image_suffixes():
         return 'an image, not a video: predict it with timm_fer.predict (the command line does so by itself)'
@@ -480,16 +502,10 @@ def predict_video(
             summary.frames_decoded = reader.frames_decoded
             summary.decoded_until = reader.last_time
             summary.problem = summary.problem or reader.problem
-        rows = _drop_short_tracks(report.faces[first_row:], summary, _sampling_interval(fps, summary), min_track)
-        report.faces[first_row:] = rows
-        report.tracks.extend(_summaries(rows, report.labels))
-        if summary.problem:
-            report.skipped.append(SkippedInput(str(path), f'{summary.problem}; kept the {len(rows)} rows of the '
-                                                          f'frames before'))
-        if timelines is not None:
-            summary.timeline = str(timelines(path.stem))
-            _timeline(rows, report.labels, summary, fps, Path(summary.timeline),
-                      f'{path.name}: {classifier.model_name}{classifier.title_suffix}', smoothing)
+        rows = report.faces[first_row:]
+        del report.faces[first_row:]
+        finish_source(report, summary, rows, timelines(path.stem) if timelines is not None else None,
+                      f'{path.name}: {classifier.model_name}{classifier.title_suffix}')
     if unlike:
         report.warnings.append(aligned_input_warning(unlike))
     return report
@@ -505,9 +521,11 @@ def format_video_table(report: VideoReport) -> str:
         duration = f'{video.duration:.2f} s' if video.duration else 'unknown length'
         tracks = sum(1 for t in report.tracks if t.file == video.file)
         short = f' ({video.short_tracks} shorter than {report.min_track:g} s dropped)' if video.short_tracks else ''
+        dropped = (f'; {video.frames_dropped} frames dropped (the model was slower than the source)'
+                   if video.frames_dropped else '')
         lines.append(f'{video.file}: {video.codec} {video.width}x{video.height} {fps} {duration}; '
                      f'{video.frames_sampled} frames sampled, {video.frames_with_faces} with faces, {tracks} track'
-                     f'{"s" if tracks != 1 else ""}{short}')
+                     f'{"s" if tracks != 1 else ""}{short}{dropped}')
     if report.tracks:
         file_width = max(len('file'), *(len(t.file) for t in report.tracks))
         expression_width, widths = label_columns(report.labels)

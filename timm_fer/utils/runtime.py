@@ -14,13 +14,12 @@ from typing import ContextManager, Iterator, List, Optional
 import torch
 from torch import nn
 
+from ..constants import AMP_CHOICES
 from ..errors import ConfigError
 
 __all__ = ['AMP_CHOICES', 'autocast', 'bf16_is_fast', 'busy_cores', 'cpu_capability', 'cpu_flags', 'num_threads',
            'parse_device', 'prepare_model', 'resolve_amp_dtype', 'resolve_threads', 'to_input']
 
-AMP_CHOICES = ('auto', 'bf16', 'none')
-"""Values of ``--amp``: bf16 autocast where it is fast, always, or never (fp32)."""
 CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile')
 """The CPU flags that decide the fast path, as /proc/cpuinfo names them."""
 
