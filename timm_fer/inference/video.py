@@ -43,7 +43,6 @@ __all__ = ['DEFAULT_FPS', 'DEFAULT_MIN_TRACK', 'DEFAULT_SMOOTHING', 'FrameFace',
            'frame_columns', 'frame_row', 'predict_video', 'write_video_report']
 
 
-
 @dataclass
 class FrameFace:
     """The expression of one face in one sampled frame.
