@@ -85,6 +85,26 @@ def test_cpu_wheels_advice_comes_before_the_set_up_commands():
     assert 'download.pytorch.org/whl/cpu' in installs[0].code, [b.line for b in installs]
 
 
+def markdown_tables(path: Path) -> Iterator[List[str]]:
+    """The tables of a Markdown file outside code blocks, each as its lines."""
+    text = FENCE.sub(lambda m: '\n' * m[0].count('\n'), path.read_text(encoding='utf-8'))
+    table: List[str] = []
+    for line in text.splitlines() + ['']:
+        if line.startswith('|'):
+            table.append(line)
+        elif table:
+            yield table
+            table = []
+
+
+@pytest.mark.parametrize('path', doc_files(), ids=lambda p: p.relative_to(REPO).as_posix())
+def test_tables_have_a_header_and_rows_of_its_width(path):
+    for table in markdown_tables(path):
+        widths = [len(re.split(r'(?<!\\)\|', row.strip())) for row in table]
+        assert len(table) >= 3 and re.fullmatch(r'\|( ?:?-+:? ?\|)+', table[1].strip()), table[:2]
+        assert set(widths) == {widths[0]}, f'{path.name}: rows of other widths than the header {table[0]}'
+
+
 def test_every_docs_page_is_in_the_nav_and_every_nav_entry_exists():
     config = yaml.safe_load((REPO / 'mkdocs.yml').read_text(encoding='utf-8'))
     in_nav = list(nav_pages(config['nav']))
