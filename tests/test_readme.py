@@ -1,6 +1,7 @@
 """Every code block of the README and the docs pages that needs no private file runs; the main job prints what the
 README shows; every docs page is in the site's nav; the weights page and the shipped model card agree."""
 import contextlib
+import importlib.util
 import io
 import os
 import re
@@ -141,6 +142,17 @@ def test_weights_page_and_readme_state_the_model_cards_figures():
     readme_weights = README.read_text(encoding='utf-8').split('### Weights', 1)[1]
     assert [f for f in accuracy + mean_class if f not in page] == [], 'docs/weights.md disagrees with the model card'
     assert f'FERPlus validation {accuracy[0]}, mean class {mean_class[0]}' in readme_weights, 'README disagrees'
+
+
+def test_api_reference_writes_sphinx_roles_as_markdown_code():
+    pytest.importorskip('griffe', reason='the docs extra builds the API reference')
+    spec = importlib.util.spec_from_file_location('sphinx_roles', DOCS / 'extensions' / 'sphinx_roles.py')
+    roles = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(roles)
+    text = ('See :func:`stream`, :class:`~timm_fer.inference.video.VideoReport`, :meth:`Model.forward` and '
+            ':func:`the reader <timm_fer.faces.read_image>`; ``code`` stays.')
+    assert roles.markdown_roles(text) == ('See `stream`, `VideoReport`, `Model.forward` and `the reader`; '
+                                          '``code`` stays.')
 
 
 @pytest.fixture(scope='module')
