@@ -5,6 +5,11 @@ detectors; one slow test starts the real command on a free loopback port.
 """
 import base64
 import io
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,8 +22,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 pytest.importorskip('fastapi', reason='the serve extra (FastAPI) is not installed')
+from fastapi import WebSocketDisconnect  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
+from timm_fer.cli import main  # noqa: E402
 from timm_fer.errors import ConfigError  # noqa: E402
 from timm_fer.inference.classifier import load_classifier  # noqa: E402
 from timm_fer.serve import API_KEY_HEADER, BatchingClassifier, ServeLimits, create_app  # noqa: E402
@@ -324,3 +331,111 @@ def test_video_clip_gives_tracks_and_rows_within_the_length_limit(classifier, te
         assert long.status_code == 413 and "'long.mp4' lasts 3.0 s, longer than this server's 2 s" in \
             long.json()['detail']
     assert list(temp_root.iterdir()) == []
+
+
+def frame_message(frame_id: int, image: bytes) -> bytes:
+    return frame_id.to_bytes(4, 'big') + image
+
+
+def test_live_answers_each_frame_with_stable_tracks_and_errors_for_bad_messages(client):
+    with client.websocket_connect('/v1/live') as live:
+        tracks = []
+        for frame_id in (7, 8, 9):
+            live.send_bytes(frame_message(frame_id, photo(2, frame_id, 'JPEG')))
+            answer = live.receive_json()
+            assert (answer['id'], answer['width'], answer['height'], answer['dropped']) == (frame_id, 270, 140, 0)
+            assert answer['server_ms'] > 0 and all(f['expression'] in f['probabilities'] for f in answer['faces'])
+            tracks.append([(f['track'], f['box']) for f in answer['faces']])
+        assert tracks == [[(0, [10, 10, 122, 122]), (1, [140, 10, 252, 122])]] * 3
+        live.send_text('hello')
+        assert live.receive_json()['id'] is None
+        live.send_bytes(b'\x00\x01')
+        assert 'holds no frame' in live.receive_json()['error']
+        live.send_bytes(frame_message(12, b'not a jpeg'))
+        broken = live.receive_json()
+        assert broken['id'] == 12 and 'not an image' in broken['error']
+        live.send_bytes(frame_message(13, photo(1, 0, 'JPEG')))
+        assert live.receive_json()['id'] == 13  # the connection goes on
+
+
+def test_live_skips_frames_that_queue_behind_a_slow_one_and_needs_the_key(classifier, temp_root):
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_detector(image: Image.Image) -> list:
+        entered.set()
+        assert release.wait(30)
+        return faces_by_width(image)
+
+    app = create_app(classifier, detector=slow_detector, api_key='k', temp_dir=temp_root)
+    with TestClient(app) as client:
+        with pytest.raises(WebSocketDisconnect):
+            with client.websocket_connect('/v1/live') as refused:
+                refused.receive_json()
+        with client.websocket_connect('/v1/live?key=k') as live:
+            live.send_bytes(frame_message(1, photo(1, 1, 'JPEG')))
+            assert entered.wait(30)
+            for frame_id in range(2, 5):
+                live.send_bytes(frame_message(frame_id, photo(1, frame_id, 'JPEG')))
+            time.sleep(0.3)  # frames 2-4 wait behind frame 1
+            release.set()
+            answers = [live.receive_json() for _ in range(4)]
+    assert [(a['id'], a.get('skipped', False), a['dropped']) for a in answers] == [
+        (1, False, 0), (2, True, 1), (3, True, 2), (4, False, 2)]
+    assert len(answers[3]['faces']) == 1
+
+
+def test_cli_names_the_missing_extra_and_warns_off_loopback(classifier, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, 'fastapi', None)
+    assert main(['serve']) == 2
+    assert capsys.readouterr().err.strip() == ('timm-fer serve: error: timm-fer serve needs the serve extra (fastapi '
+                                               'missing): pip install "timm-fer[serve]"')
+    monkeypatch.undo()
+    import uvicorn
+
+    from timm_fer.serve import serve
+    runs: list = []
+    monkeypatch.setattr(uvicorn, 'run', lambda app, **options: runs.append(options))
+    for host in ('127.0.0.1', '::1', 'localhost', '0.0.0.0'):
+        serve(host, 8123, classifier, detector=faces_by_width)
+    assert [run['host'] for run in runs] == ['127.0.0.1', '::1', 'localhost', '0.0.0.0']
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith('warning: listening on 0.0.0.0: any machine that reaches')
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_the_command_serves_on_loopback_until_stopped(tmp_path):
+    import httpx
+    port = free_port()
+    command = [sys.executable, '-m', 'timm_fer', 'serve', '--port', str(port), '--aligned', '--backend', 'torch',
+               '--threads', '1', '--log-level', 'warning']
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, HF_HUB_OFFLINE='1'), start_new_session=True)
+    try:
+        deadline, health = time.monotonic() + 90, None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                health = httpx.get(f'http://127.0.0.1:{port}/healthz', timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        assert health is not None and health.json() == {'status': 'ok'}, process.stderr.read() \
+            if process.poll() is not None else 'no answer in 90 s'
+        face = io.BytesIO()
+        draw_face(112).save(face, format='PNG')
+        answer = httpx.post(f'http://127.0.0.1:{port}/v1/predict', files={'file': ('face.png', face.getvalue())},
+                            timeout=60).json()
+        assert answer['model'] == 'transfer_fer_compact.ferplus' and len(answer['images'][0]['faces']) == 1
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, process.stderr.read()

@@ -33,6 +33,8 @@ COMMANDS: Dict[str, CommandEntry] = {
                             'detect, align and classify the faces in photos and videos'),
     'export': CommandEntry('.export', 'add_export_parser',
                            'export a model to ONNX or torch.export (.pt2) with a dynamic batch axis'),
+    'serve': CommandEntry('.serve', 'add_serve_parser',
+                          'serve a REST API, a live WebSocket and a web page with the model loaded once'),
 }
 """The sub-commands, in the order ``timm-fer --help`` lists them. Each module is imported (and with it torch and timm)
 only when its sub-command is run, so that ``timm-fer``, ``timm-fer --help`` and a mistyped command answer at once."""

@@ -1,8 +1,29 @@
 """``timm-fer serve``: one process with the model loaded once, answering a REST API, a live WebSocket and a web page.
 
-Needs the ``serve`` extra: ``pip install "timm-fer[serve]"`` (FastAPI, uvicorn, python-multipart).
+Needs the ``serve`` extra: ``pip install "timm-fer[serve]"`` (FastAPI, uvicorn, python-multipart). The names below
+load on first use: without the extra, those of the web application raise :class:`ServeUnavailableError`, naming
+the install command.
 """
-from .app import API_KEY_HEADER, ApiError, ServeLimits, create_app, serve
-from .batching import BatchingClassifier
+from importlib import import_module
+from typing import Any, List
 
-__all__ = ['API_KEY_HEADER', 'ApiError', 'BatchingClassifier', 'ServeLimits', 'create_app', 'serve']
+from .extra import ServeUnavailableError, require_serve_extra
+
+__all__ = ['API_KEY_HEADER', 'ApiError', 'BatchingClassifier', 'ServeLimits', 'ServeUnavailableError', 'create_app',
+           'require_serve_extra', 'serve']
+
+_LAZY = {'API_KEY_HEADER': '.app', 'ApiError': '.app', 'ServeLimits': '.app', 'create_app': '.app', 'serve': '.app',
+         'BatchingClassifier': '.batching'}
+"""Where the public names that need the extra live."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'timm_fer.serve' has no attribute '{name}'")
+    if _LAZY[name] == '.app':
+        require_serve_extra()
+    return getattr(import_module(_LAZY[name], __name__), name)
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(__all__))

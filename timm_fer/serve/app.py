@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, MutableMapping, Optional, Sequence, Tuple
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
@@ -36,9 +36,11 @@ from ..faces.video_io import VideoReader, require_video_decoder, video_suffixes
 from ..inference.annotate import annotate_image
 from ..inference.classifier import FaceClassifier, FaceCrop, classify_pairs, face_detector, resolve_classifier
 from ..inference.report import SkippedInput, UniqueNames
+from ..inference.stream import FrameTracker
 from ..inference.video import DEFAULT_FPS, predict_video
 from ..utils.options import Range, check_fields, option_ranges
 from .batching import BatchingClassifier
+from .live import LiveSession
 
 __all__ = ['API_KEY_HEADER', 'STATIC_DIR', 'ApiError', 'RequestGate', 'ServeLimits', 'create_app', 'is_loopback',
            'serve']
@@ -468,6 +470,27 @@ def create_app(
         except ImportError as e:
             raise ApiError(501, f'this server cannot read videos: {e}') from e
         return await run_in_threadpool(service.predict_clip, file, fps)
+
+    live_connections = 0
+
+    @app.websocket('/v1/live')
+    async def live(websocket: WebSocket, key: Optional[str] = None) -> None:
+        """Frames in (4-byte big-endian id + JPEG), one JSON answer per frame out (see :mod:`timm_fer.serve.live`)."""
+        nonlocal live_connections
+        if api_key is not None and not hmac.compare_digest((key or '').encode(), api_key.encode()):
+            await websocket.close(code=1008, reason='this server needs its API key as the query parameter ?key=')
+            return
+        if live_connections >= limits.max_in_flight:
+            await websocket.close(code=1013, reason=f'{live_connections} live connections, the limit; retry later')
+            return
+        live_connections += 1
+        try:
+            await websocket.accept()
+            tracker = FrameTracker(batching, service.detector, aligned=service.detector is None,
+                                   min_face_size=min_face_size, source='live')
+            await LiveSession(websocket, tracker, limits.max_pixels, limits.max_upload_bytes).run()
+        finally:
+            live_connections -= 1
 
     @app.get('/', include_in_schema=False)
     async def page() -> Any:

@@ -1,0 +1,99 @@
+"""``timm-fer serve``: one process with the model loaded once, answering a REST API, a live WebSocket and a web page."""
+import argparse
+import os
+from pathlib import Path
+
+from ..constants import DEFAULT_MODEL
+from . import COMMANDS
+from .common import add_backend_arguments, add_command, add_runtime_arguments
+
+__all__ = ['add_serve_parser']
+
+API_KEY_VARIABLE = 'TIMM_FER_API_KEY'
+"""The environment variable that gives ``--api-key`` its default (a key on the command line shows in process lists)."""
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ..serve.extra import require_serve_extra
+    require_serve_extra()
+    from ..faces import RetinaFaceDetector
+    from ..inference.classifier import ClassifierOptions, load_classifier
+    from ..serve.app import ServeLimits, serve
+    from ..serve.batching import BatchingClassifier
+    from ..utils.options import check_options
+
+    # Every option is checked before the model loads.
+    check_options(serve, port=args.port, min_face_size=args.min_face_size)
+    check_options(BatchingClassifier.__init__, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
+    limits = ServeLimits(max_upload_mb=args.max_upload_mb, max_files=args.max_files,
+                         max_pixels=round(args.max_megapixels * 1e6), max_video_seconds=args.max_video_seconds,
+                         max_in_flight=args.max_in_flight)
+    detector = None if args.aligned else RetinaFaceDetector(score_threshold=args.face_threshold)
+    classifier = load_classifier(ClassifierOptions(
+        model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights, device=args.device,
+        amp=args.amp, channels_last=args.channels_last, compile_model=args.compile, backend=args.backend,
+        int8=args.int8, threads=args.threads, explain=args.explain))
+    serve(args.host, args.port, classifier, explain=args.explain, detector=detector, aligned=args.aligned,
+          min_face_size=args.min_face_size, limits=limits, api_key=args.api_key or None,
+          cors_origins=args.cors_origin, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+          log_level=args.log_level)
+    return 0
+
+
+def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``timm-fer serve``."""
+    parser = add_command(
+        subparsers, 'serve', _serve, COMMANDS['serve'].help,
+        description='Load the model once and answer POST /v1/predict (photos), POST /v1/predict/video (clips), '
+                    'GET /v1/models,\nthe live WebSocket /v1/live and GET /healthz; the web page is at /, the API '
+                    'docs at /docs.\nNeeds the serve extra: pip install "timm-fer[serve]".',
+        examples=('timm-fer serve   (then open http://127.0.0.1:8000/)',
+                  'curl -F file=@photo.jpg -F top_k=3 http://127.0.0.1:8000/v1/predict',
+                  f'{API_KEY_VARIABLE}=long-random-key timm-fer serve --host 0.0.0.0 --port 8080'))
+    parser.add_argument('--host', default='127.0.0.1',
+                        help='address to listen on (default: 127.0.0.1, this machine only; any other address is '
+                             'warned about)')
+    parser.add_argument('--port', type=int, default=8000, help='port to listen on (default: 8000)')
+    parser.add_argument('--model', default=None,
+                        help='model and tag; the tag sets labels and preprocessing (default: the model a checkpoint '
+                             f'names, else {DEFAULT_MODEL})')
+    parser.add_argument('--checkpoint', type=Path,
+                        help='weights: a timm-fer train checkpoint, a Hub model folder, or a .safetensors/.pth file')
+    parser.add_argument('--random-weights', action='store_true',
+                        help='when no weights can be loaded, run with random weights (meaningless, demo only)')
+    parser.add_argument('--device', help='torch device (default: cuda when available, else cpu)')
+    parser.add_argument('--explain', action='store_true',
+                        help='load the eager fp32 model, so that requests can ask for explanation pictures '
+                             '(explain=true)')
+    faces = parser.add_argument_group('faces')
+    faces.add_argument('--aligned', action='store_true',
+                       help='uploads are aligned face crops: resize only, no face detection')
+    faces.add_argument('--min-face-size', type=float, default=32.,
+                       help='skip faces whose box is smaller than this many pixels (default: 32)')
+    faces.add_argument('--face-threshold', type=float, default=0.9,
+                       help='smallest face detector confidence, 0-1 (default: 0.9)')
+    safety = parser.add_argument_group('safety and limits')
+    safety.add_argument('--api-key', default=os.environ.get(API_KEY_VARIABLE),
+                        help=f'a key every /v1/ request must carry in the X-API-Key header (WebSocket: ?key=); '
+                             f'default: ${API_KEY_VARIABLE}, else none')
+    safety.add_argument('--cors-origin', nargs='+', default=[], metavar='ORIGIN',
+                        help='web origins (e.g. https://example.org) whose pages may call the API; default: none')
+    safety.add_argument('--max-upload-mb', type=float, default=32.,
+                        help='largest request body in megabytes (default: 32)')
+    safety.add_argument('--max-files', type=int, default=16, help='most images per request (default: 16)')
+    safety.add_argument('--max-megapixels', type=float, default=64.,
+                        help='largest photo or video frame in megapixels, checked before decoding (default: 64)')
+    safety.add_argument('--max-video-seconds', type=float, default=120.,
+                        help='longest clip in seconds (default: 120)')
+    safety.add_argument('--max-in-flight', type=int, default=8,
+                        help='most upload requests worked on at once; more are answered 429 (default: 8)')
+    batching = parser.add_argument_group('micro-batching')
+    batching.add_argument('--max-batch', type=int, default=32,
+                          help='most faces of concurrent requests per forward pass; 1: no batching (default: 32)')
+    batching.add_argument('--max-wait-ms', type=float, default=5.,
+                          help='most milliseconds a request waits for others to share its pass (default: 5)')
+    runtime = parser.add_argument_group('runtime')
+    add_backend_arguments(runtime)
+    add_runtime_arguments(runtime)
+    parser.add_argument('--log-level', default='info', choices=('critical', 'error', 'warning', 'info', 'debug'),
+                        help="uvicorn's log level (default: info)")

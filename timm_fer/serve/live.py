@@ -1,0 +1,132 @@
+"""The live WebSocket ``/v1/live``: a camera's frames in, each frame's tracked faces and expressions out.
+
+The client sends binary messages, each a 4-byte big-endian frame id followed by one JPEG-encoded frame, and gets one
+JSON text message per frame id. Every connection keeps its own
+:class:`~timm_fer.inference.stream.FrameTracker` (track ids stay with their faces across frames) over the server's
+shared :class:`~timm_fer.serve.batching.BatchingClassifier`, so the faces of all connections share forward passes.
+When frames arrive faster than the model answers, the newest waiting frame is classified and the older ones are
+answered ``{"id": n, "dropped": total, "skipped": true}``, so that no client waits forever.
+"""
+import asyncio
+import io
+import struct
+import time
+from collections import deque
+from typing import Any, Deque, Dict, Optional, Tuple
+
+from fastapi import WebSocket, WebSocketDisconnect
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import InputFileError
+from ..faces import read_image
+from ..inference.stream import FrameTracker
+
+__all__ = ['FRAME_ID', 'LiveSession']
+
+FRAME_ID = struct.Struct('>I')
+"""The header of every frame message: its id, a big-endian unsigned 32-bit integer."""
+
+
+class LiveSession:
+    """One WebSocket connection of ``/v1/live``: reads frames as they come, answers the newest, skips the rest.
+
+    Args:
+        websocket: The accepted connection.
+        tracker: The connection's own frame tracker.
+        max_pixels: Largest frame, in pixels, checked from its header before decoding.
+        max_bytes: Largest message in bytes.
+    """
+
+    def __init__(self, websocket: WebSocket, tracker: FrameTracker, max_pixels: int, max_bytes: int) -> None:
+        self.websocket = websocket
+        self.tracker = tracker
+        self.max_pixels = max_pixels
+        self.max_bytes = max_bytes
+        self.pending: Deque[Tuple[int, bytes, float]] = deque()  # (frame id, JPEG, arrival) oldest first
+        self.arrived = asyncio.Event()
+        self.closed = False
+        self.dropped = 0
+        self.started = time.monotonic()
+
+    async def run(self) -> None:
+        """Serve the connection until the client closes it."""
+        reader = asyncio.ensure_future(self._receive())
+        try:
+            await self._answer()
+        finally:
+            reader.cancel()
+
+    async def _send(self, message: Dict[str, Any]) -> None:
+        await self.websocket.send_json(message)
+
+    async def _receive(self) -> None:
+        """Queue every frame message; answer a malformed one with an error at once."""
+        try:
+            while True:
+                message = await self.websocket.receive()
+                if message['type'] == 'websocket.disconnect':
+                    return
+                data = message.get('bytes')
+                problem = self._problem(data)
+                if problem is not None:
+                    frame_id = FRAME_ID.unpack_from(data)[0] if data is not None and len(data) >= 4 else None
+                    await self._send({'id': frame_id, 'error': problem})
+                    continue
+                self.pending.append((FRAME_ID.unpack_from(data)[0], data[FRAME_ID.size:], time.monotonic()))
+                self.arrived.set()
+        except WebSocketDisconnect:
+            return
+        finally:
+            self.closed = True
+            self.arrived.set()
+
+    def _problem(self, data: Optional[bytes]) -> Optional[str]:
+        """Why a message is no frame message, or None."""
+        if data is None:
+            return ('send binary messages: a 4-byte big-endian frame id, then the frame as JPEG (text messages are '
+                    'not frames)')
+        if len(data) <= FRAME_ID.size:
+            return f'a message of {len(data)} bytes holds no frame: send a 4-byte big-endian frame id, then a JPEG'
+        if len(data) > self.max_bytes:
+            return (f'a frame of {len(data)} bytes is larger than this server takes ({self.max_bytes} bytes); send '
+                    f'smaller JPEGs')
+        return None
+
+    async def _answer(self) -> None:
+        """Classify the newest waiting frame, answer the older ones as skipped, until the connection closes."""
+        while True:
+            await self.arrived.wait()
+            self.arrived.clear()
+            if self.closed:
+                return
+            while self.pending:
+                frame_id, jpeg, arrival = self.pending.pop()
+                skipped = list(self.pending)
+                self.pending.clear()
+                for skipped_id, _, _ in skipped:
+                    self.dropped += 1
+                    await self._send({'id': skipped_id, 'dropped': self.dropped, 'skipped': True})
+                await self._send(await run_in_threadpool(self._frame_answer, frame_id, jpeg, arrival))
+
+    def _frame_answer(self, frame_id: int, jpeg: bytes, arrival: float) -> Dict[str, Any]:
+        """The answer to one frame (on a worker thread): its tracked faces, or why it could not be read."""
+        began = time.perf_counter()
+        try:
+            with Image.open(io.BytesIO(jpeg)) as opened:
+                width, height = opened.size
+        except Exception as e:
+            return {'id': frame_id, 'error': f'frame {frame_id} is not an image Pillow can read ({type(e).__name__}); '
+                                             f'send JPEG frames'}
+        if width * height > self.max_pixels:
+            return {'id': frame_id, 'error': f'frame {frame_id} is {width}x{height}, above this server\'s '
+                                             f'{self.max_pixels / 1e6:.1f} megapixels; send smaller frames'}
+        try:
+            image = read_image(io.BytesIO(jpeg))  # Pillow reads from memory as from a file
+        except InputFileError as e:
+            return {'id': frame_id, 'error': f'frame {frame_id}: {e.reason}'}
+        frame = self.tracker(image, arrival - self.started, frame_id)
+        faces = [{'track': face.track, 'box': list(face.box), 'expression': face.expression,
+                  'probabilities': face.probabilities} for face in frame.faces]
+        return {'id': frame_id, 'width': image.width, 'height': image.height, 'faces': faces,
+                'server_ms': (time.perf_counter() - began) * 1000, 'dropped': self.dropped}
