@@ -22,7 +22,8 @@ ALLOWED: Dict[str, Set[str]] = {
     'hub': BASE | {'layers', 'models'},
     'engine': BASE | {'layers', 'models', 'hub', 'data'},
     'inference': BASE | {'layers', 'models', 'hub', 'data', 'faces'},
-    'cli': BASE | {'layers', 'models', 'hub', 'data', 'faces', 'engine', 'inference'},
+    'serve': BASE | {'layers', 'models', 'hub', 'data', 'faces', 'inference'},
+    'cli': BASE | {'layers', 'models', 'hub', 'data', 'faces', 'engine', 'inference', 'serve'},
 }
 """Parts of timm_fer each part may import, besides itself."""
 ENTRY_MODULES = {'__init__', '__main__', 'train', 'evaluate', 'run_timm_script'}
