@@ -1,5 +1,6 @@
 """Every code block of the README and the docs pages that needs no private file runs; the main job prints what the
-README shows; every docs page is in the site's nav; the weights page and the shipped model card agree."""
+README shows; every docs page is in the site's nav; tables are well formed; the weights page and the shipped model
+card agree."""
 import contextlib
 import importlib.util
 import io
@@ -8,7 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Iterator, List, NamedTuple, Optional
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional
 
 import pytest
 import yaml
@@ -41,6 +42,7 @@ def doc_files() -> List[Path]:
 
 
 def code_blocks(path: Path) -> List[Block]:
+    """The fenced code blocks of a Markdown file, each with the reason it is not run, if its marker gives one."""
     text = path.read_text(encoding='utf-8')
     file = path.relative_to(REPO).as_posix()
     blocks = []
@@ -58,7 +60,7 @@ def shell_and_python_blocks() -> List[Block]:
 RUNNABLE = [b for b in shell_and_python_blocks() if b.skip_reason is None]
 
 
-def nav_pages(entries) -> Iterator[str]:
+def nav_pages(entries: Any) -> Iterator[str]:
     """The Markdown files named anywhere in an mkdocs nav (a list of pages, sections and links)."""
     for entry in entries if isinstance(entries, list) else [entries]:
         values = entry.values() if isinstance(entry, dict) else [entry]
