@@ -1,6 +1,8 @@
 """Backends, int8 and threads of ``predict``: each gives the eager model's answers, and the automatic choices follow
 the kernels torch will actually run."""
 import copy
+import errno
+import importlib
 
 import numpy as np
 import pytest
@@ -15,9 +17,12 @@ import timm_fer  # noqa: F401
 from timm_fer.cli import main
 from timm_fer.errors import ConfigError, ExportUnavailableError
 from timm_fer.inference import backends
+from timm_fer.inference import export as export_module
 from timm_fer.inference.classifier import FaceClassifier, FaceCrop, load_classifier
 from timm_fer.inference.predict import predict
 from timm_fer.utils import runtime
+
+classifier_module = importlib.import_module('timm_fer.inference.classifier')
 
 CPU = torch.device('cpu')
 
@@ -201,3 +206,94 @@ def test_predict_on_onnxruntime_gives_the_torch_probabilities(onnx_cache, tmp_pa
     assert [f.expression for f in auto.faces] == [f.expression for f in eager.faces]
     for a, e in zip(auto.faces, eager.faces):
         assert max(abs(a.probabilities[k] - e.probabilities[k]) for k in e.probabilities) < 1e-4
+
+
+def test_onnxruntime_backend_takes_amp_auto_as_fp32_where_bf16_is_fast(model, monkeypatch, tmp_path):
+    """``--backend onnxruntime`` alone must just work: the default ``--amp auto`` means fp32 there; ``--amp bf16``
+    stays an error."""
+    monkeypatch.setattr(runtime, 'bf16_is_fast', lambda device: True)  # the AVX512-BF16 class on any machine
+    monkeypatch.setattr(backends, '_onnxruntime_installed', lambda: True)
+    exported = []
+    monkeypatch.setattr(classifier_module, 'cached_onnx', lambda *a, **k: exported.append(a) or tmp_path / 'm.onnx')
+    monkeypatch.setattr(classifier_module, 'OnnxRuntimeModel', lambda path, threads: object())
+    classifier = load_classifier(model=model, device='cpu', backend='onnxruntime')
+    assert (classifier.backend, classifier.amp_dtype, len(exported)) == ('onnxruntime', None, 1)
+    assert load_classifier(model=model, device='cpu', backend='torch').amp_dtype == torch.bfloat16
+    with pytest.raises(ConfigError, match='runs in fp32: use --amp none'):
+        load_classifier(model=model, device='cpu', backend='onnxruntime', amp='bf16')
+
+
+def fake_exporter(calls: list, content: bytes):
+    """A stand-in for export_checked that writes ``content`` whole, as the real one does, and counts its calls."""
+    def export(model, out, export_format):
+        calls.append(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(content)
+        return out, 0.
+    return export
+
+
+def test_a_damaged_cached_file_is_made_again_and_said_so(model, onnx_cache, monkeypatch):
+    calls, notes = [], []
+    monkeypatch.setattr(backends, 'export_checked', fake_exporter(calls, b'graph' * 400))
+    path = backends.cached_onnx(model, 'tiny', log=notes.append)
+    assert path.read_bytes() == b'graph' * 400 and len(calls) == 1
+    assert backends.cached_onnx(model, 'tiny', log=notes.append) == path and len(calls) == 1 and not notes
+    with open(path, 'r+b') as f:
+        f.truncate(1000)  # as a full disk or a kill leaves it
+    assert backends.cached_onnx(model, 'tiny', log=notes.append) == path
+    assert len(calls) == 2 and path.read_bytes() == b'graph' * 400
+    assert notes == [f'the cached ONNX file {path} was damaged (its SHA-256 is not the one written when it was '
+                     'cached), exported again']
+    path.with_name(f'{path.name}.sha256').unlink()  # a file cached before digests, which ONNX Runtime cannot load
+    backends.cached_onnx(model, 'tiny', log=notes.append)
+    assert len(calls) == 3 and 'ONNX Runtime cannot load it: InvalidProtobuf' in notes[-1]
+
+    import onnxruntime.quantization
+    monkeypatch.setattr(onnxruntime.quantization, 'quantize_dynamic',
+                        lambda source, out, **kwargs: calls.append(out) or open(out, 'wb').write(b'int8' * 300))
+    quantized = backends.cached_onnx(model, 'tiny', int8=True, log=notes.append)
+    assert quantized.name.endswith('-int8.onnx') and quantized.read_bytes() == b'int8' * 300 and len(calls) == 4
+    quantized.write_bytes(b'int8')
+    assert backends.cached_onnx(model, 'tiny', int8=True, log=notes.append) == quantized
+    assert quantized.read_bytes() == b'int8' * 300 and len(calls) == 5 and notes[-1].endswith('quantised again')
+    assert len(notes) == 3 and not list(onnx_cache.glob('.*'))  # no temporary file left behind
+
+
+def test_a_file_cut_while_written_never_becomes_the_cached_file(model, onnx_cache, monkeypatch):
+    def cut_off(model, out, *args, **kwargs):
+        with open(out, 'wb') as f:
+            f.write(b'x' * 1000)
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(export_module, 'export_model', cut_off)
+    with pytest.raises(OSError, match='No space left'):
+        backends.cached_onnx(model, 'tiny')
+    assert not list(onnx_cache.iterdir())
+
+    monkeypatch.setattr(backends, 'export_checked', fake_exporter([], b'graph' * 400))
+    import onnxruntime.quantization
+    monkeypatch.setattr(onnxruntime.quantization, 'quantize_dynamic', lambda source, out, **kwargs: cut_off(None, out))
+    with pytest.raises(OSError, match='No space left'):
+        backends.cached_onnx(model, 'tiny', int8=True)
+    assert sorted(p.suffix for p in onnx_cache.iterdir()) == ['.onnx', '.sha256']  # the fp32 file and its digest
+
+
+@pytest.mark.slow
+def test_cli_onnxruntime_runs_without_amp_and_rebuilds_a_damaged_cache(onnx_cache, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(runtime, 'bf16_is_fast', lambda device: True)  # where --amp auto means bf16 for torch
+    Image.new('RGB', (48, 48), 'gray').save(tmp_path / 'face.png')
+    argv = ['predict', str(tmp_path / 'face.png'), '--aligned', '--backend', 'onnxruntime', '--threads', '1']
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    [path] = onnx_cache.glob('*.onnx')
+    size = path.stat().st_size
+    path.with_name(f'{path.name}.sha256').unlink()  # cached by an older timm-fer: loads, so kept
+    assert main(argv) == 0 and 'damaged' not in capsys.readouterr().err
+    assert path.with_name(f'{path.name}.sha256').is_file()
+    with open(path, 'r+b') as f:
+        f.truncate(1000)
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert f'note: the cached ONNX file {path} was damaged' in err and 'exported again' in err
+    assert out == first and path.stat().st_size == size

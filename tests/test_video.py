@@ -196,6 +196,16 @@ def test_aligned_inputs_that_look_like_no_face_crop_are_warned_of(model, tmp_pat
     assert not predict_video(clip, model=model, detector=fixed_face).warnings
 
 
+
+def test_cli_warns_when_aligned_video_frames_are_whole_scenes(tmp_path, capsys):
+    """``timm-fer predict clip.mp4 --aligned`` on wide whole frames (1920x1080 in the issue; 16:9 here too) says
+    that they look like no face crop, in the video table's warning."""
+    clip = write_video(tmp_path / 'scene.avi', plain_frames(3, size=(192, 108)))
+    assert main(['predict', str(clip), '--aligned', '--backend', 'torch', '--threads', '1']) == 0
+    printed = capsys.readouterr().out
+    assert 'WARNING: --aligned takes each image as an aligned face crop, but 1 look like none' in printed
+    assert 'scene.avi (192x108: aspect 1.78, face crops 1.00)' in printed
+
 def test_tracker_keeps_ids_through_missed_detections_and_crossing_faces():
     tracker = FaceTracker(max_gap=1.)
     look_a, look_b = np.eye(2)

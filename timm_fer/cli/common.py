@@ -90,7 +90,8 @@ def add_backend_arguments(parser: argparse._ActionsContainer) -> None:
     """``--backend``, ``--int8`` and ``--threads``, for the commands that only run inference."""
     parser.add_argument('--backend', choices=BACKENDS, default='auto',
                         help='where the model runs; auto: ONNX Runtime for a named model in fp32 on the CPU (exported '
-                             'once and cached), else torch (default: auto)')
+                             'once and cached), else torch; onnxruntime runs in fp32 (--amp auto means fp32 with it) '
+                             '(default: auto)')
     parser.add_argument('--int8', action='store_true',
                         help='run the Linear layers in int8 (dynamic quantisation, CPU): faster, close to fp32; the '
                              'other layers run in fp32 (--amp auto means fp32 with --int8)')

@@ -3,28 +3,37 @@
 ``auto`` picks per CPU class (README, "Fast by default"): where bf16 runs fast (AVX512-BF16 or AMX kernels, CUDA),
 torch under bf16 autocast is the fastest; elsewhere, in fp32 on the CPU, ONNX Runtime with its graph optimisations
 is. The ONNX file is exported once per model and weights (:func:`~timm_fer.inference.export.export_checked`, with
-its parity check against the eager model) and cached under :func:`onnx_cache_dir`. ``int8`` quantises the Linear
-layers (the encoder's and the head's) dynamically to int8: torch's dynamic quantisation, or ONNX Runtime's on the
-graph's MatMuls; faster, but no longer equal to fp32 (the README gives the top-1 agreement).
+its parity check against the eager model) and cached under :func:`onnx_cache_dir`: written atomically with a
+SHA-256 beside it, checked on every read, and exported again when damaged (a full disk or a kill can cut a file).
+``int8`` quantises the Linear layers (the encoder's and the head's) dynamically to int8: torch's dynamic
+quantisation, or ONNX Runtime's on the graph's MatMuls; faster, but no longer equal to fp32 (the README gives the
+top-1 agreement).
 """
 import hashlib
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
 from ..constants import BACKENDS
 from ..errors import ConfigError, ExportUnavailableError
+from ..utils.atomic import write_atomic, write_text_atomic
 from .export import export_checked
 
-__all__ = ['BACKENDS', 'OnnxRuntimeModel', 'cache_dir_problem', 'cached_onnx', 'onnx_cache_dir', 'quantize_linear',
-           'resolve_backend', 'weights_digest']
+__all__ = ['BACKENDS', 'OnnxRuntimeModel', 'cache_dir_problem', 'cached_file_problem', 'cached_onnx', 'note',
+           'onnx_cache_dir', 'quantize_linear', 'resolve_backend', 'weights_digest']
 
 _INSTALL_HINT = 'pip install "timm-fer[export]" (onnxruntime, onnx and onnxscript)'
+
+
+def note(message: str) -> None:
+    """Print ``message`` as a 'note:' line on standard error: how a run says what it did other than asked."""
+    print(f'note: {message}', file=sys.stderr)
 
 
 def _onnxruntime_installed() -> bool:
@@ -49,7 +58,8 @@ def resolve_backend(backend: str, device: torch.device, amp_dtype: Optional[torc
         eager_only: Something needs the eager model (explanations, ``torch.compile``).
 
     Raises:
-        ConfigError: 'onnxruntime' with a GPU, with bf16 autocast, or with something that needs the eager model.
+        ConfigError: 'onnxruntime' with a GPU, with bf16 autocast (``--amp auto`` gives none with it: see
+            :func:`~timm_fer.inference.classifier.load_classifier`), or with something that needs the eager model.
         ExportUnavailableError: 'onnxruntime' without onnxruntime installed; the message says how to install it.
     """
     if backend not in BACKENDS:
@@ -98,32 +108,78 @@ def cache_dir_problem(folder: Path) -> Optional[str]:
     return None
 
 
-def cached_onnx(model: nn.Module, name: str, int8: bool = False, cache_dir: Optional[Path] = None) -> Path:
+def _digest_file(path: Path) -> Path:
+    """Where the SHA-256 of the cached file ``path`` is kept: beside it, ``.sha256`` added to its name."""
+    return path.with_name(f'{path.name}.sha256')
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cached_file_problem(path: Path) -> Optional[str]:
+    """Why the cached ONNX file ``path`` is damaged, or None when it is sound.
+
+    A file is sound when its SHA-256 is the one written beside it when it was cached. A file without one (cached by
+    an older timm-fer, or by a run killed between the two writes) is sound when ONNX Runtime loads it; its SHA-256 is
+    then written.
+    """
+    digest_file = _digest_file(path)
+    if digest_file.is_file():
+        if _sha256(path) == digest_file.read_text(encoding='utf-8').strip():
+            return None
+        return 'its SHA-256 is not the one written when it was cached'
+    import onnxruntime
+    try:
+        onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    except Exception as e:  # onnxruntime's errors (InvalidProtobuf, Fail, InvalidGraph) share no base but Exception
+        return f'ONNX Runtime cannot load it: {type(e).__name__}'
+    write_text_atomic(str(digest_file), _sha256(path))
+    return None
+
+
+def _cache(path: Path, write: Callable[[], object], again: str, log: Callable[[str], None]) -> None:
+    """Make ``path`` a sound cached file: kept when :func:`cached_file_problem` finds none, else (missing or
+    damaged) written by ``write()`` (which moves a whole file into place, or none) with its SHA-256 beside it."""
+    if path.exists():
+        problem = cached_file_problem(path)
+        if problem is None:
+            return
+        log(f'the cached ONNX file {path} was damaged ({problem}), {again}')
+    _digest_file(path).unlink(missing_ok=True)  # a digest of an older file never vouches for the new one
+    write()
+    write_text_atomic(str(_digest_file(path)), _sha256(path))
+
+
+def cached_onnx(model: nn.Module, name: str, int8: bool = False, cache_dir: Optional[Path] = None,
+                log: Callable[[str], None] = note) -> Path:
     """The ONNX file of ``model`` (fp32, or with int8 MatMuls), exported and checked the first time only.
+
+    Each file is written atomically (a run killed or a disk filled while it is written leaves no file) with its
+    SHA-256 beside it, and checked against it on every later call: a damaged file is made again, and ``log`` says so.
 
     Args:
         model: The eager fp32 model, on the CPU.
         name: Model name, part of the file name.
         int8: Quantise the graph's MatMuls (the Linear layers) dynamically to int8 with ONNX Runtime.
         cache_dir: Where the files live; default :func:`onnx_cache_dir`.
+        log: Says when a damaged file was made again (default: a 'note:' line on standard error).
     """
     folder = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
     stem = f"{name.replace('/', '_')}-{weights_digest(model)}"
     path = folder / f'{stem}.onnx'
-    if not path.exists():
-        export_checked(model.cpu().eval(), path, 'onnx')  # a file that differs from the eager model is never kept
+    # export_checked writes beside the file and moves it into place once it matches the eager model
+    _cache(path, lambda: export_checked(model.cpu().eval(), path, 'onnx'), 'exported again', log)
     if not int8:
         return path
+    from onnxruntime.quantization import QuantType, quantize_dynamic
     quantized = folder / f'{stem}-int8.onnx'
-    if not quantized.exists():
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-        staging = quantized.with_name(f'.{quantized.name}.{os.getpid()}.tmp')
-        try:
-            quantize_dynamic(path, staging, op_types_to_quantize=['MatMul'], weight_type=QuantType.QInt8)
-            os.replace(staging, quantized)
-        finally:
-            if staging.exists():
-                staging.unlink()
+    _cache(quantized, lambda: write_atomic(str(quantized), lambda staging: quantize_dynamic(
+        path, staging, op_types_to_quantize=['MatMul'], weight_type=QuantType.QInt8)), 'quantised again', log)
     return quantized
 
 

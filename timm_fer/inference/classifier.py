@@ -5,7 +5,6 @@ batches.
 :class:`FaceClassifier`; :func:`~timm_fer.inference.predict.predict` and
 :func:`~timm_fer.inference.video.predict_video` take one, so a run over photos and videos loads its model once.
 """
-import sys
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,6 +36,7 @@ from .backends import (
     OnnxRuntimeModel,
     cache_dir_problem,
     cached_onnx,
+    note,
     onnx_cache_dir,
     quantize_linear,
     resolve_backend,
@@ -68,7 +68,7 @@ class ClassifierOptions:
         random_weights: Go on with random weights when the named model's weights cannot be loaded (demo only).
         device: Where the model runs; default CUDA when available for named models, else the model's device.
         amp: Autocast precision: 'auto' (bf16 where the device runs it fast), 'bf16' or 'none'. Explanation
-            pictures are computed in fp32.
+            pictures are computed in fp32. 'auto' means fp32 with ``backend='onnxruntime'``, which runs in fp32.
         channels_last: Run the model in channels-last memory format.
         compile_model: ``torch.compile`` the model (not with ``explain``, whose explanations need the eager model).
         backend: 'auto' (ONNX Runtime for a named model in fp32 on the CPU, else torch), 'torch' or 'onnxruntime'
@@ -306,11 +306,7 @@ class FaceClassifier:
         return predictions
 
 
-def _note(message: str) -> None:
-    print(f'note: {message}', file=sys.stderr)
-
-
-def load_classifier(options: Optional[ClassifierOptions] = None, log: Callable[[str], None] = _note,
+def load_classifier(options: Optional[ClassifierOptions] = None, log: Callable[[str], None] = note,
                     **changes: Any) -> FaceClassifier:
     """The classifier of the named (or given) model, loaded once for every photo and video of a run.
 
@@ -320,7 +316,8 @@ def load_classifier(options: Optional[ClassifierOptions] = None, log: Callable[[
 
     Args:
         options: Which model and how it runs; default :class:`ClassifierOptions`'s defaults.
-        log: Says what was chosen instead of what was asked (default: a 'note:' line on standard error).
+        log: Says what was chosen instead of what was asked, and that a damaged cached ONNX file was made again
+            (default: a 'note:' line on standard error).
         changes: :class:`ClassifierOptions` fields that replace those of ``options``.
     """
     options = replace(options or ClassifierOptions(), **changes)
@@ -342,7 +339,8 @@ def load_classifier(options: Optional[ClassifierOptions] = None, log: Callable[[
     if options.int8 and options.amp == 'bf16':
         raise ConfigError('--int8 runs its int8 layers on fp32 inputs, not under bf16 autocast: use --amp auto (fp32 '
                           'with --int8) or none.')
-    amp_dtype = None if options.int8 else resolve_amp_dtype(options.amp, device)
+    fp32_only = options.int8 or options.backend == 'onnxruntime' and options.amp == 'auto'
+    amp_dtype = None if fp32_only else resolve_amp_dtype(options.amp, device)
     cacheable = not isinstance(model, nn.Module) and weights != RANDOM_WEIGHTS
     backend = resolve_backend(options.backend, device, amp_dtype, cacheable,
                               eager_only=options.compile_model or options.explain)
@@ -359,7 +357,8 @@ def load_classifier(options: Optional[ClassifierOptions] = None, log: Callable[[
     data_config = resolve_fer_data_config(fer_model)
     if backend == 'onnxruntime':
         with tempfile.TemporaryDirectory() as folder:  # the session holds the graph: a file not cached can go
-            path = cached_onnx(fer_model, model_name, options.int8, cache_dir=None if cacheable else Path(folder))
+            path = cached_onnx(fer_model, model_name, options.int8, cache_dir=None if cacheable else Path(folder),
+                               log=log)
             runner, channels_last = OnnxRuntimeModel(path, threads), False
     else:
         if options.int8:

@@ -6,7 +6,6 @@ names and preprocessing travel with the file: ONNX metadata properties, or the `
 ``.pt2`` archive. The ONNX exporter needs the ``export`` extra: ``pip install "timm-fer[export]"``.
 """
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -19,6 +18,7 @@ from ..errors import ConfigError, ExportUnavailableError, FerError
 from ..faces import face_template
 from ..hub import resolve_fer_data_config
 from ..models import tagged_name
+from ..utils.atomic import write_atomic
 from ..utils.options import Range, check_output_path, option_ranges
 
 __all__ = ['EXPORT_FORMATS', 'METADATA_KEY', 'ONNX_OPSETS', 'check_export', 'export_checked', 'export_metadata',
@@ -154,16 +154,15 @@ def export_checked(
         ConfigError: ``atol`` or ``opset_version`` out of range, or ``out`` cannot be written (checked first).
     """
     out = check_output_path(out, '--out')
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f'.{out.name}.{os.getpid()}.tmp')
-    try:
-        export_model(model, staging, export_format, opset_version=opset_version)
-        difference = check_export(model, staging, export_format) if check else None
+    difference = None
+
+    def export_and_check(staging: str) -> None:
+        nonlocal difference
+        export_model(model, Path(staging), export_format, opset_version=opset_version)
+        difference = check_export(model, Path(staging), export_format) if check else None
         if difference is not None and not difference <= atol:
             raise FerError(f'the exported model differs from the eager one by {difference:.2e} > --atol {atol}; '
                            f'{out} was not written.')
-        os.replace(staging, out)
-    finally:
-        if staging.exists():
-            staging.unlink()
+
+    write_atomic(str(out), export_and_check)
     return out, difference
