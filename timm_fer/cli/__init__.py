@@ -36,13 +36,15 @@ COMMANDS: Dict[str, CommandEntry] = {
     'serve': CommandEntry('.serve', 'add_serve_parser',
                           'serve a REST API, a live WebSocket and a web page with the model loaded once'),
 }
-"""The sub-commands, in the order ``timm-fer --help`` lists them. Each module is imported (and with it torch and timm)
-only when its sub-command is run, so that ``timm-fer``, ``timm-fer --help`` and a mistyped command answer at once."""
+"""The sub-commands, in the order ``timm-fer --help`` lists them. Each module is imported only when its sub-command is
+named, and builds its parser without torch (choices and defaults come from :mod:`timm_fer.constants`); its body
+imports torch, timm and the models when it runs. So ``timm-fer``, every ``--help`` and argument errors answer at
+once."""
 
 
 def build_parser(commands: Iterable[str] = tuple(COMMANDS)) -> argparse.ArgumentParser:
     """The ``timm-fer`` parser: every sub-command listed, those in ``commands`` with their options (which imports
-    their modules)."""
+    their modules, none of which imports torch)."""
     parser = argparse.ArgumentParser(prog='timm-fer', description='Facial expression recognition for timm.')
     subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
     wanted = set(commands)
