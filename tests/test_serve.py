@@ -29,6 +29,7 @@ from timm_fer.cli import main  # noqa: E402
 from timm_fer.errors import ConfigError  # noqa: E402
 from timm_fer.inference.classifier import load_classifier  # noqa: E402
 from timm_fer.serve import API_KEY_HEADER, BatchingClassifier, ServeLimits, create_app  # noqa: E402
+from timm_fer.serve.app import STATIC_DIR  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures('offline_hub')
 
@@ -84,8 +85,11 @@ def test_health_models_docs_and_page(client, classifier):
         'weights': classifier.weights, 'backend': 'torch'}]}
     assert '/v1/predict' in client.get('/openapi.json').json()['paths']
     assert client.get('/docs').status_code == 200
-    page = client.get('/')
-    assert page.status_code == 200 and '<html' in page.text.lower() or page.status_code == 404
+    page, index = client.get('/'), STATIC_DIR / 'index.html'
+    if index.is_file():
+        assert page.status_code == 200 and page.content == index.read_bytes()
+    else:
+        assert page.status_code == 404 and 'the web page is not installed' in page.json()['detail']
 
 
 def test_predict_gives_each_photo_its_faces_top_k_and_annotated_image(client, classifier):
@@ -144,6 +148,16 @@ def test_bad_input_gets_a_one_line_4xx(client):
     for case, (answer, status, detail) in cases.items():
         assert answer.status_code == status, (case, answer.text)
         assert detail in answer.json()['detail'] and '\n' not in answer.json()['detail'], case
+
+
+def test_a_detector_failure_is_the_images_skipped_reason(classifier, temp_root):
+    def broken_detector(image: Image.Image) -> list:
+        raise RuntimeError('the detector broke')
+
+    with TestClient(create_app(classifier, detector=broken_detector, temp_dir=temp_root)) as client:
+        answer = predict(client, photo(1))
+    assert answer.status_code == 200 and answer.json()['images'][0]['skipped'] == (
+        'face detection or alignment failed (RuntimeError: the detector broke)')
 
 
 def test_upload_pixel_and_file_count_limits(classifier, temp_root):

@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import InputFileError
 from ..faces import MAX_PHOTO_PIXELS, FaceDetector, read_image
 from ..faces.video_io import VideoReader, require_video_decoder, video_suffixes
-from ..inference.annotate import annotate_image
+from ..inference.annotate import LOSSY_QUALITY, annotate_image
 from ..inference.classifier import FaceClassifier, FaceCrop, classify_pairs, face_detector, resolve_classifier
 from ..inference.report import SkippedInput, UniqueNames
 from ..inference.stream import FrameTracker
@@ -135,7 +135,7 @@ class RequestGate:
             return
         headers = {k.decode('latin-1').lower(): v.decode('latin-1') for k, v in scope['headers']}
         if self.api_key is not None and not hmac.compare_digest(
-                headers.get(API_KEY_HEADER.lower(), '').encode(), self.api_key.encode()):
+                headers.get(API_KEY_HEADER.lower(), '').encode('latin-1'), self.api_key.encode()):
             await _error_response(401, f'this server needs its API key in the {API_KEY_HEADER} header; ask whoever '
                                        f'started it for the key.')(scope, receive, send)
             return
@@ -258,7 +258,12 @@ class _Service:
             for index, upload in enumerate(uploads):
                 path = _save_upload(upload, Path(folder) / f'image-{index}')
                 image = self._read_image(path, upload.filename or f'file {index}')
-                image_crops, image_skipped = self.classifier.crop_faces(path, image, self.detector, self.min_face_size)
+                try:
+                    image_crops, image_skipped = self.classifier.crop_faces(path, image, self.detector,
+                                                                            self.min_face_size)
+                except Exception as e:  # one image that breaks the detector never breaks the request
+                    image_crops, image_skipped = [], [SkippedInput(str(path), f'face detection or alignment failed '
+                                                                              f'({type(e).__name__}: {e})')]
                 images.append((upload.filename or '', image))
                 crops.append(image_crops)
                 skipped.append(image_skipped)
@@ -284,6 +289,8 @@ class _Service:
                 _check_pixels(path, name, opened.width, opened.height, self.limits)
         except ApiError:
             raise
+        except Image.DecompressionBombError as e:
+            raise ApiError(413, f"'{name}' has more pixels than this server takes ({e}); downscale it first.") from e
         except Exception:  # not an image: read_image says so below
             pass
         try:
@@ -309,7 +316,7 @@ class _Service:
             suffix = self.classifier.title_suffix
             labels = [(p.box, f'{p.expression} {p.probabilities[p.expression]:.2f}{suffix}') for _, p in found]
             buffer = io.BytesIO()
-            annotate_image(image, labels).save(buffer, format='JPEG', quality=90)
+            annotate_image(image, labels).save(buffer, format='JPEG', quality=LOSSY_QUALITY)
             answer['annotated'] = _data_url(buffer.getvalue(), 'image/jpeg')
         answer['skipped'] = '; '.join(p.reason for p in problems) or None
         return answer
@@ -424,6 +431,11 @@ def create_app(
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
         return _error_response(error.status, error.detail, error.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, error: Exception) -> JSONResponse:
+        return _error_response(500, f'the server failed on this request ({type(error).__name__}); its log has the '
+                                    f'details.')
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
