@@ -34,7 +34,7 @@ from ..errors import InputFileError
 from ..faces import MAX_PHOTO_PIXELS, FaceDetector, read_image
 from ..faces.video_io import VideoReader, require_video_decoder, video_suffixes
 from ..inference.annotate import LOSSY_QUALITY, annotate_image
-from ..inference.classifier import FaceClassifier, FaceCrop, classify_pairs, face_detector, resolve_classifier
+from ..inference.classifier import FaceClassifier, FacePrediction, classify_pairs, face_detector, resolve_classifier
 from ..inference.report import SkippedInput, UniqueNames
 from ..inference.stream import FrameTracker
 from ..inference.video import DEFAULT_FPS, predict_video
@@ -223,7 +223,7 @@ def _save_upload(upload: UploadFile, path: Path) -> Path:
     return path
 
 
-def _check_pixels(path: Path, name: str, width: int, height: int, limits: ServeLimits) -> None:
+def _check_pixels(name: str, width: int, height: int, limits: ServeLimits) -> None:
     if width * height > limits.max_pixels:
         raise ApiError(413, f"'{name}' is {width}x{height} ({width * height / 1e6:.1f} megapixels), above this "
                             f"server's {limits.max_pixels / 1e6:.1f} megapixels; downscale it first.")
@@ -254,7 +254,7 @@ class _Service:
                        explain: bool) -> Dict[str, Any]:
         """The answer of ``POST /v1/predict``."""
         with self.folder() as folder:
-            images, crops, skipped = [], [], []
+            images, crops, skipped = [], [], []  # one decoded image at a time: annotation reads it again
             for index, upload in enumerate(uploads):
                 path = _save_upload(upload, Path(folder) / f'image-{index}')
                 image = self._read_image(path, upload.filename or f'file {index}')
@@ -264,7 +264,7 @@ class _Service:
                 except Exception as e:  # one image that breaks the detector never breaks the request
                     image_crops, image_skipped = [], [SkippedInput(str(path), f'face detection or alignment failed '
                                                                               f'({type(e).__name__}: {e})')]
-                images.append((upload.filename or '', image))
+                images.append((upload.filename or '', path, image.size))
                 crops.append(image_crops)
                 skipped.append(image_skipped)
             viz_names = UniqueNames(Path(folder) / 'explanations') if explain else None
@@ -272,21 +272,24 @@ class _Service:
             failed: List[SkippedInput] = []
             pairs = classify_pairs(self.classifier, everything, failed, viz_names=viz_names)
             by_crop = {id(crop): prediction for crop, prediction in pairs}
-            by_file = {}
+            by_file: Dict[str, List[SkippedInput]] = {}
             for problem in failed:
                 by_file.setdefault(problem.file, []).append(problem)
             answers = []
-            for (name, image), image_crops, image_skipped in zip(images, crops, skipped):
-                found = [(crop, by_crop[id(crop)]) for crop in image_crops if id(crop) in by_crop]
-                problems = image_skipped + (by_file.get(str(image_crops[0].file), []) if image_crops else [])
-                answers.append(self._image_answer(name, image, found, problems, top_k, annotate))
+            for (name, path, size), image_crops, image_skipped in zip(images, crops, skipped):
+                found = [by_crop[id(crop)] for crop in image_crops if id(crop) in by_crop]
+                problems = image_skipped + by_file.get(str(path), [])
+                answer = self._image_answer(name, size, found, problems, top_k)
+                if annotate:
+                    answer['annotated'] = self._annotated(path, found)
+                answers.append(answer)
         return {'model': self.classifier.model_name, 'labels': list(self.classifier.labels), 'images': answers}
 
     def _read_image(self, path: Path, name: str) -> Image.Image:
         """The upload as an upright RGB image (:func:`~timm_fer.faces.read_image`), its pixels checked first."""
         try:
             with Image.open(path) as opened:
-                _check_pixels(path, name, opened.width, opened.height, self.limits)
+                _check_pixels(name, opened.width, opened.height, self.limits)
         except ApiError:
             raise
         except Image.DecompressionBombError as e:
@@ -298,10 +301,11 @@ class _Service:
         except InputFileError as e:
             raise ApiError(400, f"'{name}': {e.reason}") from e
 
-    def _image_answer(self, name: str, image: Image.Image, found: List[Tuple[FaceCrop, Any]],
-                      problems: List[SkippedInput], top_k: Optional[int], annotate: bool) -> Dict[str, Any]:
+    def _image_answer(self, name: str, size: Tuple[int, int], found: List[FacePrediction],
+                      problems: List[SkippedInput], top_k: Optional[int]) -> Dict[str, Any]:
+        """One image's part of the answer: its faces (with the pictures asked for) and what was skipped."""
         faces = []
-        for crop, prediction in found:
+        for prediction in found:
             face: Dict[str, Any] = {'face': prediction.face, 'box': list(prediction.box),
                                     'detector_score': prediction.detector_score,
                                     'expression': prediction.expression, 'probabilities': prediction.probabilities}
@@ -311,15 +315,16 @@ class _Service:
             if prediction.visualization is not None:
                 face['explanation'] = _data_url(Path(prediction.visualization).read_bytes(), 'image/png')
             faces.append(face)
-        answer: Dict[str, Any] = {'file': name, 'width': image.width, 'height': image.height, 'faces': faces}
-        if annotate:
-            suffix = self.classifier.title_suffix
-            labels = [(p.box, f'{p.expression} {p.probabilities[p.expression]:.2f}{suffix}') for _, p in found]
-            buffer = io.BytesIO()
-            annotate_image(image, labels).save(buffer, format='JPEG', quality=LOSSY_QUALITY)
-            answer['annotated'] = _data_url(buffer.getvalue(), 'image/jpeg')
-        answer['skipped'] = '; '.join(p.reason for p in problems) or None
-        return answer
+        return {'file': name, 'width': size[0], 'height': size[1], 'faces': faces,
+                'skipped': '; '.join(p.reason for p in problems) or None}
+
+    def _annotated(self, path: Path, found: List[FacePrediction]) -> str:
+        """The image with each face's box and top expression drawn, as a JPEG data URL."""
+        suffix = self.classifier.title_suffix
+        labels = [(p.box, f'{p.expression} {p.probabilities[p.expression]:.2f}{suffix}') for p in found]
+        buffer = io.BytesIO()
+        annotate_image(read_image(path), labels).save(buffer, format='JPEG', quality=LOSSY_QUALITY)
+        return _data_url(buffer.getvalue(), 'image/jpeg')
 
     def predict_clip(self, upload: UploadFile, fps: float) -> Dict[str, Any]:
         """The answer of ``POST /v1/predict/video``."""
@@ -333,7 +338,7 @@ class _Service:
                     info = reader.info
             except InputFileError as e:
                 raise ApiError(400, f"'{name}': {e.reason}") from e
-            _check_pixels(path, name, info.width, info.height, self.limits)
+            _check_pixels(name, info.width, info.height, self.limits)
             if info.duration is not None and info.duration > self.limits.max_video_seconds:
                 raise ApiError(413, f"'{name}' lasts {info.duration:.1f} s, longer than this server's "
                                     f"{self.limits.max_video_seconds:g} s; cut it shorter.")
