@@ -15,6 +15,7 @@ from .constants import AFFECTNET7_LABELS, AFFECTNET8_LABELS, FERPLUS_LABELS, RAF
 if TYPE_CHECKING:
     from . import layers, models
     from .inference.predict import predict
+    from .inference.stream import stream
     from .inference.video import predict_video
     from .hub.loading import load_model
     from .layers import LANet, LocalCNN, MultiAttentionDropping, MultiHeadSelfAttentionDropping, apply_msad
@@ -42,10 +43,12 @@ __all__ = [
     'models',
     'predict',
     'predict_video',
+    'stream',
 ]
 
 _LAZY = {'predict': ('.inference.predict', 'predict'), 'load_model': ('.hub.loading', 'load_model'),
-         'predict_video': ('.inference.video', 'predict_video'), 'layers': ('.layers', None),
+         'predict_video': ('.inference.video', 'predict_video'), 'stream': ('.inference.stream', 'stream'),
+         'layers': ('.layers', None),
          'models': ('.models', None), 'count_macs': ('.utils', 'count_macs'),
          'count_params': ('.utils', 'count_params'),
          **{name: ('.layers', name) for name in ('LANet', 'LocalCNN', 'MultiAttentionDropping',

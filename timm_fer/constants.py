@@ -108,3 +108,6 @@ DEFAULT_MIN_TRACK = 0.5
 """Seconds a face track must be seen for to be kept. A false face (a patterned shirt, a poster) is typically
 detected in a frame or two, while a real face stays on screen for longer: 0.5 s is three sampled frames at the
 default 5 frames/s, and no track of a single detection is ever kept (unless the video gives no more frames)."""
+DEFAULT_STALL_TIMEOUT = 10.
+"""Seconds a live source (camera, network stream, pipe) may take to open, or give no frame, before it counts as
+stalled."""

@@ -7,8 +7,8 @@ from pathlib import Path
 
 __all__ = ['CheckpointMismatchError', 'ConfigError', 'DatasetError', 'DatasetFileNotFoundError',
            'ExportUnavailableError', 'FaceDetectorUnavailableError', 'FerError', 'ImageReadError', 'InputFileError',
-           'NonFiniteLossError', 'PretrainedWeightsError', 'UnsupportedCodecError', 'VideoDecoderUnavailableError',
-           'VideoReadError']
+           'NonFiniteLossError', 'PretrainedWeightsError', 'StreamError', 'UnsupportedCodecError',
+           'VideoDecoderUnavailableError', 'VideoReadError']
 
 
 class FerError(Exception):
@@ -84,3 +84,18 @@ class UnsupportedCodecError(VideoReadError):
 
 class VideoDecoderUnavailableError(FerError, ImportError):
     """The optional video decoder (PyAV) is not installed."""
+
+
+class StreamError(FerError, RuntimeError):
+    """A live source (camera, network stream) stopped giving frames: it broke off, stalled or ended, and was not
+    (or could no longer be) reopened. The frames before were given.
+
+    Attributes:
+        source: The source's name.
+        reason: What happened, without the source's name.
+    """
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f'{source}: {reason}')
+        self.source = source
+        self.reason = reason

@@ -1,5 +1,6 @@
-"""``timm-fer predict``: detect, align and classify the faces in photos and videos."""
+"""``timm-fer predict``: detect, align and classify the faces in photos, videos and live sources."""
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
@@ -9,6 +10,7 @@ from ..constants import (
     DEFAULT_MIN_TRACK,
     DEFAULT_MODEL,
     DEFAULT_SMOOTHING,
+    DEFAULT_STALL_TIMEOUT,
     OUTPUT_SUFFIXES,
 )
 from ..errors import ConfigError
@@ -18,6 +20,7 @@ from .common import add_backend_arguments, add_command, add_runtime_arguments
 if TYPE_CHECKING:
     from ..faces import FaceDetector
     from ..inference.classifier import FaceClassifier
+    from ..inference.stream import StreamFrame
 
 __all__ = ['add_predict_parser']
 
@@ -26,11 +29,17 @@ def _predict(args: argparse.Namespace) -> int:
     from ..faces import RetinaFaceDetector
     from ..faces.io import find_media
     from ..inference.classifier import ClassifierOptions, load_classifier
+    from ..faces.video_io import is_live_source
     from ..inference.predict import format_table, predict, write_report
 
+    live = [source for source in args.images if is_live_source(source)]
+    if live or args.camera is not None:
+        return _predict_live(args, live + ([f'camera:{args.camera}'] if args.camera is not None else []))
     if args.output is not None and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ConfigError(f'--output must end in .json or .csv, got {args.output}.')
     _check_options(args)
+    if args.duration is not None or args.reconnect:
+        print('note: --duration and --reconnect apply to live sources (camera:N, URLs, -), not to files')
     detector = None
     if not args.aligned:
         detector = RetinaFaceDetector(score_threshold=args.face_threshold)
@@ -108,6 +117,80 @@ def _predict_videos(args: argparse.Namespace, classifier: 'FaceClassifier', vide
     return len(report.faces)
 
 
+def _predict_live(args: argparse.Namespace, sources: List[str]) -> int:
+    """A live source's run (a camera, a network stream, standard input) until it ends, --duration or Ctrl-C: rows
+    written as they come, then the summary; 1 when the source dropped out for good, else 0."""
+    from ..faces import RetinaFaceDetector
+    from ..inference.classifier import ClassifierOptions, load_classifier
+    from ..inference.report import check_row_file
+    from ..inference.stream import predict_stream
+    from ..inference.video import format_video_table
+    from ..utils.options import check_options, check_output_path
+
+    if len(sources) != 1 or len(args.images) + (args.camera is not None) != 1:
+        given = args.images + ([f'--camera {args.camera}'] if args.camera is not None else [])
+        raise ConfigError(f'a live source runs alone, got {", ".join(given)}: give one camera, URL or - per run, '
+                          f'and files in a run of their own.')
+    check_options(predict_stream, fps=args.fps, duration=args.duration, stall_timeout=args.stall_timeout,
+                  min_face_size=args.min_face_size, smoothing=args.smoothing, min_track=args.min_track)
+    check_options(RetinaFaceDetector.__init__, score_threshold=args.face_threshold)
+    if args.output is not None:
+        check_row_file(args.output)
+    if args.timeline is not None:
+        check_output_path(args.timeline, '--timeline', folder=True)
+    ignored = [flag for flag, value in (('--save-viz', args.save_viz), ('--save-crops', args.save_crops),
+                                        ('--save-annotated', args.save_annotated), ('--top-k', args.top_k))
+               if value is not None]
+    if ignored:
+        print(f'note: {", ".join(ignored)} apply to photos and videos; a live source writes rows and a timeline')
+    detector = None if args.aligned else RetinaFaceDetector(score_threshold=args.face_threshold)
+    classifier = load_classifier(ClassifierOptions(
+        model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights, device=args.device,
+        amp=args.amp, channels_last=args.channels_last, compile_model=args.compile, backend=args.backend,
+        int8=args.int8, threads=args.threads, tta_flip=args.tta_flip))
+    status = _LiveStatus(sys.stderr.isatty())
+    report = predict_stream(
+        sources[0], classifier, output=args.output, timeline=args.timeline,
+        fps=None if args.every_frame else args.fps or DEFAULT_FPS, duration=args.duration, reconnect=args.reconnect,
+        aligned=args.aligned, detector=detector, min_face_size=args.min_face_size, smoothing=args.smoothing,
+        min_track=args.min_track, stall_timeout=args.stall_timeout, on_frame=status)
+    status.finish()
+    print(format_video_table(report))
+    (summary,) = report.videos
+    print(f'{summary.frames_dropped} frame{"s" if summary.frames_dropped != 1 else ""} dropped of '
+          f'{summary.frames_sampled + summary.frames_dropped} sampled'
+          + (': the model was slower than the source' if summary.frames_dropped else ''))
+    if args.output is not None:
+        print(f'wrote {args.output} ({status.rows} rows as they came: a face in a sampled frame each)')
+    _say_written(args.timeline, 1 if summary.timeline else 0, 'timeline picture')
+    return 1 if summary.problem else 0
+
+
+class _LiveStatus:
+    """Counts a live run's rows and, on a terminal, keeps one line on standard error up to date with the latest
+    frame's faces."""
+
+    def __init__(self, show: bool) -> None:
+        self.show = show
+        self.rows = 0
+        self.dropped = 0
+        self.shown = False
+
+    def __call__(self, frame: 'StreamFrame') -> None:
+        self.rows += len(frame.faces)
+        self.dropped += frame.dropped
+        if self.show:
+            faces = ', '.join(f'#{f.track} {f.expression} {f.probabilities[f.expression]:.2f}' for f in frame.faces)
+            line = f'{frame.time:8.1f} s  {faces or "no face"}  ({self.dropped} dropped)'
+            print(f'\r{line[:119]:<119}', end='', file=sys.stderr, flush=True)
+            self.shown = True
+
+    def finish(self) -> None:
+        """End the status line."""
+        if self.shown:
+            print(file=sys.stderr)
+
+
 def _say_written(folder: Optional[Path], count: int, what: str) -> None:
     if folder is not None and count:
         print(f'wrote {count} {what}{"s" if count > 1 else ""} to {folder}')
@@ -122,10 +205,15 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
                   'timm-fer predict photo.jpg --checkpoint runs/ferplus-transfer_fer_ir50/best.pth',
                   'timm-fer predict crops/ --aligned --model transfer_fer_ir50.ferplus --checkpoint ferplus.pth',
                   'timm-fer predict clip.mp4 --fps 10 --output rows.csv --timeline timelines/ --save-annotated '
-                  'annotated/'))
+                  'annotated/',
+                  'timm-fer predict --camera 0 --duration 60 --output rows.jsonl --timeline timelines/',
+                  'timm-fer predict rtsp://camera.local/stream --reconnect --output rows.csv',
+                  'ffmpeg -i in.mp4 -f mpegts - | timm-fer predict - --output rows.csv'))
     parser.add_argument('images', nargs='*',
                         help='image or video files, folders or glob patterns (default: a sample portrait); photos '
-                             'above 64 megapixels (8192x8192) are skipped, unread')
+                             'above 64 megapixels (8192x8192) are skipped, unread. Or one live source: camera:N, a '
+                             'URL (rtsp, rtmp, http(s), udp, tcp, srt) or - (standard input, e.g. MPEG-TS from '
+                             'ffmpeg)')
     parser.add_argument('--model', default=None,
                         help='model and tag; the tag sets labels and preprocessing (default: the model a checkpoint '
                              f'names, else {DEFAULT_MODEL})')
@@ -135,7 +223,9 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
                         help='when no weights can be loaded, run with random weights (meaningless, demo only)')
     parser.add_argument('--aligned', action='store_true',
                         help='images are aligned face crops: resize only, no face detection')
-    parser.add_argument('--output', type=Path, help='write the results to a .json or .csv file')
+    parser.add_argument('--output', type=Path,
+                        help='write the results to a .json or .csv file (a live source: .csv or .jsonl, a row per '
+                             'face and frame written as it comes)')
     parser.add_argument('--save-viz', type=Path, metavar='DIR',
                         help='write one picture per face: aligned face, LANet map, transformer relevance')
     parser.add_argument('--save-annotated', type=Path, metavar='DIR',
@@ -170,5 +260,16 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
                        help='drop face tracks seen for less than this (and single detections): false faces, such as '
                             'a patterned shirt, rarely last more than a frame or two; the video line counts them '
                             f'(default: {DEFAULT_MIN_TRACK:g} s, 3 frames at 5 frames/s; 0: keep every track)')
+    live = parser.add_argument_group('live sources')
+    live.add_argument('--camera', type=int, metavar='N',
+                      help='read the camera /dev/videoN (Linux, V4L2) in real time, as the source camera:N does')
+    live.add_argument('--duration', type=float, metavar='SECONDS',
+                      help='stop a live source after this many seconds (default: until it ends, or Ctrl-C)')
+    live.add_argument('--reconnect', action='store_true',
+                      help='reopen a camera or stream that broke off, stalled or ended (waits from 1 s, doubling up '
+                           'to 30 s), rather than stop')
+    live.add_argument('--stall-timeout', type=float, default=DEFAULT_STALL_TIMEOUT, metavar='SECONDS',
+                      help='a live source that takes longer to open, or gives no frame for this long, has stalled '
+                           f'(default: {DEFAULT_STALL_TIMEOUT:g} s)')
     add_runtime_arguments(parser)
     add_backend_arguments(parser)

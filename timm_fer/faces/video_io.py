@@ -4,23 +4,28 @@ PyAV's wheels carry FFmpeg's libraries, so ``pip install "timm-fer[video]"`` dec
 MPEG-4 and MJPEG in MP4, MOV, MKV, WebM and AVI files without a system FFmpeg. Frames are decoded one packet at a
 time and handed on one by one, so memory does not grow with the video's length. A damaged packet is skipped (the
 decoder picks up at the next good one); a file cut short ends early, and :class:`VideoReader` says where.
+
+:class:`LiveReader` decodes live sources the same way: a camera (``camera:N``, Linux V4L2), a network stream
+(``rtsp://``, ``rtmp://``, ``http(s)://``, ``udp://``, ``tcp://``, ``srt://``) or standard input (``-``).
 """
 import math
 import os
 import re
+import sys
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from PIL import Image
 
-from ..errors import UnsupportedCodecError, VideoDecoderUnavailableError, VideoReadError
+from ..constants import DEFAULT_STALL_TIMEOUT
+from ..errors import ConfigError, UnsupportedCodecError, VideoDecoderUnavailableError, VideoReadError
 
-__all__ = ['DecodedFrame', 'VideoInfo', 'VideoReader', 'VideoWriter', 'is_video_file', 'require_video_decoder',
-           'video_suffixes']
+__all__ = ['LIVE_SCHEMES', 'DecodedFrame', 'LiveReader', 'LiveSource', 'VideoInfo', 'VideoReader',
+           'VideoWriter', 'is_live_source', 'is_video_file', 'live_source', 'require_video_decoder', 'video_suffixes']
 
 VIDEO_SUFFIXES = ('.3gp', '.avi', '.flv', '.m2ts', '.m4v', '.mkv', '.mov', '.mp4', '.mpeg', '.mpg', '.mts', '.ogv',
                   '.ts', '.webm', '.wmv')
@@ -29,6 +34,8 @@ ENCODERS = ('libx264', 'mpeg4')
 """Encoders of written videos, first available first: H.264 (PyAV's wheels include x264), else MPEG-4 Part 2."""
 MAX_DAMAGED_PACKETS = 100
 """Decoding gives up after this many damaged packets in a row."""
+LIVE_SCHEMES = ('rtsp', 'rtsps', 'rtmp', 'rtmps', 'http', 'https', 'udp', 'tcp', 'srt')
+"""URL schemes of the network streams that :class:`LiveReader` opens (through FFmpeg's protocols)."""
 
 _INSTALL_HINT = 'pip install "timm-fer[video]" (PyAV, whose wheels carry the FFmpeg libraries)'
 _TRANSPOSE = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
@@ -66,7 +73,7 @@ class VideoInfo:
     """What a video file declares about its first video stream.
 
     Attributes:
-        path: The file.
+        path: The file, or a live source's name (``camera:0``, its URL, ``-``).
         codec: FFmpeg's name of the codec, e.g. ``h264``, ``vp9``, ``mjpeg``.
         width: Frame width in pixels, as stored (before any rotation).
         height: Frame height in pixels, as stored.
@@ -74,7 +81,7 @@ class VideoInfo:
         duration: Length in seconds; None when the file does not say.
         frame_count: Number of frames; None when the file does not say.
     """
-    path: Path
+    path: Union[Path, str]
     codec: str
     width: int
     height: int
@@ -123,27 +130,32 @@ class VideoReader:
     """
 
     def __init__(self, path: Union[str, Path]) -> None:
-        av = _import_av()
-        self._errors = av.error.FFmpegError
         self.path = Path(path)
         if not self.path.is_file():
             raise VideoReadError(self.path, 'no such file; check the path.')
+        self._open(str(self.path), self.path)
+
+    def _open(self, target: str, name: Union[Path, str], container_format: Optional[str] = None,
+              options: Optional[Dict[str, str]] = None, timeout: Optional[Tuple[float, float]] = None) -> None:
+        """Open ``target`` with FFmpeg (``name`` in messages) and its first video stream."""
+        av = _import_av()
+        self._errors = av.error.FFmpegError
+        self._exit_error = av.error.ExitError
         previous_level = av.logging.get_level()
         av.logging.set_level(av.logging.WARNING)
         try:
             with av.logging.Capture() as logs:
-                self._container = av.open(str(self.path))
+                self._container = av.open(target, format=container_format, options=options or {}, timeout=timeout)
         except self._errors as e:
-            raise VideoReadError(self.path, f'not a video that FFmpeg can read, or damaged where it starts ({e}); an '
-                                            f'MP4/MOV file cut short loses its index, which is written last.') from e
+            raise VideoReadError(name, self._cannot_open(e)) from e
         finally:
             av.logging.set_level(previous_level)
         try:
             if not self._container.streams.video:
-                raise VideoReadError(self.path, 'the file holds no video stream.')
+                raise VideoReadError(name, f'the {self._kind} holds no video stream.')
             self._stream = self._container.streams.video[0]
             if self._stream.codec_context is None:
-                raise UnsupportedCodecError(self.path, _codec_described(logs))
+                raise UnsupportedCodecError(name, _codec_described(logs))
         except VideoReadError:
             self._container.close()
             raise
@@ -155,7 +167,7 @@ class VideoReader:
         else:
             duration = self._container.duration / 1e6 if self._container.duration else None
         self.rate: Optional[Fraction] = stream.average_rate or stream.guessed_rate or None
-        self.info = VideoInfo(self.path, stream.codec_context.name, stream.codec_context.width,
+        self.info = VideoInfo(name, stream.codec_context.name, stream.codec_context.width,
                               stream.codec_context.height, float(self.rate) if self.rate else None, duration,
                               stream.frames or None)
         self._start = float(stream.start_time * time_base) if stream.start_time is not None and time_base else None
@@ -164,6 +176,18 @@ class VideoReader:
         self.damaged_packets = 0
         self.problem: Optional[str] = None
         self._stopped: Optional[str] = None
+
+    _kind = 'file'
+    """What the reader reads, for messages."""
+
+    def _cannot_open(self, error: Exception) -> str:
+        """Why the source could not be opened, and what to do."""
+        return (f'not a video that FFmpeg can read, or damaged where it starts ({error}); an MP4/MOV file cut short '
+                f'loses its index, which is written last.')
+
+    def _broke_off(self, error: Exception) -> str:
+        """Why reading stopped on ``error``."""
+        return f'the file is damaged or truncated ({error})'
 
     def __enter__(self) -> 'VideoReader':
         return self
@@ -193,7 +217,7 @@ class VideoReader:
             except StopIteration:
                 return
             except self._errors as e:
-                self._stopped = f'the file is damaged or truncated ({e})'
+                self._stopped = self._broke_off(e)
                 return
             try:
                 frames = self._stream.decode(packet)
@@ -254,6 +278,124 @@ class VideoReader:
         if self.damaged_packets:
             notes.append(f'{self.damaged_packets} damaged packet{"s" if self.damaged_packets > 1 else ""} skipped')
         return '; '.join(notes) or None
+
+
+@dataclass(frozen=True)
+class LiveSource:
+    """A live source, and how FFmpeg opens it.
+
+    Attributes:
+        name: The source's name: ``camera:N``, the URL, or ``stdin`` for ``-``.
+        kind: 'camera', 'url' or 'stdin'.
+        target: What FFmpeg opens: ``/dev/videoN``, the URL, or ``pipe:0``.
+        container_format: FFmpeg's input format (``v4l2`` for cameras); None lets FFmpeg tell from the data.
+        options: FFmpeg options of the input (RTSP over TCP, which loses no packets, rather than UDP).
+    """
+    name: str
+    kind: str
+    target: str
+    container_format: Optional[str] = None
+    options: Dict[str, str] = field(default_factory=dict)
+
+
+_CAMERA = re.compile(r'camera:(\d+)')
+
+
+def _scheme(text: str) -> Optional[str]:
+    """The URL scheme of ``text`` in lower case, or None when it is no URL."""
+    scheme, separator, _ = text.partition('://')
+    return scheme.lower() if separator and scheme.isalpha() else None
+
+
+def is_live_source(source: Union[str, int, Path]) -> bool:
+    """Whether ``source`` names a live source: a camera (``camera:N`` or N), a URL whose scheme is one of
+    :data:`LIVE_SCHEMES`, or ``-`` (standard input)."""
+    if isinstance(source, int) and not isinstance(source, bool):
+        return True
+    text = str(source)
+    return text == '-' or text.startswith('camera:') or _scheme(text) in LIVE_SCHEMES
+
+
+def live_source(source: Union[str, int]) -> LiveSource:
+    """How to open a live source (see :func:`is_live_source`).
+
+    Raises:
+        ConfigError: ``source`` is no live source, or a camera where V4L2 cannot read one.
+    """
+    text = f'camera:{source}' if isinstance(source, int) and not isinstance(source, bool) else str(source)
+    if text == '-':
+        return LiveSource('stdin', 'stdin', 'pipe:0')
+    if text.startswith('camera:'):
+        match = _CAMERA.fullmatch(text)
+        if match is None:
+            raise ConfigError(f'{text!r} names no camera: give its number, e.g. camera:0 for /dev/video0.')
+        if not sys.platform.startswith('linux'):
+            raise ConfigError(f'{text}: cameras are read through Linux V4L2, which {sys.platform} lacks; pipe '
+                              f"ffmpeg's capture of the camera into '-' instead (ffmpeg ... -f mpegts - | timm-fer "
+                              f'predict -).')
+        return LiveSource(text, 'camera', f'/dev/video{int(match.group(1))}', 'v4l2')
+    scheme = _scheme(text)
+    if scheme not in LIVE_SCHEMES:
+        raise ConfigError(f'{text!r} is no live source: give camera:N, -, or a URL starting with '
+                          f'{", ".join(s + "://" for s in LIVE_SCHEMES)}.')
+    return LiveSource(text, 'url', text, options={'rtsp_transport': 'tcp'} if scheme.startswith('rtsp') else {})
+
+
+class LiveReader(VideoReader):
+    """Decode a live source one frame at a time: a camera, a network stream or standard input.
+
+    It reads as :class:`VideoReader` does, and :attr:`info` says what the source declares (a live stream declares no
+    length). A source that declares no length is :attr:`endless`: it never ends by itself, so when a camera or a
+    network stream stops giving frames, or gives no data for ``timeout`` seconds, :attr:`dropped_out` says why
+    (standard input ends when its writer is done). A URL to a file of declared length reads as a file.
+
+    Args:
+        source: ``camera:N`` or N (``/dev/videoN``), a URL, or ``-``.
+        timeout: Seconds to wait for the source to open, and then for data, before giving up.
+
+    Raises:
+        ConfigError: ``source`` names no live source.
+        VideoDecoderUnavailableError: PyAV is not installed.
+        UnsupportedCodecError: the codec has no decoder in PyAV's FFmpeg.
+        VideoReadError: there is no such camera, or the source cannot be opened.
+    """
+
+    def __init__(self, source: Union[str, int], timeout: float = DEFAULT_STALL_TIMEOUT) -> None:
+        self.source = live_source(source)
+        self.timeout = timeout
+        self.dropped_out: Optional[str] = None
+        self._kind = {'camera': 'camera', 'url': 'stream', 'stdin': 'standard input'}[self.source.kind]
+        if self.source.kind == 'camera' and not os.path.exists(self.source.target):
+            present = ', '.join(sorted(str(p) for p in Path('/dev').glob('video[0-9]*'))) or 'none'
+            raise VideoReadError(self.source.name, f'no camera at {self.source.target} (cameras on this machine: '
+                                                   f'{present}); check the number, and that it is plugged in.')
+        self._open(self.source.target, self.source.name, self.source.container_format, self.source.options,
+                   (timeout, timeout))
+        self.endless = self.source.kind != 'url' or self.info.duration is None
+        if self.endless:  # frame threads hold back a frame each: slices only, for frames as they come
+            self._stream.thread_type = 'SLICE'
+
+    def _cannot_open(self, error: Exception) -> str:
+        if self.source.kind == 'camera':
+            return f'the camera cannot be opened ({error}); another program may be using it.'
+        if self.source.kind == 'stdin':
+            return (f'standard input holds no stream that FFmpeg can read ({error}); pipe a streamable format into '
+                    f'it, such as MPEG-TS (ffmpeg ... -f mpegts -), NUT or Matroska.')
+        if isinstance(error, self._exit_error):
+            return f'no answer within {self.timeout:g} s; check the address, and that the stream is running.'
+        return f'the stream cannot be opened ({error}); check the address, and that the stream is running.'
+
+    def _broke_off(self, error: Exception) -> str:
+        if isinstance(error, self._exit_error):
+            return f'no data for {self.timeout:g} s: the {self._kind} stalled'
+        return f'the {self._kind} broke off ({error})'
+
+    def _what_went_wrong(self) -> Optional[str]:
+        if self.endless:
+            if self._stopped is None and self.source.kind != 'stdin':
+                self._stopped = f'the {self._kind} ended'
+            self.dropped_out = self._stopped
+        return super()._what_went_wrong()
 
 
 def _even(image: Image.Image) -> Image.Image:

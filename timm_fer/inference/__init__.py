@@ -2,9 +2,10 @@
 from .classifier import ClassifierOptions, FaceClassifier, load_classifier
 from .export import EXPORT_FORMATS, METADATA_KEY, check_export, export_checked, export_metadata, export_model
 from .predict import SAMPLE_IMAGE, FacePrediction, PredictionReport, SkippedInput, format_table, predict, write_report
+from .stream import FrameStream, FrameTracker, StreamFrame, predict_stream, stream
 from .visualize import explain, recorded_attention, render_explanation
 
 __all__ = ['EXPORT_FORMATS', 'METADATA_KEY', 'SAMPLE_IMAGE', 'ClassifierOptions', 'FaceClassifier', 'FacePrediction',
-           'PredictionReport', 'SkippedInput', 'check_export', 'explain', 'export_checked', 'export_metadata',
-           'export_model', 'format_table', 'load_classifier', 'predict', 'recorded_attention', 'render_explanation',
-           'write_report']
+           'FrameStream', 'FrameTracker', 'PredictionReport', 'SkippedInput', 'StreamFrame', 'check_export', 'explain',
+           'export_checked', 'export_metadata', 'export_model', 'format_table', 'load_classifier', 'predict',
+           'predict_stream', 'recorded_attention', 'render_explanation', 'stream', 'write_report']

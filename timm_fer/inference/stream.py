@@ -1,19 +1,60 @@
-"""Expressions as they happen: a camera, a network stream or a pipe, frame by frame (:func:`stream`).
+"""Expressions as they happen: a camera, a network stream or a pipe, frame by frame (:func:`stream`), and the run
+behind ``timm-fer predict camera:0 | URL | -`` (:func:`predict_stream`).
 
-:class:`FrameTracker` is the one per-frame step of live sources: it detects, aligns and tracks the faces of a frame
-(the step that videos share, :class:`~timm_fer.inference.video.TrackedFaces`) and classifies them at once.
+A reader thread decodes the source (:class:`~timm_fer.faces.video_io.LiveReader`) and samples its frames at ``fps``;
+it hands them over one at a time, the newest replacing one not taken yet, so a model slower than the source is
+never behind it: the frames it had no time for are dropped and counted. :class:`FrameTracker` is the one per-frame
+step: it detects, aligns and tracks the faces of a frame (the step that videos share,
+:class:`~timm_fer.inference.video.TrackedFaces`) and classifies them at once.
 """
+import re
+import sys
+import threading
+import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from pathlib import Path
+from typing import Any, Callable, Generator, List, Optional, Tuple, Union
 
 from PIL import Image
 
+from ..constants import DEFAULT_FPS, DEFAULT_MIN_TRACK, DEFAULT_SMOOTHING, DEFAULT_STALL_TIMEOUT
+from ..errors import StreamError, VideoReadError
 from ..faces import FaceDetector
-from .classifier import FaceClassifier, face_detector
-from .report import SkippedInput
-from .video import FrameFace, TrackedFaces, classify_tracked
+from ..faces.video_io import (
+    DecodedFrame,
+    LiveReader,
+    VideoInfo,
+    VideoReader,
+    is_live_source,
+    require_video_decoder,
+)
+from ..utils.options import Range, option_ranges
+from .classifier import FaceClassifier, face_detector, resolve_classifier
+from .report import RowWriter, SkippedInput, UniqueNames, check_row_file
+from .video import (
+    FrameFace,
+    TrackedFaces,
+    VideoReport,
+    VideoSummary,
+    classify_tracked,
+    finish_source,
+    frame_columns,
+    frame_row,
+)
 
-__all__ = ['FrameTracker', 'StreamFrame']
+__all__ = ['MAX_RECONNECT_DELAY', 'FrameStream', 'FrameTracker', 'StreamFrame', 'predict_stream', 'stream']
+
+MAX_RECONNECT_DELAY = 30.
+"""Longest wait, in seconds, between two tries to reopen a source that dropped out (the waits double from 1 s)."""
+MAX_SKIPPED = 20
+"""Skipped faces and frames a live run lists one by one; it counts the others."""
+_JOIN_TIMEOUT = 2.
+"""Seconds to wait for the reader thread when the stream closes (a read blocked on the source ends with its
+timeout, and the thread then ends by itself)."""
+
+
+def _note(message: str) -> None:
+    print(f'note: {message}', file=sys.stderr)
 
 
 @dataclass
@@ -73,3 +114,402 @@ class FrameTracker:
             skipped.append(SkippedInput(self.source, f'face detection failed on {self._faces.last_failure}'))
         rows = [row for _, row in classify_tracked(self.classifier, crops, self.source, skipped)] if crops else []
         return StreamFrame(index, time, rows, skipped=skipped)
+
+
+class _Handover:
+    """Hands decoded frames from the reader thread to the consumer, one at a time.
+
+    In real time, a frame the consumer has not taken yet is replaced by the next one and counted as dropped, so the
+    consumer always gets the newest frame and is never behind; otherwise the reader waits for the consumer.
+    """
+
+    def __init__(self, realtime: bool) -> None:
+        self.realtime = realtime
+        self._condition = threading.Condition()
+        self._frame: Optional[DecodedFrame] = None
+        self._dropped = 0
+        self._ended = False
+        self._error: Optional[BaseException] = None
+        self._stopped = False
+
+    def put(self, frame: DecodedFrame) -> bool:
+        """Hand ``frame`` over (the reader's side); False once the consumer has stopped."""
+        with self._condition:
+            if not self.realtime:
+                self._condition.wait_for(lambda: self._frame is None or self._stopped)
+            elif self._frame is not None:
+                self._dropped += 1
+            if self._stopped:
+                return False
+            self._frame = frame
+            self._condition.notify_all()
+            return True
+
+    def end(self, error: Optional[BaseException] = None) -> None:
+        """The reader has no more frames (``error``: it failed)."""
+        with self._condition:
+            self._ended, self._error = True, error
+            self._condition.notify_all()
+
+    def take(self, timeout: Optional[float]) -> Tuple[Optional[DecodedFrame], int]:
+        """The next frame and how many were dropped before it; (None, dropped) once the reader has ended.
+
+        Raises:
+            TimeoutError: no frame came within ``timeout`` seconds.
+        """
+        with self._condition:
+            if not self._condition.wait_for(lambda: self._frame is not None or self._ended, timeout):
+                raise TimeoutError
+            frame, dropped = self._frame, self._dropped
+            self._frame, self._dropped = None, 0
+            self._condition.notify_all()
+            if frame is None and self._error is not None:
+                raise self._error
+            return frame, dropped
+
+    def stop(self) -> None:
+        """The consumer takes no more frames: the reader stops at its next frame."""
+        with self._condition:
+            self._stopped = True
+            self._condition.notify_all()
+
+
+def _read(reader: VideoReader, fps: Optional[float], handover: _Handover) -> None:
+    """The reader thread: decode and sample the source into ``handover`` until it ends or the consumer stops; the
+    thread closes the source (nobody else may while it reads)."""
+    try:
+        for frame in reader.frames(fps):
+            if not handover.put(frame):
+                break
+    except BaseException as e:  # handed to the consumer, which raises it
+        handover.end(e)
+    else:
+        handover.end()
+    finally:
+        reader.close()
+
+
+class FrameStream:
+    """The frames of a source with their classified faces, as they come: what :func:`stream` returns.
+
+    Iterate it once. It stops when the source ends, when ``duration`` has passed, or when it is closed (:meth:`close`,
+    leaving a ``with`` block, or a ``for`` loop's ``break`` followed by :meth:`close`); closing stops the reader
+    thread and releases the source.
+
+    Attributes:
+        source: The source's name: ``camera:N``, the URL, ``stdin`` (for ``-``) or the file.
+        info: What the source declared when it was (last) opened.
+        realtime: Whether frames the model had no time for are dropped (live sources) rather than waited for
+            (files, and URLs of files).
+        frames_decoded: Frames the source gave, over every reconnection.
+        frames_sampled: Frames on the sampling grid: those yielded and those dropped.
+        frames_dropped: Frames on the sampling grid left out because the model was slower than the source.
+        reconnects: Times the source was reopened after it dropped out.
+        dropouts: Why the source dropped out each time it was reopened.
+        problem: Why the source stopped before its end: a file damaged or cut short, or a live source that dropped
+            out for good (then :class:`~timm_fer.errors.StreamError` was raised too); None otherwise.
+        tracker: The per-frame step, with its face tracks.
+    """
+
+    def __init__(self, reader: VideoReader, tracker: 'FrameTracker', fps: Optional[float], duration: Optional[float],
+                 reconnect: bool, stall_timeout: float, keep_image: bool, log: Callable[[str], None]) -> None:
+        self.source = tracker.source
+        self.info: VideoInfo = reader.info
+        self.realtime = isinstance(reader, LiveReader) and reader.endless
+        self.tracker = tracker
+        self.fps = fps
+        self.duration = duration
+        self.reconnect = reconnect and isinstance(reader, LiveReader) and reader.source.kind != 'stdin'
+        self.stall_timeout = stall_timeout
+        self.keep_image = keep_image
+        self.log = log
+        self.frames_decoded = 0
+        self.frames_sampled = 0
+        self.frames_dropped = 0
+        self.reconnects = 0
+        self.dropouts: List[str] = []
+        self.problem: Optional[str] = None
+        self._reader: Optional[VideoReader] = reader
+        self._last_time = 0.
+        self._frames = self._run()
+
+    def __iter__(self) -> 'FrameStream':
+        return self
+
+    def __next__(self) -> StreamFrame:
+        return next(self._frames)
+
+    def __enter__(self) -> 'FrameStream':
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop: the reader thread ends and the source is released."""
+        self._frames.close()
+        if self._reader is not None:  # never iterated: no thread owns the source
+            self._reader.close()
+            self._reader = None
+
+    def _run(self) -> Generator[StreamFrame, None, None]:
+        """The frames of every connection to the source, reopening it after a dropout when asked to."""
+        started = time.monotonic()
+        offset, first_index = 0., 0
+        while True:
+            reader, self._reader = self._reader, None
+            handover = _Handover(self.realtime)
+            thread = threading.Thread(target=_read, args=(reader, self.fps, handover), daemon=True,
+                                      name=f'timm-fer reader of {self.source}')
+            thread.start()
+            try:
+                dropout = yield from self._frames_of(reader, handover, started, offset, first_index)
+            finally:
+                handover.stop()
+                thread.join(_JOIN_TIMEOUT)
+                self.frames_decoded += reader.frames_decoded
+            if dropout is None:
+                return
+            if not self.reconnect:
+                self.problem = dropout
+                hint = '; --reconnect reopens it' if isinstance(reader, LiveReader) and \
+                    reader.source.kind != 'stdin' else ''
+                raise StreamError(self.source, f'{dropout} after {self.frames_decoded} frames{hint}.')
+            self._reader = self._reopen(dropout, started)
+            if self._reader is None:
+                return
+            self.info = self._reader.info
+            offset = max(time.monotonic() - started, self._last_time + (1 / self.fps if self.fps else 1e-3))
+            first_index = self.frames_decoded
+
+    def _frames_of(self, reader: VideoReader, handover: _Handover, started: float, offset: float,
+                   first_index: int) -> Generator[StreamFrame, None, Optional[str]]:
+        """The frames of one connection; returns why the source dropped out, or None when it ended or the duration
+        passed."""
+        while True:
+            wait = self.stall_timeout if self.realtime else None
+            if self.duration is not None and self.realtime:
+                left = self.duration - (time.monotonic() - started)
+                if left <= 0:
+                    return None
+                wait = min(self.stall_timeout, left)
+            try:
+                frame, dropped = handover.take(wait)
+            except TimeoutError:
+                if self.duration is not None and time.monotonic() - started >= self.duration:
+                    return None
+                return f'no frame for {self.stall_timeout:g} s: the source stalled'
+            self.frames_dropped += dropped
+            self.frames_sampled += dropped
+            if frame is None:
+                if isinstance(reader, LiveReader) and reader.dropped_out:
+                    return reader.dropped_out
+                self.problem = reader.problem
+                return None
+            when = offset + frame.time
+            if self.duration is not None and not self.realtime and when >= self.duration:
+                return None
+            self.frames_sampled += 1
+            self._last_time = when
+            result = self.tracker(frame.image, when, first_index + frame.index)
+            result.dropped = dropped
+            result.image = frame.image if self.keep_image else None
+            yield result
+
+    def _reopen(self, dropout: str, started: float) -> Optional[VideoReader]:
+        """The source opened again after ``dropout``, waiting 1, 2, 4, ... up to :data:`MAX_RECONNECT_DELAY`
+        seconds between tries; None when ``duration`` passes first."""
+        self.log(f'{self.source}: {dropout}; reopening it')
+        delay = 1.
+        while True:
+            if self.duration is not None and time.monotonic() - started + delay >= self.duration:
+                return None
+            time.sleep(delay)
+            try:
+                reader = LiveReader(self.source, self.stall_timeout)
+            except VideoReadError as e:
+                delay = min(2 * delay, MAX_RECONNECT_DELAY)
+                self.log(f'{self.source}: reopening failed ({e.reason}); next try in {delay:g} s')
+                continue
+            self.reconnects += 1
+            self.dropouts.append(dropout)
+            self.log(f'{self.source}: reopened')
+            return reader
+
+
+def _open(source: Union[str, int, Path], stall_timeout: float) -> VideoReader:
+    """The reader of a live source (:func:`~timm_fer.faces.video_io.is_live_source`) or of a video file."""
+    if isinstance(source, (str, int)) and is_live_source(source):
+        return LiveReader(source, stall_timeout)
+    return VideoReader(source)
+
+
+@option_ranges(fps=Range(0, low_open=True, optional=True), duration=Range(0, low_open=True, optional=True),
+               min_face_size=Range(0), max_gap=Range(0), stall_timeout=Range(0, low_open=True))
+def stream(
+        source: Union[str, int, Path],
+        classifier: Optional[FaceClassifier] = None,
+        *,
+        fps: Optional[float] = DEFAULT_FPS,
+        duration: Optional[float] = None,
+        reconnect: bool = False,
+        aligned: bool = False,
+        detector: Optional[FaceDetector] = None,
+        min_face_size: float = 32.,
+        max_gap: float = 1.,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        keep_image: bool = False,
+        log: Callable[[str], None] = _note,
+        **options: Any,
+) -> FrameStream:
+    """The frames of a camera, a network stream, standard input or a video file, each with its classified and
+    tracked faces, as they come: ``for frame in timm_fer.stream('camera:0'): ...``.
+
+    A live source (a camera, a network stream, standard input) is read in real time: a reader thread decodes it and
+    samples ``fps`` frames per second of it, and when the model is slower than that, the frames it has no time for
+    are dropped (:attr:`StreamFrame.dropped` counts them), so each frame yielded is the newest. A video file (or a
+    URL of a file, which declares its length) is read as fast as the model goes, every sampled frame, none dropped.
+
+    The source is opened at once, so a wrong address fails here. When a camera or a network stream breaks off,
+    stalls (no frame for ``stall_timeout`` seconds) or ends, the frames so far have been yielded and
+    :class:`~timm_fer.errors.StreamError` is raised; with ``reconnect`` it is reopened instead, again and again (waits
+    doubling from 1 s up to :data:`MAX_RECONNECT_DELAY`), and the frame times and indices go on from where they were
+    (times from the clock's time since the start, or just after the last frame's when that is later). Standard input
+    ends when its writer is done.
+
+    Args:
+        source: ``camera:N`` or N (the V4L2 camera ``/dev/videoN``, Linux), a URL (``rtsp://``, ``rtmp://``,
+            ``http(s)://``, ``udp://``, ``tcp://``, ``srt://``), ``-`` (standard input: a stream that FFmpeg reads
+            from a pipe, such as MPEG-TS), or a video file.
+        classifier: The model to classify with (see :func:`~timm_fer.predict`); None loads one from ``options``.
+        fps: Frames sampled per second of the source (on the grid 0, 1/fps, 2/fps, ... s of its time); None takes
+            every frame.
+        duration: Stop after this many seconds: of the clock for a live source (whose first frames may be seconds
+            old: servers send some at once to a new client), of the file's time for a file.
+        reconnect: Reopen a camera or network stream that dropped out, rather than raise.
+        aligned: The frames already are aligned faces: resize them, detect nothing.
+        detector: Face detector; default :class:`~timm_fer.faces.RetinaFaceDetector` (the ``face`` extra).
+        min_face_size: Faces whose box has a shorter side below this many pixels are left out.
+        max_gap: Seconds a face track waits for its face before it ends.
+        stall_timeout: Seconds a live source may take to open, or give no frame, before it counts as stalled.
+        keep_image: Keep each frame's image in :attr:`StreamFrame.image`.
+        log: Says when a source dropped out and was reopened (default: a 'note:' line on standard error).
+        options: Without ``classifier``: :class:`~timm_fer.inference.classifier.ClassifierOptions` fields.
+
+    Raises:
+        ConfigError: ``source`` is malformed, or an option is out of range.
+        VideoReadError: the source cannot be opened (no such camera or file, no stream at the address).
+        VideoDecoderUnavailableError: PyAV (the ``video`` extra) is not installed.
+    """
+    require_video_decoder()
+    reader = _open(source, stall_timeout)
+    try:
+        classifier = resolve_classifier(classifier, options)
+        name = reader.source.name if isinstance(reader, LiveReader) else str(source)
+        tracker = FrameTracker(classifier, detector, aligned=aligned, min_face_size=min_face_size, max_gap=max_gap,
+                               source=name)
+    except BaseException:
+        reader.close()
+        raise
+    return FrameStream(reader, tracker, fps, duration, reconnect, stall_timeout, keep_image, log)
+
+
+def _stem(source: str) -> str:
+    """A file name stem for a source: a file's stem, else its name with the odd characters replaced
+    (``rtsp://cam.local/live`` -> ``rtsp_cam.local_live``)."""
+    if not is_live_source(source) and source != 'stdin':
+        return Path(source).stem
+    return re.sub(r'[^A-Za-z0-9.-]+', '_', source).strip('_') or 'stream'
+
+
+@option_ranges(fps=Range(0, low_open=True, optional=True), duration=Range(0, low_open=True, optional=True),
+               min_face_size=Range(0), max_gap=Range(0), min_track=Range(0), smoothing=Range(0),
+               stall_timeout=Range(0, low_open=True))
+def predict_stream(
+        source: Union[str, int, Path],
+        classifier: Optional[FaceClassifier] = None,
+        *,
+        output: Optional[Union[str, Path]] = None,
+        timeline: Optional[Union[str, Path]] = None,
+        fps: Optional[float] = DEFAULT_FPS,
+        duration: Optional[float] = None,
+        reconnect: bool = False,
+        aligned: bool = False,
+        detector: Optional[FaceDetector] = None,
+        min_face_size: float = 32.,
+        max_gap: float = 1.,
+        min_track: float = DEFAULT_MIN_TRACK,
+        smoothing: float = DEFAULT_SMOOTHING,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        on_frame: Optional[Callable[[StreamFrame], None]] = None,
+        log: Callable[[str], None] = _note,
+        **options: Any,
+) -> VideoReport:
+    """Run a source through :func:`stream` until it ends, ``duration`` passes or Ctrl-C, writing its rows as they
+    come; the report of the run (a video report with one video: the source).
+
+    Ctrl-C (KeyboardInterrupt) ends the run as the source's end does: the report of the frames so far is returned.
+    A source that drops out for good is the report's ``problem`` (and skipped input), not an exception.
+
+    Args:
+        source: As for :func:`stream`.
+        classifier: The model to classify with; None loads one from ``options``.
+        output: ``.csv`` or ``.jsonl`` file that gets one row per face and frame (the columns of
+            :func:`~timm_fer.inference.video.frame_row`), flushed after every frame: a killed run keeps every row
+            written. Every row is written, also those of tracks that turn out shorter than ``min_track``.
+        timeline: Folder for the source's expression timeline PNG, drawn at the end.
+        min_track: Seconds a face track must be seen for to be in the report's tracks and rows (as for videos).
+        smoothing: Seconds of the centred moving average of the timeline's probabilities (0: none).
+        on_frame: Called with every frame as it comes (to show it, say).
+        **options: As for :func:`stream`, as are ``fps``, ``duration``, ``reconnect``, ``aligned``, ``detector``,
+            ``min_face_size``, ``max_gap``, ``stall_timeout`` and ``log``.
+
+    Raises:
+        ConfigError: an option is out of range, or ``output`` is not a writable ``.csv`` or ``.jsonl`` file.
+        VideoReadError: the source cannot be opened.
+    """
+    if output is not None:
+        check_row_file(output)
+    timelines = UniqueNames(Path(timeline)) if timeline is not None else None
+    frames = stream(source, classifier, fps=fps, duration=duration, reconnect=reconnect, aligned=aligned,
+                    detector=detector, min_face_size=min_face_size, max_gap=max_gap, stall_timeout=stall_timeout,
+                    log=log, **options)
+    classifier = frames.tracker.classifier
+    info = frames.info
+    summary = VideoSummary(frames.source, info.codec, info.width, info.height, info.fps, info.duration)
+    report = VideoReport(classifier.model_name, classifier.weights, classifier.labels, fps, smoothing, min_track,
+                         videos=[summary])
+    rows: List[FrameFace] = []
+    skipped: List[SkippedInput] = []
+    writer = RowWriter(output, frame_columns(classifier.labels)) if output is not None else None
+    try:
+        with frames:
+            for frame in frames:
+                rows.extend(frame.faces)
+                skipped.extend(frame.skipped)
+                summary.frames_with_faces += bool(frame.faces)
+                summary.decoded_until = frame.time
+                if writer is not None:
+                    writer.write([frame_row(face) for face in frame.faces])
+                if on_frame is not None:
+                    on_frame(frame)
+    except KeyboardInterrupt:
+        log(f'{frames.source}: stopped (Ctrl-C)')
+    except StreamError as e:
+        log(str(e))
+    finally:
+        if writer is not None:
+            writer.close()
+    summary.frames_decoded = frames.frames_decoded
+    summary.frames_sampled = frames.frames_sampled - frames.frames_dropped
+    summary.frames_dropped = frames.frames_dropped
+    summary.problem = frames.problem
+    report.skipped.extend(skipped[:MAX_SKIPPED])
+    if len(skipped) > MAX_SKIPPED:
+        report.skipped.append(SkippedInput(frames.source, f'and {len(skipped) - MAX_SKIPPED} more skipped faces or '
+                                                          f'frames'))
+    report.skipped.extend(SkippedInput(frames.source, f'dropped out ({dropout}); reopened') for dropout in
+                          frames.dropouts)
+    finish_source(report, summary, rows, timelines(_stem(frames.source)) if timelines is not None else None,
+                  f'{frames.source}: {classifier.model_name}{classifier.title_suffix}')
+    return report

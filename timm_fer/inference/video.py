@@ -520,11 +520,9 @@ def format_video_table(report: VideoReport) -> str:
         duration = f'{video.duration:.2f} s' if video.duration else 'unknown length'
         tracks = sum(1 for t in report.tracks if t.file == video.file)
         short = f' ({video.short_tracks} shorter than {report.min_track:g} s dropped)' if video.short_tracks else ''
-        dropped = (f'; {video.frames_dropped} frames dropped (the model was slower than the source)'
-                   if video.frames_dropped else '')
         lines.append(f'{video.file}: {video.codec} {video.width}x{video.height} {fps} {duration}; '
                      f'{video.frames_sampled} frames sampled, {video.frames_with_faces} with faces, {tracks} track'
-                     f'{"s" if tracks != 1 else ""}{short}{dropped}')
+                     f'{"s" if tracks != 1 else ""}{short}')
     if report.tracks:
         file_width = max(len('file'), *(len(t.file) for t in report.tracks))
         expression_width, widths = label_columns(report.labels)
