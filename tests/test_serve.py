@@ -303,7 +303,7 @@ def test_batching_shares_forward_passes_and_keeps_failures_to_their_caller(model
     inputs = [crops_of(counted, 1, colour) for colour in range(4)]
     blank = [crops_of(counted, 1, 0)[0]]
     blank[0].image = Image.new('RGB', blank[0].image.size)
-    with BatchingClassifier(counted, max_batch=32, max_wait_ms=300) as batching:
+    with BatchingClassifier(counted, max_batch=5, max_wait_ms=1000) as batching:  # waits for all 5
         results: dict = {}
 
         def call(index: int, crops: list) -> None:
@@ -390,7 +390,7 @@ def test_live_skips_frames_that_queue_behind_a_slow_one_and_needs_the_key(classi
             assert entered.wait(30)
             for frame_id in range(2, 5):
                 live.send_bytes(frame_message(frame_id, photo(1, frame_id, 'JPEG')))
-            time.sleep(0.3)  # frames 2-4 wait behind frame 1
+            time.sleep(1)  # frames 2-4 wait behind frame 1
             release.set()
             answers = [live.receive_json() for _ in range(4)]
     assert [(a['id'], a.get('skipped', False), a['dropped']) for a in answers] == [
