@@ -161,7 +161,7 @@ def test_a_detector_failure_is_the_images_skipped_reason(classifier, temp_root):
 
 
 def test_upload_pixel_and_file_count_limits(classifier, temp_root):
-    limits = ServeLimits(max_upload_mb=0.05, max_pixels=200 * 140, max_files=2)
+    limits = ServeLimits(max_upload_mb=0.05, max_megapixels=0.028, max_files=2)
     with TestClient(create_app(classifier, detector=faces_by_width, limits=limits, temp_dir=temp_root)) as client:
         assert predict(client, photo(1)).status_code == 200
         big = predict(client, photo(1), photo(1, image_format='BMP'))  # declared size above 0.05 MB
@@ -414,6 +414,19 @@ def test_cli_names_the_missing_extra_and_warns_off_loopback(classifier, monkeypa
     assert [run['host'] for run in runs] == ['127.0.0.1', '::1', 'localhost', '0.0.0.0']
     warnings = capsys.readouterr().err.strip().splitlines()
     assert len(warnings) == 1 and warnings[0].startswith('warning: listening on 0.0.0.0: any machine that reaches')
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--port', '70000'], '--port must be an integer in [0, 65535], got 70000.'),
+    (['--max-megapixels', '70'], '--max-megapixels must be a number in (0, 67.1089], got 70.0.'),
+    (['--max-in-flight', '0'], '--max-in-flight must be an integer in [1, 1024], got 0.'),
+    (['--max-wait-ms', '-1'], '--max-wait-ms must be a number in [0, 1000], got -1.0.'),
+])
+def test_cli_checks_every_option_before_loading(flags, message, capsys, monkeypatch):
+    import timm_fer.inference.classifier as classifier_module
+    monkeypatch.setattr(classifier_module, 'load_model', lambda *args, **kwargs: pytest.fail('the model loaded'))
+    assert main(['serve', *flags]) == 2
+    assert capsys.readouterr().err.strip() == f'timm-fer serve: error: {message}'
 
 
 def free_port() -> int:

@@ -26,7 +26,8 @@ def _serve(args: argparse.Namespace) -> int:
     check_options(serve, port=args.port, min_face_size=args.min_face_size)
     check_options(BatchingClassifier.__init__, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
     limits = ServeLimits(max_upload_mb=args.max_upload_mb, max_files=args.max_files,
-                         max_pixels=round(args.max_megapixels * 1e6), max_video_seconds=args.max_video_seconds,
+                         max_megapixels=args.max_megapixels,
+                         max_video_seconds=args.max_video_seconds,
                          max_in_flight=args.max_in_flight)
     detector = None if args.aligned else RetinaFaceDetector(score_threshold=args.face_threshold)
     classifier = load_classifier(ClassifierOptions(

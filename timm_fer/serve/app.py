@@ -65,14 +65,15 @@ class ServeLimits:
     Attributes:
         max_upload_mb: Most megabytes (2**20 bytes) in one request's body (413).
         max_files: Most images in one request to ``/v1/predict`` (413).
-        max_pixels: Most pixels of one photo or video frame, checked from its header before decoding (413).
+        max_megapixels: Most megapixels (millions of pixels) of one photo or video frame, checked from its header
+            before decoding (413); at most :data:`~timm_fer.faces.MAX_PHOTO_PIXELS`, what photos are read at.
         max_video_seconds: Longest clip, by the length its file declares (413).
         max_in_flight: Most upload requests worked on at once; more are answered 429 with ``Retry-After``.
         retry_after: Seconds the 429 answers ask the client to wait.
     """
     max_upload_mb: float = field(default=32., metadata={'range': Range(0, 4096, low_open=True)})
     max_files: int = field(default=16, metadata={'range': Range(1, 1024, integer=True)})
-    max_pixels: int = field(default=MAX_PHOTO_PIXELS, metadata={'range': Range(1, MAX_PHOTO_PIXELS, integer=True)})
+    max_megapixels: float = field(default=64., metadata={'range': Range(0, MAX_PHOTO_PIXELS / 1e6, low_open=True)})
     max_video_seconds: float = field(default=120., metadata={'range': Range(0, 86400, low_open=True)})
     max_in_flight: int = field(default=8, metadata={'range': Range(1, 1024, integer=True)})
     retry_after: int = field(default=1, metadata={'range': Range(1, 3600, integer=True)})
@@ -80,6 +81,11 @@ class ServeLimits:
     def __post_init__(self) -> None:
         """Check every limit against its range (:func:`~timm_fer.utils.options.check_fields`)."""
         check_fields(self)
+
+    @property
+    def max_pixels(self) -> int:
+        """:attr:`max_megapixels` in pixels."""
+        return int(self.max_megapixels * 1e6)
 
     @property
     def max_upload_bytes(self) -> int:
