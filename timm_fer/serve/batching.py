@@ -115,7 +115,13 @@ class BatchingClassifier(FaceClassifier):
                     request = self._pending.popleft()
                     requests.append(request)
                     faces += len(request.crops)
-            self._answer(requests)
+            try:
+                self._answer(requests)
+            finally:  # whatever happened, no caller waits forever
+                for request in requests:
+                    if not request.done.is_set():
+                        request.error = request.error or RuntimeError('the batch was not classified')
+                        request.done.set()
 
     def _answer(self, requests: List[_Request]) -> None:
         """Classify the faces of ``requests`` in passes of at most ``max_batch`` and hand each its predictions; when
