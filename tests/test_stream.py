@@ -292,8 +292,8 @@ def test_row_writer_flushes_every_write_and_escapes_csv_cells(tmp_path):
         writer.write([{'file': '=cmd', 'score': None}])
         assert (tmp_path / 'rows.csv').read_text() == "file,score\n'=cmd,\n"  # on disk before the writer closes
     with RowWriter(tmp_path / 'rows.jsonl', ['file', 'score']) as writer:
-        writer.write([{'file': '=cmd', 'score': 0.5, 'other': 1}])
-        assert json.loads((tmp_path / 'rows.jsonl').read_text()) == {'file': '=cmd', 'score': 0.5}
+        writer.write([{'file': '=cmd', 'score': 0.1 + 0.2, 'other': 1}])
+        assert (tmp_path / 'rows.jsonl').read_text() == '{"file": "=cmd", "score": 0.3}\n'  # 6 decimals
     with pytest.raises(ConfigError, match=r'--output must end in \.csv or \.jsonl for a live source'):
         RowWriter(tmp_path / 'rows.json', ['file'])
 

@@ -128,7 +128,8 @@ class RowWriter:
     keeps every row written before.
 
     CSV: a header line, then a line per row (cells escaped as :func:`csv_cell`, None as an empty cell). JSON Lines
-    (``.jsonl``): one JSON object per row and line. Use it as a context manager, or :meth:`close` it.
+    (``.jsonl``): one JSON object per row and line. Numbers with a fraction are rounded to 6 decimals in both. Use it
+    as a context manager, or :meth:`close` it.
 
     Args:
         path: The ``.csv`` or ``.jsonl`` file (created, or replaced).
@@ -158,10 +159,11 @@ class RowWriter:
     def write(self, rows: Sequence[Dict[str, Any]]) -> None:
         """Append ``rows`` (dicts with the keys of ``columns``) and flush them to the file."""
         for row in rows:
+            values = [round(row[key], 6) if isinstance(row[key], float) else row[key] for key in self.columns]
             if self._csv is not None:
-                self._csv.writerow([csv_cell('' if row[key] is None else row[key]) for key in self.columns])
+                self._csv.writerow([csv_cell('' if value is None else value) for value in values])
             else:
-                self._file.write(json.dumps({key: row[key] for key in self.columns}) + '\n')
+                self._file.write(json.dumps(dict(zip(self.columns, values))) + '\n')
         self._file.flush()
         self.rows += len(rows)
 
