@@ -1,0 +1,102 @@
+"""The page of ``timm-fer serve`` in a real browser: headless Chromium whose fake camera plays the shipped portrait
+(a smiling face) draws a box labelled happiness and a frame rate in live mode, a chosen photo shows its table, and
+the page loads nothing from outside the server."""
+import re
+from pathlib import Path
+
+import pytest
+
+from live_page import browser_missing, choose_photo, chromium, serving, start_live, wait_for, write_fake_camera
+
+from timm_fer.inference.predict import SAMPLE_IMAGE
+
+STATIC = Path(__file__).resolve().parents[1] / 'timm_fer' / 'serve' / 'static'
+LABEL = re.compile(r'^#\d+ (\w+) (0|1)\.\d\d$')
+
+
+@pytest.fixture(scope='module')
+def page_url():
+    """The server (shipped model, torch backend, explanations on) on a loopback port, for the module's tests."""
+    missing = browser_missing()
+    if missing:
+        pytest.skip(missing)
+    pytest.importorskip('fastapi', reason='the serve extra (fastapi) is not installed')
+    pytest.importorskip('uvicorn', reason='the serve extra (uvicorn) is not installed')
+    from timm_fer.inference.classifier import load_classifier
+    from timm_fer.serve.app import create_app
+
+    with serving(create_app(load_classifier(backend='torch', explain=True, threads=1))) as url:
+        yield url
+
+
+@pytest.fixture(scope='module')
+def browser(tmp_path_factory):
+    """Headless Chromium whose camera plays the shipped portrait on a 640x480 frame."""
+    missing = browser_missing()
+    if missing:
+        pytest.skip(missing)
+    clip = write_fake_camera(tmp_path_factory.mktemp('camera') / 'portrait.y4m')
+    with chromium(clip) as driver:
+        yield driver
+
+
+def shown_number(driver, output_id: str) -> float:
+    """The number an ``<output>`` of the page shows; 0 while it shows none ('–')."""
+    from selenium.webdriver.common.by import By
+
+    value = driver.find_element(By.ID, output_id).get_attribute('value')
+    return float(value) if re.fullmatch(r'\d+(\.\d+)?', value) else 0.
+
+
+def test_the_fake_camera_clip_is_yuv4mpeg2(tmp_path):
+    clip = write_fake_camera(tmp_path / 'clip.y4m', seconds=0.2, fps=10)
+    data = clip.read_bytes()
+    header, _, rest = data.partition(b'\n')
+    assert header == b'YUV4MPEG2 W640 H480 F10:1 Ip A1:1 C420jpeg'
+    frame = len(b'FRAME\n') + 640 * 480 * 3 // 2
+    assert len(rest) == 2 * frame and rest[:6] == rest[frame:frame + 6] == b'FRAME\n'
+
+
+@pytest.mark.slow
+def test_live_mode_draws_a_box_labelled_happiness_and_a_rate(page_url, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.get(page_url)
+    labels = start_live(browser).split('|')
+    expressions = [LABEL.match(label).group(1) for label in labels]
+    assert expressions == ['happiness'], labels
+    fps = wait_for(lambda: shown_number(browser, 'fps'), 15, 'a frame rate')
+    assert fps > 0 and 0 < shown_number(browser, 'latency-ms') < 10_000
+    shot = tmp_path / 'live.png'
+    assert browser.find_element(By.ID, 'live').screenshot(str(shot)) and shot.stat().st_size > 10_000
+    browser.find_element(By.ID, 'live-toggle').click()
+    assert browser.find_element(By.ID, 'live-toggle').get_attribute('aria-pressed') == 'false'
+
+
+@pytest.mark.slow
+def test_a_chosen_photo_shows_its_table_and_explanation(page_url, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.get(page_url)
+    browser.find_element(By.ID, 'explain').click()
+    assert choose_photo(browser, SAMPLE_IMAGE) == ['happiness']
+    rows = browser.find_elements(By.CSS_SELECTOR, '#results table.probabilities tbody tr')
+    assert rows[0].find_element(By.TAG_NAME, 'th').text == 'happiness' and len(rows) == 8
+    for selector, kind in (('img.annotated', 'jpeg'), ('img.explanation', 'png')):
+        assert browser.find_element(By.CSS_SELECTOR, selector).get_attribute('src').startswith(
+            f'data:image/{kind};base64,')
+    shot = tmp_path / 'photo.png'
+    assert browser.find_element(By.ID, 'photos').screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_the_page_loads_nothing_from_elsewhere(page_url, browser):
+    browser.get(page_url)
+    wait_for(lambda: browser.execute_script('return document.readyState') == 'complete', 15, 'the page to load')
+    loaded = browser.execute_script(
+        "return performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'))"
+        '.map((entry) => entry.name)')
+    assert {name.split('/static/')[-1] for name in loaded if '/static/' in name} == {'app.js', 'style.css'}
+    assert all(name.startswith(page_url + '/') for name in loaded), loaded
+    for path in STATIC.iterdir():
+        assert not re.search(r'\b(https?:)?//[\w.-]+\.\w', path.read_text()), f'{path.name} names another site'
