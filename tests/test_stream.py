@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import math
+import signal
 import socket
 import subprocess
 import sys
@@ -67,11 +68,13 @@ class ClipServer:
         data: The clip.
         cut: Close each connection after this many frames' bytes (a source that dies); default the whole clip.
         connections: Clients served before the server stops listening (then connecting is refused).
+        stall: After ``cut``, keep the connection open and send nothing (a source that stalls).
     """
 
-    def __init__(self, data: bytes, cut: Optional[int] = None, connections: int = 1) -> None:
+    def __init__(self, data: bytes, cut: Optional[int] = None, connections: int = 1, stall: bool = False) -> None:
         self.data = data
         self.cut = cut or FRAMES
+        self.stall = stall
         self.connections = connections
         self.served = 0
         self.client_left = threading.Event()
@@ -111,6 +114,8 @@ class ClipServer:
                     return
                 connection.sendall(self.data[k * step:(k + 1) * step])
                 time.sleep(1 / FPS)
+            if self.stall:  # connected, sending nothing, until the server stops
+                self._stop.wait(10)
         except OSError:  # the client closed the connection
             self.client_left.set()
 
@@ -181,6 +186,16 @@ def test_a_model_slower_than_the_source_drops_frames_and_counts_them(model, clip
     assert frames.frames_sampled == len(got) + sum(dropped)
     indexes = [f.index for f in got]
     assert all(b - a == d + 1 for a, b, d in zip(indexes, indexes[1:], dropped[1:]))  # every frame counted once
+
+
+def test_a_stream_that_stalls_is_reported_after_its_frames(model, clip):
+    with ClipServer(clip, cut=PREROLL + 5, stall=True) as server:
+        got = []
+        with pytest.raises(StreamError, match=r'(no data|no frame) for 0\.5 s: the (stream|source) stalled after'):
+            with stream(server.url, model=model, aligned=True, stall_timeout=0.5) as frames:
+                for frame in frames:
+                    got.append(frame)
+    assert got and 'stalled' in frames.problem
 
 
 def test_closing_the_stream_stops_its_reader_thread_and_releases_the_source(model, clip):
@@ -333,6 +348,25 @@ def test_cli_reads_standard_input_from_a_pipe(clip, tmp_path):
         rows = list(csv.DictReader(f))
     assert rows and {row['file'] for row in rows} == {'stdin'}
     assert [float(row['time']) for row in rows] == sorted(float(row['time']) for row in rows)
+
+
+@pytest.mark.slow
+def test_cli_ctrl_c_ends_a_live_run_with_the_summary_and_exit_status_0(clip, tmp_path):
+    rows = tmp_path / 'rows.csv'
+    with ClipServer(clip) as server:
+        command = [sys.executable, '-m', 'timm_fer', 'predict', server.url, '--aligned', '--output', str(rows)]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+        try:
+            assert wait_for(lambda: rows.exists() and len(rows.read_text().splitlines()) >= 3, 90), \
+                process.stderr.read1().decode() if process.poll() is not None else 'no rows'
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=30)
+        finally:
+            process.kill()
+    assert process.returncode == 0, err.decode()[-2000:]
+    assert f'{server.url}: stopped (Ctrl-C)' in err.decode() and f'{server.url}: h264 160x120' in out.decode()
+    written = len(rows.read_text().splitlines()) - 1
+    assert f'({written} rows as they came' in out.decode()
 
 
 def test_stream_options_are_checked_before_the_source_is_opened(model):
