@@ -5,6 +5,8 @@ server sends them; every loop is bounded in time. A physical camera cannot be te
 to opening ``/dev/videoN`` (the error when there is none, the V4L2 input it would open).
 """
 import csv
+import functools
+import http.server
 import io
 import json
 import math
@@ -255,6 +257,27 @@ def test_a_video_file_streams_every_sampled_frame_none_dropped(model, tmp_path):
     with stream(video, model=model, aligned=True, fps=None, duration=0.5, keep_image=True) as frames:
         got = list(frames)
     assert [f.index for f in got] == [0, 1, 2, 3, 4] and got[0].image.size == (160, 120)
+
+
+def test_a_url_of_a_file_reads_as_a_file(model, tmp_path):
+    write_video(tmp_path / 'clip.avi', plain_frames(10))
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True)
+    thread.start()
+    try:
+        url = f'http://127.0.0.1:{server.server_address[1]}/clip.avi'
+        with stream(url, model=model, aligned=True, fps=5) as frames:
+            got = list(frames)  # its end is the file's end: no StreamError
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not frames.realtime and frames.info.duration == pytest.approx(1.) and frames.problem is None
+    assert [f.index for f in got] == [0, 2, 4, 6, 8] and not any(f.dropped for f in got)
 
 
 def test_frame_tracker_keeps_one_track_per_source_and_reports_failed_detections(model):

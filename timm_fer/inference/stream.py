@@ -106,9 +106,10 @@ class FrameTracker:
         return self.classifier.labels
 
     def __call__(self, image: Image.Image, time: float, index: int = 0) -> StreamFrame:
-        """The classified faces of the frame ``index`` at ``time`` seconds since the source started."""
+        """The classified faces of the frame ``index`` at ``time`` seconds since the source started (any Pillow
+        mode: converted to RGB)."""
         failures = self._faces.failures
-        crops = self._faces(image, time, index)
+        crops = self._faces(image if image.mode == 'RGB' else image.convert('RGB'), time, index)
         skipped: List[SkippedInput] = []
         if self._faces.failures > failures:
             skipped.append(SkippedInput(self.source, f'face detection failed on {self._faces.last_failure}'))
@@ -304,7 +305,10 @@ class FrameStream:
             if frame is None:
                 if isinstance(reader, LiveReader) and reader.dropped_out:
                     return reader.dropped_out
-                self.problem = reader.problem
+                if not self.realtime:
+                    self.problem = reader.problem
+                elif reader.damaged_packets:  # a live source's end is no problem, but damage is worth a note
+                    self.log(f'{self.source}: {reader.damaged_packets} damaged packets skipped')
                 return None
             when = offset + frame.time
             if self.duration is not None and not self.realtime and when >= self.duration:
