@@ -392,6 +392,17 @@ def test_cli_ctrl_c_ends_a_live_run_with_the_summary_and_exit_status_0(clip, tmp
     assert f'({written} rows as they came' in out.decode()
 
 
+def test_cli_checks_live_options_before_loading_anything(tmp_path, capsys):
+    assert main(['predict', 'rtsp://cam/live', '--duration', '0']) == 2
+    assert '--duration must be a number > 0 (or unset), got 0.0.' in capsys.readouterr().err
+    assert main(['predict', 'clip.mp4', '--stall-timeout', '-1']) == 2  # checked for files too
+    assert '--stall-timeout must be a number > 0' in capsys.readouterr().err
+    assert main(['predict', '--camera', '0', 'rtsp://cam/live']) == 2
+    assert 'a live source runs alone, got rtsp://cam/live, --camera 0' in capsys.readouterr().err
+    assert main(['predict', '-', '--output', str(tmp_path / 'rows.json')]) == 2
+    assert '--output must end in .csv or .jsonl for a live source' in capsys.readouterr().err
+
+
 def test_stream_options_are_checked_before_the_source_is_opened(model):
     with pytest.raises(ConfigError, match='fps'):
         stream('camera:63', model=model, fps=0)

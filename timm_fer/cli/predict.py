@@ -74,11 +74,13 @@ def _check_options(args: argparse.Namespace) -> None:
     """The ranges of the numeric options and the output locations, checked before anything is loaded or written."""
     from ..faces import RetinaFaceDetector
     from ..inference.predict import format_table, predict
+    from ..inference.stream import predict_stream
     from ..inference.video import predict_video
     from ..utils.options import check_options, check_output_path
 
     check_options(predict, batch_size=args.batch_size, min_face_size=args.min_face_size)
     check_options(predict_video, fps=args.fps, smoothing=args.smoothing, min_track=args.min_track)
+    check_options(predict_stream, duration=args.duration, stall_timeout=args.stall_timeout)
     check_options(format_table, top_k=args.top_k)
     check_options(RetinaFaceDetector.__init__, score_threshold=args.face_threshold)
     if args.output is not None:
@@ -125,19 +127,14 @@ def _predict_live(args: argparse.Namespace, sources: List[str]) -> int:
     from ..inference.report import check_row_file
     from ..inference.stream import predict_stream
     from ..inference.video import format_video_table
-    from ..utils.options import check_options, check_output_path
 
     if len(sources) != 1 or len(args.images) + (args.camera is not None) != 1:
         given = args.images + ([f'--camera {args.camera}'] if args.camera is not None else [])
         raise ConfigError(f'a live source runs alone, got {", ".join(given)}: give one camera, URL or - per run, '
                           f'and files in a run of their own.')
-    check_options(predict_stream, fps=args.fps, duration=args.duration, stall_timeout=args.stall_timeout,
-                  min_face_size=args.min_face_size, smoothing=args.smoothing, min_track=args.min_track)
-    check_options(RetinaFaceDetector.__init__, score_threshold=args.face_threshold)
+    _check_options(args)
     if args.output is not None:
         check_row_file(args.output)
-    if args.timeline is not None:
-        check_output_path(args.timeline, '--timeline', folder=True)
     ignored = [flag for flag, value in (('--save-viz', args.save_viz), ('--save-crops', args.save_crops),
                                         ('--save-annotated', args.save_annotated), ('--top-k', args.top_k))
                if value is not None]
