@@ -15,8 +15,8 @@ LABEL = re.compile(r'^#\d+ (\w+) (0|1)\.\d\d$')
 
 
 @pytest.fixture(scope='module')
-def page_url():
-    """The server (shipped model, torch backend, explanations on) on a loopback port, for the module's tests."""
+def shipped_model_app():
+    """The application of ``timm-fer serve`` for the shipped model on one thread, with classifier options."""
     missing = browser_missing()
     if missing:
         pytest.skip(missing)
@@ -25,7 +25,13 @@ def page_url():
     from timm_fer.inference.classifier import load_classifier
     from timm_fer.serve.app import create_app
 
-    with serving(create_app(load_classifier(backend='torch', explain=True, threads=1))) as url:
+    return lambda **options: create_app(load_classifier(threads=1, **options))
+
+
+@pytest.fixture(scope='module')
+def page_url(shipped_model_app):
+    """The server (torch backend, explanations on) on a loopback port, for the module's tests."""
+    with serving(shipped_model_app(backend='torch', explain=True)) as url:
         yield url
 
 
@@ -90,6 +96,19 @@ def test_a_chosen_photo_shows_its_table_and_explanation(page_url, browser, tmp_p
 
 
 @pytest.mark.slow
+def test_explanations_asked_of_a_server_without_them_show_its_message(shipped_model_app, browser):
+    from selenium.webdriver.common.by import By
+
+    with serving(shipped_model_app(backend='torch', int8=True)) as url:  # int8 layers: no explanation pictures
+        browser.get(url)
+        browser.find_element(By.ID, 'explain').click()
+        browser.find_element(By.ID, 'file-input').send_keys(str(SAMPLE_IMAGE))
+        message = wait_for(lambda: browser.find_element(By.ID, 'message').text, 20, "the server's message")
+    assert message.startswith('400: ') and '--explain' in message, message
+    assert not browser.find_elements(By.CSS_SELECTOR, '#results table')
+
+
+@pytest.mark.slow
 def test_the_page_loads_nothing_from_elsewhere(page_url, browser):
     browser.get(page_url)
     wait_for(lambda: browser.execute_script('return document.readyState') == 'complete', 15, 'the page to load')
@@ -99,4 +118,4 @@ def test_the_page_loads_nothing_from_elsewhere(page_url, browser):
     assert {name.split('/static/')[-1] for name in loaded if '/static/' in name} == {'app.js', 'style.css'}
     assert all(name.startswith(page_url + '/') for name in loaded), loaded
     for path in STATIC.iterdir():
-        assert not re.search(r'\b(https?:)?//[\w.-]+\.\w', path.read_text()), f'{path.name} names another site'
+        assert not re.search(r'(https?:)?//[\w-]+(\.[\w-]+)+', path.read_text()), f'{path.name} names another site'

@@ -207,7 +207,7 @@ function median(values) {
 }
 
 function cameraError(error) {
-  if (error.name === 'NotAllowedError') return 'The camera was refused: allow it in the site settings, then start again.';
+  if (error.name === 'NotAllowedError') return 'The camera was refused: allow it in the site settings, then retry.';
   if (error.name === 'NotFoundError') return 'No camera was found: connect one, then start again.';
   if (error.name === 'NotReadableError') return 'The camera is busy in another program: close it, then start again.';
   return `The camera could not start: ${error.message}`;
@@ -228,13 +228,14 @@ class LiveSession {
     this.running = false;
     this.drawnTimes = [];            // performance.now() of each drawn answer, all of the session
     this.latencies = [];             // capture to drawn box, ms, all of the session
+    this.serverMs = [];              // the server's own time for each drawn frame (decode to answer), ms
     this.skipped = 0;
     this.tracks = new Map();         // track id -> [{t, p, expression}], the last TIMELINE_SECONDS
   }
 
   async start() {
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-      throw new Error('The camera needs a secure page: open it on this computer (127.0.0.1 or localhost) or over HTTPS.');
+      throw new Error('The camera needs a secure page: open it on this computer (127.0.0.1, localhost) or over HTTPS.');
     }
     try {
       this.stream = await navigator.mediaDevices.getUserMedia(
@@ -337,6 +338,7 @@ class LiveSession {
       const drawn = performance.now();
       this.drawnTimes.push(drawn);
       this.latencies.push(drawn - captured);
+      this.serverMs.push(reply.server_ms);
     }
     this.pump();
   }
@@ -424,10 +426,11 @@ class LiveSession {
     byId('latency-ms').value = Number.isNaN(latency) ? '–' : latency.toFixed(0);
   }
 
-  // What the page measured, for benchmarks and tests: frames drawn, their times and latencies (ms), frames skipped.
+  // What the page measured, for benchmarks and tests: frames drawn, their times and latencies (ms) with the
+  // server's share, frames the server skipped.
   measurements() {
-    return {drawnTimes: [...this.drawnTimes], latencies: [...this.latencies], skipped: this.skipped,
-            now: performance.now()};
+    return {drawnTimes: [...this.drawnTimes], latencies: [...this.latencies], serverMs: [...this.serverMs],
+            skipped: this.skipped, now: performance.now()};
   }
 
   stop() {
