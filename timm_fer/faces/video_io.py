@@ -73,7 +73,7 @@ class VideoInfo:
     """What a video file declares about its first video stream.
 
     Attributes:
-        path: The file, or a live source's name (``camera:0``, its URL, ``-``).
+        path: The file, or a live source's name (``camera:0``, its URL, ``stdin``).
         codec: FFmpeg's name of the codec, e.g. ``h264``, ``vp9``, ``mjpeg``.
         width: Frame width in pixels, as stored (before any rotation).
         height: Frame height in pixels, as stored.
@@ -129,6 +129,9 @@ class VideoReader:
         VideoReadError: the file is missing, not a video, or damaged where it starts.
     """
 
+    _kind = 'file'
+    """What the reader reads, for messages."""
+
     def __init__(self, path: Union[str, Path]) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -176,9 +179,6 @@ class VideoReader:
         self.damaged_packets = 0
         self.problem: Optional[str] = None
         self._stopped: Optional[str] = None
-
-    _kind = 'file'
-    """What the reader reads, for messages."""
 
     def _cannot_open(self, error: Exception) -> str:
         """Why the source could not be opened, and what to do."""
