@@ -127,7 +127,8 @@ def start_live(driver, timeout: float = 20.0) -> str:
 
 
 def choose_photo(driver, photo: Path, timeout: float = 30.0) -> list:
-    """Choose ``photo`` in the page's file input; the expressions of the tables shown, one per face."""
+    """Choose ``photo`` (or a clip) in the page's file input; the expressions of the tables shown, one per face (per
+    face track for a clip)."""
     from selenium.webdriver.common.by import By
 
     driver.find_element(By.ID, 'file-input').send_keys(str(Path(photo).resolve()))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from live_page import browser_missing, choose_photo, chromium, serving, start_live, wait_for, write_fake_camera
+from live_page import (browser_missing, camera_frame, choose_photo, chromium, serving, start_live, wait_for,
+                       write_fake_camera)
 
 from timm_fer.inference.predict import SAMPLE_IMAGE
 
@@ -93,6 +94,23 @@ def test_a_chosen_photo_shows_its_table_and_explanation(page_url, browser, tmp_p
             f'data:image/{kind};base64,')
     shot = tmp_path / 'photo.png'
     assert browser.find_element(By.ID, 'photos').screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_a_chosen_clip_shows_its_face_track(page_url, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    pytest.importorskip('av', reason='the video extra (PyAV) is not installed')
+    from timm_fer.faces.video_io import VideoWriter
+
+    clip = tmp_path / 'portrait.mp4'
+    with VideoWriter(clip, 10) as writer:
+        for index in range(15):
+            writer.write(camera_frame((320, 240), portrait_height=160), index / 10)
+    browser.get(page_url)
+    assert choose_photo(browser, clip) == ['happiness']
+    caption = browser.find_element(By.CSS_SELECTOR, '#results table caption').text
+    assert re.match(r'Track \d+: happiness, ', caption), caption
 
 
 @pytest.mark.slow
