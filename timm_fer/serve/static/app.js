@@ -5,6 +5,7 @@
 const FRAMES_IN_FLIGHT = 2;          // frames sent and not yet answered, at most
 const FRAME_TIMEOUT_MS = 5000;       // a frame unanswered for this long no longer holds a slot
 const JPEG_QUALITY = 0.8;
+const MAX_FRAME_WIDTH = 640;         // wider camera frames are scaled down before they are sent
 const TIMELINE_SECONDS = 10;
 const FPS_WINDOW_MS = 3000;          // drawn frames counted for the frame rate
 const LATENCY_WINDOW = 60;           // latest latencies the shown median is taken over
@@ -245,10 +246,13 @@ class LiveSession {
     }
     this.video.srcObject = this.stream;
     await this.video.play();
-    const width = this.video.videoWidth || 640;
-    const height = this.video.videoHeight || 480;
-    this.capture.width = this.overlay.width = width;
-    this.capture.height = this.overlay.height = height;
+    // Frames go out at most MAX_FRAME_WIDTH wide; the stage takes the camera's aspect, so boxes sit on the faces.
+    const cameraWidth = this.video.videoWidth || 640;
+    const cameraHeight = this.video.videoHeight || 480;
+    const scale = Math.min(1, MAX_FRAME_WIDTH / cameraWidth);
+    this.capture.width = this.overlay.width = Math.round(cameraWidth * scale);
+    this.capture.height = this.overlay.height = Math.round(cameraHeight * scale);
+    byId('stage').style.aspectRatio = `${cameraWidth} / ${cameraHeight}`;
     this.running = true;
     this.openSocket();
     this.watchFrames();
