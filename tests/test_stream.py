@@ -380,7 +380,8 @@ def test_cli_reads_standard_input_from_a_pipe(clip, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_ctrl_c_ends_a_live_run_with_the_summary_and_exit_status_0(clip, tmp_path):
+@pytest.mark.parametrize('how', ['ctrl-c', 'kill'])
+def test_cli_ctrl_c_ends_a_live_run_with_the_summary_and_a_kill_loses_no_row_written(clip, tmp_path, how):
     rows = tmp_path / 'rows.csv'
     with ClipServer(clip) as server:
         command = [sys.executable, '-m', 'timm_fer', 'predict', server.url, '--aligned', '--output', str(rows)]
@@ -388,14 +389,19 @@ def test_cli_ctrl_c_ends_a_live_run_with_the_summary_and_exit_status_0(clip, tmp
         try:
             assert wait_for(lambda: rows.exists() and len(rows.read_text().splitlines()) >= 3, 90), \
                 process.stderr.read1().decode() if process.poll() is not None else 'no rows'
-            process.send_signal(signal.SIGINT)
+            process.send_signal(signal.SIGINT if how == 'ctrl-c' else signal.SIGKILL)
             out, err = process.communicate(timeout=30)
         finally:
             process.kill()
+    with open(rows, newline='') as f:
+        written = list(csv.DictReader(f))
+    assert len(written) >= 2 and all(len(row) == 18 and None not in row.values() for row in written)  # whole rows
+    if how == 'kill':
+        assert process.returncode == -signal.SIGKILL
+        return
     assert process.returncode == 0, err.decode()[-2000:]
     assert f'{server.url}: stopped (Ctrl-C)' in err.decode() and f'{server.url}: h264 160x120' in out.decode()
-    written = len(rows.read_text().splitlines()) - 1
-    assert f'({written} rows as they came' in out.decode()
+    assert f'({len(written)} rows as they came' in out.decode()
 
 
 def test_cli_checks_live_options_before_loading_anything(tmp_path, capsys):
