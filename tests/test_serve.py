@@ -3,6 +3,7 @@
 The application runs in-process through FastAPI's TestClient (no socket), with a tiny random TransFER and stand-in
 detectors; one slow test starts the real command on a free loopback port.
 """
+import asyncio
 import base64
 import io
 import os
@@ -30,6 +31,7 @@ from timm_fer.errors import ConfigError  # noqa: E402
 from timm_fer.inference.classifier import load_classifier  # noqa: E402
 from timm_fer.serve import API_KEY_HEADER, BatchingClassifier, ServeLimits, create_app  # noqa: E402
 from timm_fer.serve.app import STATIC_DIR  # noqa: E402
+from timm_fer.serve.live import LiveSession  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures('offline_hub')
 
@@ -396,6 +398,22 @@ def test_live_skips_frames_that_queue_behind_a_slow_one_and_needs_the_key(classi
     assert [(a['id'], a.get('skipped', False), a['dropped']) for a in answers] == [
         (1, False, 0), (2, True, 1), (3, True, 2), (4, False, 2)]
     assert len(answers[3]['faces']) == 1
+
+
+def test_live_client_that_leaves_while_its_frame_is_answered_ends_the_session_quietly():
+    class GoneClient:
+        sent = 0
+
+        async def send_json(self, message: dict) -> None:
+            self.sent += 1
+            raise WebSocketDisconnect(1001)
+
+    client = GoneClient()
+    session = LiveSession(client, tracker=None, max_pixels=1, max_bytes=1)
+    session.pending.extend([(1, b'', 0.), (2, b'', 0.)])  # frame 1 is answered as skipped: the client has gone
+    session.arrived.set()
+    asyncio.run(asyncio.wait_for(session._answer(), 5))  # neither raises (an error log per Stop) nor hangs
+    assert session.closed and client.sent == 1
 
 
 def test_cli_names_the_missing_extra_and_warns_off_loopback(classifier, monkeypatch, capsys):

@@ -58,7 +58,13 @@ class LiveSession:
             reader.cancel()
 
     async def _send(self, message: Dict[str, Any]) -> None:
-        await self.websocket.send_json(message)
+        """Send one answer; a client that left while it was computed ends the session quietly (no error log)."""
+        if self.closed:
+            return
+        try:
+            await self.websocket.send_json(message)
+        except WebSocketDisconnect:
+            self.closed = True
 
     async def _receive(self) -> None:
         """Queue every frame message; answer a malformed one with an error at once."""
@@ -100,13 +106,15 @@ class LiveSession:
             self.arrived.clear()
             if self.closed:
                 return
-            while self.pending:
+            while self.pending and not self.closed:
                 frame_id, jpeg, arrival = self.pending.pop()
                 skipped = list(self.pending)
                 self.pending.clear()
                 for skipped_id, _, _ in skipped:
                     self.dropped += 1
                     await self._send({'id': skipped_id, 'dropped': self.dropped, 'skipped': True})
+                if self.closed:
+                    return
                 await self._send(await run_in_threadpool(self._frame_answer, frame_id, jpeg, arrival))
 
     def _frame_answer(self, frame_id: int, jpeg: bytes, arrival: float) -> Dict[str, Any]:
