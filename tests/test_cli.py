@@ -60,6 +60,15 @@ def test_models_command_lists_every_model_with_size_and_prediction(capsys):
         'rafdb (not published), ferplus (not published), ms1m_in1k (not published)')
 
 
+@pytest.mark.slow
+def test_output_piped_into_a_reader_that_left_ends_without_a_traceback():
+    process = subprocess.Popen([sys.executable, '-m', 'timm_fer', 'models', '--batch-size', '1'],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # as `timm-fer models | head -1` once head has its line
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 1 and b'Traceback' not in stderr and b'BrokenPipeError' not in stderr, stderr
+
+
 def test_timm_script_runner_registers_models_and_passes_arguments(tmp_path):
     """A stand-in for timm's train.py: builds the model the way train.py does, then takes an optimiser step."""
     script = tmp_path / 'train.py'

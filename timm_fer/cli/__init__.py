@@ -3,6 +3,7 @@
 One small module per command, each a thin argparse wrapper over a Python function of the library.
 """
 import argparse
+import os
 import shlex
 import sys
 from importlib import import_module
@@ -66,4 +67,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     args = parser.parse_args(argv)
     args.command_line = 'timm-fer ' + shlex.join(argv)
-    return args.func(args)
+    try:
+        status = args.func(args)
+        sys.stdout.flush()  # here, not at exit, so that a reader who left is caught below
+        return status
+    except BrokenPipeError:  # the reader of the output left early (timm-fer models | head): stop without a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush of stdout fails otherwise
+        return 1
