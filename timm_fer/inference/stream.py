@@ -8,7 +8,6 @@ step: it detects, aligns and tracks the faces of a frame (the step that videos s
 :class:`~timm_fer.inference.video.TrackedFaces`) and classifies them at once.
 """
 import re
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from ..faces.video_io import (
     require_video_decoder,
 )
 from ..utils.options import Range, option_ranges
+from .backends import note
 from .classifier import FaceClassifier, face_detector, resolve_classifier
 from .report import RowWriter, SkippedInput, UniqueNames, check_row_file
 from .video import (
@@ -51,10 +51,6 @@ MAX_SKIPPED = 20
 _JOIN_TIMEOUT = 2.
 """Seconds to wait for the reader thread when the stream closes (a read blocked on the source ends with its
 timeout, and the thread then ends by itself)."""
-
-
-def _note(message: str) -> None:
-    print(f'note: {message}', file=sys.stderr)
 
 
 @dataclass
@@ -363,7 +359,7 @@ def stream(
         max_gap: float = 1.,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         keep_image: bool = False,
-        log: Callable[[str], None] = _note,
+        log: Callable[[str], None] = note,
         **options: Any,
 ) -> FrameStream:
     """The frames of a camera, a network stream, standard input or a video file, each with its classified and
@@ -446,7 +442,7 @@ def predict_stream(
         smoothing: float = DEFAULT_SMOOTHING,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         on_frame: Optional[Callable[[StreamFrame], None]] = None,
-        log: Callable[[str], None] = _note,
+        log: Callable[[str], None] = note,
         **options: Any,
 ) -> VideoReport:
     """Run a source through :func:`stream` until it ends, ``duration`` passes or Ctrl-C, writing its rows as they
