@@ -117,6 +117,30 @@ def test_every_docs_page_is_in_the_nav_and_every_nav_entry_exists():
     assert [p for p in pages if p not in in_nav] == [], 'docs pages missing from the nav in mkdocs.yml'
 
 
+def test_readme_is_a_landing_page():
+    lines = README.read_text(encoding='utf-8').splitlines()
+    assert len(lines) <= 350, f'README.md has {len(lines)} lines: move guides and tables into docs/'
+    linked = set(re.findall(r'\]\(docs/([\w-]+\.md)', '\n'.join(lines)))
+    assert linked >= {p.name for p in DOCS.glob('*.md')} - {'index.md'}, 'every docs page is linked from the README'
+
+
+def test_ci_runs_the_readmes_test_command():
+    blocks = [b for b in code_blocks(README) if b.language == 'bash' and 'pytest' in b.code]
+    command = blocks[0].code.strip()
+    assert command.startswith('pip install -e ".[') and command.endswith('python -m pytest -q'), command
+    ci_lines = (REPO / '.ci' / 'run').read_text(encoding='utf-8').splitlines()
+    assert ci_lines[-1] == command, 'the last line of .ci/run must be the README\'s test command'
+
+
+@pytest.mark.slow
+def test_docs_site_builds_strictly(tmp_path):
+    pytest.importorskip('mkdocs', reason='the docs extra is not installed: pip install -e ".[docs]"')
+    result = subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--strict', '--site-dir', str(tmp_path / 'site')],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, \
+        f'mkdocs build --strict failed (a broken link or reference):\n{result.stderr[-4000:]}'
+
+
 def model_card_metrics() -> List[List[str]]:
     """The percentages of the shipped model card's two headline metric lines: accuracy, then mean class accuracy."""
     card = (REPO / MODEL_CARD).read_text(encoding='utf-8')
