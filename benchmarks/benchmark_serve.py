@@ -107,6 +107,9 @@ def main() -> None:
     parser.add_argument('--model', default=None)
     parser.add_argument('--backend', default='auto')
     parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--max-wait-ms', type=float, nargs='+', default=[5.],
+                        help='batching on: the longest wait for other requests\' faces, one row set per value '
+                             '(default: 5, the server\'s)')
     args = parser.parse_args()
 
     classifier = load_classifier(model=args.model, backend=args.backend, threads=args.threads)
@@ -119,8 +122,9 @@ def main() -> None:
           f'{"x one-at-a-time":>15}')
     baseline = None
     limits = ServeLimits(max_in_flight=max(args.clients))
-    for name, max_batch in (('off (max_batch=1)', 1), ('on (32 faces, 5 ms)', 32)):
-        app = create_app(classifier, aligned=args.aligned, limits=limits, max_batch=max_batch)
+    settings = [('off (max_batch=1)', 1, 0.)] + [(f'on (32 faces, {wait:g} ms)', 32, wait) for wait in args.max_wait_ms]
+    for name, max_batch, max_wait_ms in settings:
+        app = create_app(classifier, aligned=args.aligned, limits=limits, max_batch=max_batch, max_wait_ms=max_wait_ms)
         with Server(app) as url:
             load(url, body, 1, 2, args.max_seconds)  # warm-up
             for clients in args.clients:

@@ -327,6 +327,41 @@ def test_batching_shares_forward_passes_and_keeps_failures_to_their_caller(model
         BatchingClassifier(counted, max_batch=0)
 
 
+def test_batching_waits_only_for_announced_callers_still_coming(model):
+    counted = load_classifier(model=model, threads=1)
+    calls: List[int] = []
+    runner = counted.model
+    counted.model = lambda images: calls.append(len(images)) or runner(images)
+    faces = [crops_of(counted, 1, colour) for colour in range(2)]
+    with BatchingClassifier(counted, max_batch=8, max_wait_ms=1000) as batching:
+        start = time.monotonic()
+        with batching.caller():
+            batching(faces[0])
+        assert time.monotonic() - start < 0.5, 'a lone announced request waited for company that does not come'
+        answers: dict = {}
+        both_announced = threading.Barrier(2)
+
+        def request(index: int, delay: float, hands_faces: bool) -> None:
+            with batching.caller():
+                both_announced.wait(10)
+                time.sleep(delay)  # decoding and detecting
+                if hands_faces:
+                    answers[index] = batching(faces[index])
+
+        for second_hands_faces in (True, False):
+            calls.clear()
+            threads = [threading.Thread(target=request, args=(0, 0., True)),
+                       threading.Thread(target=request, args=(1, 0.1, second_hands_faces))]
+            start = time.monotonic()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            # both faces in one pass; a request that found no face lets the other go when it leaves, not after 1 s
+            assert calls == ([2] if second_hands_faces else [1]) and time.monotonic() - start < 0.8, calls
+    assert len(answers[0]) == len(answers[1]) == 1
+
+
 def test_video_clip_gives_tracks_and_rows_within_the_length_limit(classifier, temp_root):
     pytest.importorskip('av', reason='the video extra (PyAV) is not installed')
     from test_video import fixed_face, plain_frames, write_video

@@ -259,7 +259,7 @@ class _Service:
     def predict_images(self, uploads: List[UploadFile], top_k: Optional[int], annotate: bool,
                        explain: bool) -> Dict[str, Any]:
         """The answer of ``POST /v1/predict``."""
-        with self.folder() as folder:
+        with self.classifier.caller(), self.folder() as folder:  # a batch waits for this request's faces
             images, crops, skipped = [], [], []  # one decoded image at a time: annotation reads it again
             for index, upload in enumerate(uploads):
                 path = _save_upload(upload, Path(folder) / f'image-{index}')

@@ -8,8 +8,9 @@ predictions back.
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Deque, List, Optional
+from typing import Any, Deque, Iterator, List, Optional
 
 from ..inference.classifier import FaceClassifier, FaceCrop, FacePrediction
 from ..inference.report import UniqueNames
@@ -33,7 +34,10 @@ class BatchingClassifier(FaceClassifier):
     It goes wherever a FaceClassifier goes (``predict``, ``predict_video``, a stream's frame tracker): every
     attribute (``labels``, ``size``, ``model_name``, ``crop_faces``, ...) is the wrapped classifier's. A call waits
     at most ``max_wait_ms`` for other callers' faces, then one worker thread classifies up to ``max_batch`` faces
-    in one pass; a call with more faces than that is classified in several. If a batch fails, each caller's faces
+    in one pass; a call with more faces than that is classified in several. Callers that announce themselves
+    before their faces are ready (:meth:`caller`, as the server does for each request while it decodes and detects)
+    make the wait adaptive: a batch waits only while some announced caller has not handed its faces yet, so a lone
+    request is never kept waiting for company that does not come. If a batch fails, each caller's faces
     are classified again on their own, so that one caller's failure is never another's. Calls that write pictures
     (``viz_names``, ``crop_names``) run alone, between batches.
 
@@ -57,6 +61,7 @@ class BatchingClassifier(FaceClassifier):
         self._pending: Deque[_Request] = deque()
         self._wakeup = threading.Condition()
         self._closed = False
+        self._announced = 0  # callers inside caller(): those whose faces a batch may wait for
         self._worker = threading.Thread(target=self._run, name='timm-fer-batching', daemon=True)
         self._worker.start()
 
@@ -77,6 +82,20 @@ class BatchingClassifier(FaceClassifier):
             self._wakeup.notify_all()
         if self._worker is not threading.current_thread():
             self._worker.join()
+
+    @contextmanager
+    def caller(self) -> Iterator[None]:
+        """Announce, for the block, a caller that will hand over faces: while announced callers are about, a batch
+        waits (at most ``max_wait_ms``) only until each of them has queued its faces or left the block; without
+        any, the full ``max_wait_ms``."""
+        with self._wakeup:
+            self._announced += 1
+        try:
+            yield
+        finally:
+            with self._wakeup:
+                self._announced -= 1
+                self._wakeup.notify_all()
 
     def __call__(self, crops: List[FaceCrop], viz_names: Optional[UniqueNames] = None,
                  crop_names: Optional[UniqueNames] = None) -> List[FacePrediction]:
@@ -108,7 +127,7 @@ class BatchingClassifier(FaceClassifier):
                     return
                 deadline = time.monotonic() + self.max_wait
                 while (sum(len(r.crops) for r in self._pending) < self.max_batch and not self._closed
-                       and time.monotonic() < deadline):
+                       and self._others_coming() and time.monotonic() < deadline):
                     self._wakeup.wait(deadline - time.monotonic())
                 requests, faces = [], 0
                 while self._pending and (not requests or faces + len(self._pending[0].crops) <= self.max_batch):
@@ -122,6 +141,11 @@ class BatchingClassifier(FaceClassifier):
                     if not request.done.is_set():
                         request.error = request.error or RuntimeError('the batch was not classified')
                         request.done.set()
+
+    def _others_coming(self) -> bool:
+        """Whether other callers' faces may still join the pending batch (called holding the lock): some announced
+        caller has not queued yet, or nobody announced anything."""
+        return self._announced == 0 or len(self._pending) < self._announced
 
     def _answer(self, requests: List[_Request]) -> None:
         """Classify the faces of ``requests`` in passes of at most ``max_batch`` and hand each its predictions; when
