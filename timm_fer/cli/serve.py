@@ -92,7 +92,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     batching.add_argument('--max-batch', type=int, default=32,
                           help='most faces of concurrent requests per forward pass; 1: no batching (default: 32)')
     batching.add_argument('--max-wait-ms', type=float, default=5.,
-                          help='most milliseconds a request waits for others to share its pass (default: 5)')
+                          help='most milliseconds a batch waits for the faces of other requests being worked on; '
+                               'a lone request never waits (default: 5)')
     runtime = parser.add_argument_group('runtime')
     add_backend_arguments(runtime)
     add_runtime_arguments(runtime)

@@ -421,7 +421,8 @@ def create_app(
             WebSocket); ``/healthz``, the page and the docs stay open. None: no key.
         cors_origins: Web origins allowed to call the API from their pages; none by default (no CORS headers).
         max_batch: Most faces per forward pass; 1 turns micro-batching off.
-        max_wait_ms: Most milliseconds a request waits for others' faces to share its forward pass.
+        max_wait_ms: Most milliseconds a batch waits for the faces of other requests being worked on (a lone
+            request never waits).
         temp_dir: Where the uploads' temporary folders go; default the system's.
     """
     owned = not isinstance(classifier, BatchingClassifier)
