@@ -6,13 +6,14 @@ import argparse
 import ast
 import sys
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
-from ..constants import AMP_CHOICES, BACKENDS
+from ..constants import AMP_CHOICES, BACKENDS, DEFAULT_MODEL
 from ..errors import ConfigError, FerError
 
-__all__ = ['add_backend_arguments', 'add_command', 'add_model_arguments', 'add_runtime_arguments', 'parse_model_kwargs',
-           'run_command']
+__all__ = ['add_backend_arguments', 'add_command', 'add_model_arguments', 'add_runtime_arguments',
+           'add_weights_arguments', 'parse_model_kwargs', 'run_command']
 
 Command = Callable[[argparse.Namespace], int]
 """A sub-command's body: the parsed flags in, the exit status out."""
@@ -74,6 +75,17 @@ def add_model_arguments(parser: argparse._ActionsContainer) -> None:
                              'stem_layers="(1, 1, 1)"')
     parser.add_argument('--img-size', type=int, default=None,
                         help="square input size (default: the model's, 112 for TransFER)")
+
+
+def add_weights_arguments(parser: argparse._ActionsContainer) -> None:
+    """``--model``, ``--checkpoint`` and ``--random-weights``: which model answers, for ``predict`` and ``serve``."""
+    parser.add_argument('--model', default=None,
+                        help='model and tag; the tag sets labels and preprocessing (default: the model a checkpoint '
+                             f'names, else {DEFAULT_MODEL})')
+    parser.add_argument('--checkpoint', type=Path,
+                        help='weights: a timm-fer train checkpoint, a Hub model folder, or a .safetensors/.pth file')
+    parser.add_argument('--random-weights', action='store_true',
+                        help='when no weights can be loaded, run with random weights (meaningless, demo only)')
 
 
 def add_runtime_arguments(parser: argparse._ActionsContainer) -> None:

@@ -8,14 +8,13 @@ from ..constants import (
     ANNOTATED_FORMATS,
     DEFAULT_FPS,
     DEFAULT_MIN_TRACK,
-    DEFAULT_MODEL,
     DEFAULT_SMOOTHING,
     DEFAULT_STALL_TIMEOUT,
     OUTPUT_SUFFIXES,
 )
 from ..errors import ConfigError
 from . import COMMANDS
-from .common import add_backend_arguments, add_command, add_runtime_arguments
+from .common import add_backend_arguments, add_command, add_runtime_arguments, add_weights_arguments
 
 if TYPE_CHECKING:
     from ..faces import FaceDetector
@@ -211,13 +210,7 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
                              'above 64 megapixels (8192x8192) are skipped, unread. Or one live source: camera:N, a '
                              'URL (rtsp, rtmp, http(s), udp, tcp, srt) or - (standard input, e.g. MPEG-TS from '
                              'ffmpeg)')
-    parser.add_argument('--model', default=None,
-                        help='model and tag; the tag sets labels and preprocessing (default: the model a checkpoint '
-                             f'names, else {DEFAULT_MODEL})')
-    parser.add_argument('--checkpoint', type=Path,
-                        help='weights: a timm-fer train checkpoint, a Hub model folder, or a .safetensors/.pth file')
-    parser.add_argument('--random-weights', action='store_true',
-                        help='when no weights can be loaded, run with random weights (meaningless, demo only)')
+    add_weights_arguments(parser)
     parser.add_argument('--aligned', action='store_true',
                         help='images are aligned face crops: resize only, no face detection')
     parser.add_argument('--output', type=Path,

@@ -1,11 +1,9 @@
 """``timm-fer serve``: one process with the model loaded once, answering a REST API, a live WebSocket and a web page."""
 import argparse
 import os
-from pathlib import Path
 
-from ..constants import DEFAULT_MODEL
 from . import COMMANDS
-from .common import add_backend_arguments, add_command, add_runtime_arguments
+from .common import add_backend_arguments, add_command, add_runtime_arguments, add_weights_arguments
 
 __all__ = ['add_serve_parser']
 
@@ -55,13 +53,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
                         help='address to listen on (default: 127.0.0.1, this machine only; any other address is '
                              'warned about)')
     parser.add_argument('--port', type=int, default=8000, help='port to listen on (default: 8000)')
-    parser.add_argument('--model', default=None,
-                        help='model and tag; the tag sets labels and preprocessing (default: the model a checkpoint '
-                             f'names, else {DEFAULT_MODEL})')
-    parser.add_argument('--checkpoint', type=Path,
-                        help='weights: a timm-fer train checkpoint, a Hub model folder, or a .safetensors/.pth file')
-    parser.add_argument('--random-weights', action='store_true',
-                        help='when no weights can be loaded, run with random weights (meaningless, demo only)')
+    add_weights_arguments(parser)
     parser.add_argument('--device', help='torch device (default: cuda when available, else cpu)')
     parser.add_argument('--explain', action='store_true',
                         help='load the eager fp32 model, so that requests can ask for explanation pictures '
