@@ -69,6 +69,17 @@ def test_output_piped_into_a_reader_that_left_ends_without_a_traceback():
     assert process.returncode == 1 and b'Traceback' not in stderr and b'BrokenPipeError' not in stderr, stderr
 
 
+def test_ctrl_c_ends_a_command_with_one_line_and_status_130(monkeypatch, capsys):
+    import timm_fer.cli.models
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(timm_fer.cli.models, '_models', interrupted)
+    assert main(['models']) == 130
+    assert capsys.readouterr().err == 'timm-fer models: interrupted\n'
+
+
 def test_timm_script_runner_registers_models_and_passes_arguments(tmp_path):
     """A stand-in for timm's train.py: builds the model the way train.py does, then takes an optimiser step."""
     script = tmp_path / 'train.py'

@@ -74,3 +74,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BrokenPipeError:  # the reader of the output left early (timm-fer models | head): stop without a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush of stdout fails otherwise
         return 1
+    except KeyboardInterrupt:  # Ctrl-C where a command has no clean stop of its own (loading a model, say)
+        print(f'timm-fer {args.command}: interrupted', file=sys.stderr)
+        return 130
