@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -86,7 +87,14 @@ def test_health_models_docs_and_page(client, classifier):
         'name': classifier.model_name, 'labels': classifier.labels, 'input_size': [3, 112, 112],
         'weights': classifier.weights, 'backend': 'torch'}]}
     assert '/v1/predict' in client.get('/openapi.json').json()['paths']
-    assert client.get('/docs').status_code == 200
+    docs = client.get('/docs')
+    sources = re.findall(r'(?:src|href)="([^"]+)"', docs.text) + re.findall(r"url: '([^']+)'", docs.text)
+    assert docs.status_code == 200 and sources, docs.text
+    assert all(source.startswith(('/', 'data:')) for source in sources), sources  # nothing from a CDN: offline
+    for source in sources:
+        if source.startswith('/'):
+            assert client.get(source).status_code == 200, source
+    assert client.get('/redoc').status_code == 404
     page, index = client.get('/'), STATIC_DIR / 'index.html'
     if index.is_file():
         assert page.status_code == 200 and page.content == index.read_bytes()

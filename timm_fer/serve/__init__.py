@@ -1,8 +1,8 @@
 """``timm-fer serve``: one process with the model loaded once, answering a REST API, a live WebSocket and a web page.
 
-Needs the ``serve`` extra: ``pip install "timm-fer[serve]"`` (FastAPI, uvicorn, python-multipart). The names below
-load on first use: without the extra, those of the web application raise :class:`ServeUnavailableError`, naming
-the install command.
+Needs the ``serve`` extra: ``pip install "timm-fer[serve]"`` (FastAPI, uvicorn, python-multipart, swagger-ui-bundle).
+The names below load on first use: without the extra, those of the web application raise
+:class:`ServeUnavailableError`, naming the install command.
 """
 from importlib import import_module
 from typing import Any, List

@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, MutableMapping, Optional, Sequence, Tuple
 
+import swagger_ui_bundle
 from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
@@ -49,6 +51,8 @@ API_KEY_HEADER = 'X-API-Key'
 """The request header that carries the key of a server started with ``--api-key``."""
 STATIC_DIR = Path(__file__).resolve().parent / 'static'
 """The web page's files, served at ``/`` (index.html) and ``/static/``."""
+DOCS_ASSETS = '/docs-assets'
+"""Where Swagger UI's script and style (the ``swagger-ui-bundle`` package's) are served for ``/docs``."""
 UPLOAD_PATHS = ('/v1/predict', '/v1/predict/video')
 """The endpoints that take uploads: their bodies are limited in size and their requests in number."""
 IMAGE_TYPES = ('image/', 'application/octet-stream')
@@ -435,7 +439,7 @@ def create_app(
         if owned:
             batching.close()
 
-    app = FastAPI(title='timm-fer', version='1', lifespan=lifespan,
+    app = FastAPI(title='timm-fer', version='1', lifespan=lifespan, docs_url=None, redoc_url=None,
                   description='Facial expression recognition: faces, boxes and expression probabilities of photos '
                               'and clips.')
     app.state.service = service
@@ -523,7 +527,14 @@ def create_app(
             raise ApiError(404, 'the web page is not installed; the API is at /v1/ (see /docs).')
         return FileResponse(index)
 
+    @app.get('/docs', include_in_schema=False)
+    async def docs() -> HTMLResponse:  # Swagger UI from the package, not from a CDN: it works offline
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title='timm-fer API',
+                                   swagger_js_url=f'{DOCS_ASSETS}/swagger-ui-bundle.js',
+                                   swagger_css_url=f'{DOCS_ASSETS}/swagger-ui.css', swagger_favicon_url='data:,')
+
     app.mount('/static', StaticFiles(directory=STATIC_DIR, check_dir=False), name='static')
+    app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name='docs-assets')
     app.add_middleware(RequestGate, limits=limits, api_key=api_key)
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=['GET', 'POST'],

@@ -5,12 +5,13 @@ from ..errors import FerError
 
 __all__ = ['SERVE_PACKAGES', 'ServeUnavailableError', 'require_serve_extra']
 
-SERVE_PACKAGES = {'fastapi': 'fastapi', 'uvicorn': 'uvicorn', 'multipart': 'python-multipart'}
+SERVE_PACKAGES = {'fastapi': 'fastapi', 'uvicorn': 'uvicorn', 'multipart': 'python-multipart',
+                  'swagger_ui_bundle': 'swagger-ui-bundle'}
 """The modules ``timm-fer serve`` imports, and the packages that hold them."""
 
 
 class ServeUnavailableError(FerError, ImportError):
-    """The ``serve`` extra (FastAPI, uvicorn, python-multipart) is not installed."""
+    """The ``serve`` extra (FastAPI, uvicorn, python-multipart, swagger-ui-bundle) is not installed."""
 
 
 def require_serve_extra() -> None:
