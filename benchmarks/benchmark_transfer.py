@@ -49,9 +49,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tests'))  # the ge
 from drawn_faces import generated_faces  # noqa: E402
 
 import timm_fer
-from timm_fer.inference.backends import OnnxRuntimeModel, cached_onnx, quantize_linear
 from timm_fer.engine.optimizer import create_sgd
-from timm_fer.utils.runtime import autocast, bf16_is_fast, cpu_capability, cpu_flags, resolve_amp_dtype
+from timm_fer.inference.backends import OnnxRuntimeModel, cached_onnx, quantize_linear
+from timm_fer.utils.runtime import (
+    autocast,
+    bf16_is_fast,
+    cpu_capability,
+    cpu_flags,
+    cpu_times,
+    resolve_amp_dtype,
+)
 
 PROXY_VARIABLES = ('ATEN_CPU_CAPABILITY', 'ONEDNN_MAX_CPU_ISA', 'FBGEMM_ENABLE_INSTRUCTIONS')
 """Environment variables that lower the instructions torch, oneDNN and FBGEMM use: the AVX2 proxy."""
@@ -101,11 +108,9 @@ class OtherLoad:
 
     @staticmethod
     def _busy_seconds():
-        stat = Path('/proc/stat')
-        if not stat.exists():
+        if not Path('/proc/stat').exists():
             return None
-        values = [int(v) for v in stat.read_text().splitlines()[0].split()[1:9]]
-        return (sum(values) - values[3] - values[4]) / os.sysconf('SC_CLK_TCK')
+        return sum(busy for busy, _ in cpu_times()) / os.sysconf('SC_CLK_TCK')
 
 
 def load_note(cores: float) -> str:

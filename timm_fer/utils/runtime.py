@@ -17,8 +17,8 @@ from torch import nn
 from ..constants import AMP_CHOICES
 from ..errors import ConfigError
 
-__all__ = ['AMP_CHOICES', 'autocast', 'bf16_is_fast', 'busy_cores', 'cpu_capability', 'cpu_flags', 'num_threads',
-           'parse_device', 'prepare_model', 'resolve_amp_dtype', 'resolve_threads', 'to_input']
+__all__ = ['AMP_CHOICES', 'autocast', 'bf16_is_fast', 'busy_cores', 'cpu_capability', 'cpu_flags', 'cpu_times',
+           'num_threads', 'parse_device', 'prepare_model', 'resolve_amp_dtype', 'resolve_threads', 'to_input']
 
 CPU_FLAGS = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile')
 """The CPU flags that decide the fast path, as /proc/cpuinfo names them."""
@@ -95,8 +95,8 @@ def to_input(images: torch.Tensor, device: torch.device, channels_last: bool = T
     return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
 
-def _cpu_times() -> List[List[int]]:
-    """Per-core (busy, total) jiffies from /proc/stat."""
+def cpu_times() -> List[List[int]]:
+    """Per-core [busy, total] jiffies (clock ticks) from /proc/stat; idle and iowait are not busy."""
     times = []
     for line in Path('/proc/stat').read_text().splitlines():
         name, *values = line.split()
@@ -113,9 +113,9 @@ def busy_cores(window_s: float = 0.05) -> int:
     if not Path('/proc/stat').exists():
         return 0
     allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else None
-    before = _cpu_times()
+    before = cpu_times()
     time.sleep(window_s)
-    after = _cpu_times()
+    after = cpu_times()
     cores = range(len(after)) if allowed is None else [c for c in allowed if c < len(after)]
     return sum(1 for c in cores
                if after[c][1] > before[c][1]
