@@ -195,8 +195,8 @@ def test_requests_beyond_the_limit_in_flight_get_429_with_retry_after(classifier
         assert release.wait(30)
         return faces_by_width(image)
 
-    app = create_app(classifier, detector=slow_detector, limits=ServeLimits(max_in_flight=1, retry_after=3),
-                     temp_dir=temp_root)
+    app = create_app(classifier, detector=slow_detector,
+                     limits=ServeLimits(max_in_flight=1, queue_size=0, retry_after=3), temp_dir=temp_root)
     with TestClient(app) as client:
         first: list = []
         worker = threading.Thread(target=lambda: first.append(predict(client, photo(1))))

@@ -26,7 +26,8 @@ def _serve(args: argparse.Namespace) -> int:
     limits = ServeLimits(max_upload_mb=args.max_upload_mb, max_files=args.max_files,
                          max_megapixels=args.max_megapixels,
                          max_video_seconds=args.max_video_seconds,
-                         max_in_flight=args.max_in_flight)
+                         max_in_flight=args.max_in_flight, queue_size=args.queue_size,
+                         queue_timeout_s=args.queue_timeout_s)
     detector = None if args.aligned else RetinaFaceDetector(score_threshold=args.face_threshold)
     classifier = load_classifier(ClassifierOptions(
         model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights, device=args.device,
@@ -79,7 +80,12 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     safety.add_argument('--max-video-seconds', type=float, default=120.,
                         help='longest clip in seconds (default: 120)')
     safety.add_argument('--max-in-flight', type=int, default=8,
-                        help='most upload requests worked on at once; more are answered 429 (default: 8)')
+                        help='most upload requests worked on at once; more wait in the queue (default: 8)')
+    safety.add_argument('--queue-size', type=int, default=256,
+                        help='most upload requests waiting for their turn, first come first served; one more is '
+                             'answered 429 with Retry-After; 0: no queue (default: 256)')
+    safety.add_argument('--queue-timeout-s', type=float, default=30.,
+                        help='most seconds a request waits in the queue before it is answered 429 (default: 30)')
     batching = parser.add_argument_group('micro-batching')
     batching.add_argument('--max-batch', type=int, default=32,
                           help='most faces of concurrent requests per forward pass; 1: no batching (default: 32)')

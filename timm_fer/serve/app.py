@@ -10,6 +10,7 @@ Every upload is written to a temporary folder under a name the server makes up, 
 its answer is ready: the client's file name is only echoed in the answer, never used as a path. Model work runs on
 worker threads, off the event loop.
 """
+import asyncio
 import base64
 import hmac
 import io
@@ -17,10 +18,12 @@ import ipaddress
 import shutil
 import sys
 import tempfile
+from collections import deque
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, MutableMapping, Optional, Sequence, Tuple
+from typing import (Any, AsyncIterator, Awaitable, Callable, Deque, Dict, List, MutableMapping, Optional, Sequence,
+                    Tuple)
 
 import swagger_ui_bundle
 from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket
@@ -72,7 +75,11 @@ class ServeLimits:
         max_megapixels: Most megapixels (millions of pixels) of one photo or video frame, checked from its header
             before decoding (413); at most :data:`~timm_fer.faces.MAX_PHOTO_PIXELS`, what photos are read at.
         max_video_seconds: Longest clip, by the length its file declares (413).
-        max_in_flight: Most upload requests worked on at once; more are answered 429 with ``Retry-After``.
+        max_in_flight: Most upload requests worked on at once; more wait in the queue.
+        queue_size: Most upload requests waiting, first come first served, for one of the ``max_in_flight`` places;
+            one more is answered 429 with ``Retry-After`` at once (0: no queue, every request over
+            ``max_in_flight`` is refused).
+        queue_timeout_s: Most seconds a request waits in the queue; then it is answered 429 with ``Retry-After``.
         retry_after: Seconds the 429 answers ask the client to wait.
     """
     max_upload_mb: float = field(default=32., metadata={'range': Range(0, 4096, low_open=True)})
@@ -80,6 +87,8 @@ class ServeLimits:
     max_megapixels: float = field(default=64., metadata={'range': Range(0, MAX_PHOTO_PIXELS / 1e6, low_open=True)})
     max_video_seconds: float = field(default=120., metadata={'range': Range(0, 86400, low_open=True)})
     max_in_flight: int = field(default=8, metadata={'range': Range(1, 1024, integer=True)})
+    queue_size: int = field(default=256, metadata={'range': Range(0, 65536, integer=True)})
+    queue_timeout_s: float = field(default=30., metadata={'range': Range(0, 3600)})
     retry_after: int = field(default=1, metadata={'range': Range(1, 3600, integer=True)})
 
     def __post_init__(self) -> None:
@@ -124,7 +133,9 @@ class _BodyTooLarge(Exception):
 
 class RequestGate:
     """ASGI middleware in front of the API: the API key, then, for uploads, the content type, the body size (declared
-    and as read) and the number of requests worked on at once, each refused before any work is done.
+    and as read) and the number of requests worked on at once, each refused before any work is done. An upload over
+    ``max_in_flight`` waits, first come first served, in a queue of at most ``queue_size`` for at most
+    ``queue_timeout_s``; past either, it is answered 429 with ``Retry-After``.
 
     Args:
         app: The application behind it.
@@ -137,7 +148,8 @@ class RequestGate:
         self.app = app
         self.limits = limits
         self.api_key = api_key
-        self.in_flight = 0
+        self.in_flight = 0  # requests holding one of the max_in_flight places
+        self.waiting: Deque['asyncio.Future[None]'] = deque()  # requests waiting for a place, in their order
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope['type'] != 'http' or not scope['path'].startswith('/v1/'):
@@ -153,14 +165,15 @@ class RequestGate:
             await self.app(scope, receive, send)
             return
         refusal = self._refusal(headers)
+        if refusal is None:
+            refusal = await self._admit()
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        self.in_flight += 1
         try:
             await self._limited(scope, receive, send)
         finally:
-            self.in_flight -= 1
+            self._release()
 
     def _refusal(self, headers: Dict[str, str]) -> Optional[JSONResponse]:
         """The answer to an upload refused from its headers alone, or None."""
@@ -171,11 +184,46 @@ class RequestGate:
         declared = headers.get('content-length', '')
         if declared.isdigit() and int(declared) > self.limits.max_upload_bytes:
             return self._too_large()
-        if self.in_flight >= self.limits.max_in_flight:
-            return _error_response(429, f'the server is working on {self.in_flight} requests, its limit; retry after '
-                                        f'{self.limits.retry_after} s.',
-                                   headers={'Retry-After': str(self.limits.retry_after)})
         return None
+
+    async def _admit(self) -> Optional[JSONResponse]:
+        """Take one of the ``max_in_flight`` places, after waiting in the queue if they are all taken; the 429
+        answer when the queue is full or the wait reaches ``queue_timeout_s``, else None (the place is this
+        request's until :meth:`_release`)."""
+        limits = self.limits
+        if self.in_flight < limits.max_in_flight and not self.waiting:
+            self.in_flight += 1
+            return None
+        if len(self.waiting) >= limits.queue_size:
+            return self._busy(f'the server is working on {self.in_flight} requests and {len(self.waiting)} more '
+                              f'wait, its limits')
+        place: 'asyncio.Future[None]' = asyncio.get_running_loop().create_future()
+        self.waiting.append(place)
+        try:
+            await asyncio.wait([place], timeout=limits.queue_timeout_s)
+        except BaseException:  # the request was cancelled while it waited: its place, if handed over, goes on
+            if place.done():
+                self._release()
+            else:
+                self.waiting.remove(place)
+            raise
+        if place.done():  # a finished request handed its place over
+            return None
+        self.waiting.remove(place)
+        return self._busy(f'the request waited {limits.queue_timeout_s:g} s in the queue for one of the server\'s '
+                          f'{limits.max_in_flight} places, its limit')
+
+    def _release(self) -> None:
+        """Hand a finished request's place to the first request waiting, or free it."""
+        if self.waiting:
+            self.waiting.popleft().set_result(None)
+        else:
+            self.in_flight -= 1
+
+    def _busy(self, reason: str) -> JSONResponse:
+        """The 429 answer: ``reason``, and when to retry."""
+        return _error_response(429, f'{reason}; retry after {self.limits.retry_after} s.',
+                               headers={'Retry-After': str(self.limits.retry_after)})
 
     def _too_large(self) -> JSONResponse:
         return _error_response(413, f'the upload is larger than this server takes ({self.limits.max_upload_mb:g} MB); '
