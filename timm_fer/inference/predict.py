@@ -16,6 +16,7 @@ from tqdm import tqdm
 from ..errors import ConfigError, ImageReadError
 from ..faces import FaceDetector, find_images, read_image
 from ..utils.options import Range, option_ranges
+from ..utils.outputs import FaceNames, OutputPlan
 from .annotate import annotate_image, annotated_suffix, save_annotated_image
 from .classifier import (
     FaceClassifier,
@@ -27,10 +28,10 @@ from .classifier import (
     resolve_classifier,
     unlike_a_face_crop,
 )
-from .report import OUTPUT_SUFFIXES, Report, SkippedInput, UniqueNames, label_columns
+from .report import OUTPUT_SUFFIXES, Report, SkippedInput, label_columns
 
-__all__ = ['OUTPUT_SUFFIXES', 'SAMPLE_IMAGE', 'FacePrediction', 'PredictionReport', 'SkippedInput', 'format_table',
-           'predict', 'write_report']
+__all__ = ['OUTPUT_SUFFIXES', 'SAMPLE_IMAGE', 'FacePrediction', 'PhotoOutputs', 'PredictionReport', 'SkippedInput',
+           'format_table', 'plan_photo_outputs', 'predict', 'write_report']
 
 SAMPLE_IMAGE = Path(__file__).resolve().parent.parent / 'assets' / 'astronaut.png'
 """Public-domain portrait (NASA astronaut Eileen Collins) used when no image is given."""
@@ -48,6 +49,41 @@ class PredictionReport(Report):
     warnings: List[str] = field(default_factory=list)
 
 
+@dataclass
+class PhotoOutputs:
+    """Where a photo run writes its pictures, reserved by :func:`plan_photo_outputs` before the run."""
+    viz: Optional[FaceNames] = None
+    crops: Optional[FaceNames] = None
+    annotated: Dict[str, Path] = field(default_factory=dict)
+
+
+def plan_photo_outputs(
+        plan: OutputPlan,
+        files: Sequence[Union[str, Path]],
+        save_viz: Optional[Union[str, Path]] = None,
+        save_crops: Optional[Union[str, Path]] = None,
+        save_annotated: Optional[Union[str, Path]] = None,
+        annotated_format: str = 'same',
+) -> PhotoOutputs:
+    """Reserve in ``plan`` the pictures :func:`predict` writes for ``files``: ``STEM_faceN.viz.png`` and
+    ``STEM_faceN.crop.png`` per face, ``STEM.annotated.EXT`` per photo (see :class:`~timm_fer.utils.OutputPlan`).
+
+    Raises:
+        ConfigError: an output path is an input, or exists (without the plan's ``overwrite``), or a folder cannot be
+            written.
+    """
+    outputs = PhotoOutputs()
+    if save_viz is not None:
+        outputs.viz = plan.faces(save_viz, 'viz', '.png', '--save-viz', files)
+    if save_crops is not None:
+        outputs.crops = plan.faces(save_crops, 'crop', '.png', '--save-crops', files)
+    if save_annotated is not None:
+        outputs.annotated = {str(file): plan.derived(save_annotated, file, 'annotated',
+                                                     annotated_suffix(Path(file), annotated_format),
+                                                     '--save-annotated') for file in files}
+    return outputs
+
+
 @option_ranges(batch_size=Range(1, integer=True), min_face_size=Range(0))
 def predict(
         images: Optional[Union[str, Path, Sequence[Union[str, Path]]]] = None,
@@ -61,6 +97,8 @@ def predict(
         save_crops: Optional[Union[str, Path]] = None,
         save_annotated: Optional[Union[str, Path]] = None,
         annotated_format: str = 'same',
+        overwrite: bool = False,
+        outputs: Optional[OutputPlan] = None,
         progress: Optional[bool] = None,
         **options: Any,
 ) -> PredictionReport:
@@ -78,11 +116,17 @@ def predict(
         detector: Face detector; default :class:`~timm_fer.faces.RetinaFaceDetector` (the ``face`` extra).
         batch_size: Faces per forward pass.
         min_face_size: Faces whose box has a shorter side below this many pixels are reported and skipped.
-        save_viz: Folder for one explanation PNG per face (aligned face, LANet map, relevance map).
-        save_crops: Folder for the aligned faces, as the model saw them (before normalisation).
-        save_annotated: Folder for each input image with every face's box, top expression and confidence drawn.
+        save_viz: Folder for one explanation PNG per face (aligned face, LANet map, relevance map),
+            ``STEM_faceN.viz.png``.
+        save_crops: Folder for the aligned faces, as the model saw them (before normalisation), ``STEM_faceN.crop.png``.
+        save_annotated: Folder for each input image with every face's box, top expression and confidence drawn,
+            ``STEM.annotated.EXT``.
         annotated_format: Their format: 'same' as the input's (a JPEG stays a JPEG, at quality 90; PNG for inputs
             neither JPEG nor WebP), 'png' or 'jpeg'.
+        overwrite: Replace files already at the output paths (an input never): without it, such a file stops the
+            run before any work (:class:`~timm_fer.utils.OutputPlan`).
+        outputs: The run's output plan, when the caller reserved other outputs in it (a command's whole run); its
+            ``overwrite`` then applies.
         progress: Show a progress bar; None shows it for 20 or more files on a terminal.
         options: Without ``classifier``: the model and how it runs, as
             :class:`~timm_fer.inference.classifier.ClassifierOptions` fields (``model``, ``checkpoint``,
@@ -90,13 +134,15 @@ def predict(
             ``threads``).
     """
     annotated_suffix(Path(), annotated_format)  # a wrong format fails before the run
-    classifier = resolve_classifier(classifier, options, explain=save_viz is not None)
-    detector = face_detector(aligned, detector)
-    outputs = dict(viz_names=UniqueNames(Path(save_viz)) if save_viz else None,
-                   crop_names=UniqueNames(Path(save_crops)) if save_crops else None)
     if isinstance(images, (str, Path)):
         images = [images]
     files, problems = find_images([str(i) for i in images] if images else [_shown_path(SAMPLE_IMAGE)])
+    plan = outputs or OutputPlan([*files, options.get('checkpoint')], overwrite=overwrite)
+    planned = plan_photo_outputs(plan, files, save_viz, save_crops, save_annotated, annotated_format)
+    plan.create_folders()
+    classifier = resolve_classifier(classifier, options, explain=save_viz is not None)
+    detector = face_detector(aligned, detector)
+    names = dict(viz_names=planned.viz, crop_names=planned.crops)
     report = PredictionReport(classifier.model_name, classifier.weights, classifier.labels,
                               skipped=[SkippedInput(i, r) for i, r in problems])
     if progress is None:
@@ -118,14 +164,14 @@ def predict(
         report.skipped.extend(skipped)
         pending.extend(crops)
         while len(pending) >= batch_size:
-            _classify_into(report, classifier, pending[:batch_size], outputs)
+            _classify_into(report, classifier, pending[:batch_size], names)
             pending = pending[batch_size:]
     if pending:
-        _classify_into(report, classifier, pending, outputs)
+        _classify_into(report, classifier, pending, names)
     if unlike:
         report.warnings.append(aligned_input_warning(unlike))
     if save_annotated is not None:
-        report.annotated = _annotate(report, Path(save_annotated), classifier.title_suffix, annotated_format)
+        report.annotated = _annotate(report, planned.annotated, classifier.title_suffix)
     return report
 
 
@@ -135,24 +181,23 @@ def _shown_path(path: Path) -> str:
     return str(path) if relative.startswith('..') else relative
 
 
-def _annotate(report: PredictionReport, folder: Path, suffix: str, image_format: str) -> List[str]:
-    """Draw every predicted face on its image (read again, so no image is held during the run) and write it in
-    ``image_format`` (see :func:`~timm_fer.inference.annotate.annotated_suffix`); the paths written."""
-    names = UniqueNames(folder)
+def _annotate(report: PredictionReport, paths: Dict[str, Path], suffix: str) -> List[str]:
+    """Draw every predicted face on its image (read again, so no image is held during the run) and write it to its
+    planned path in ``paths``; the paths written."""
     by_file: Dict[str, List[FacePrediction]] = {}
     for face in report.faces:
         by_file.setdefault(face.file, []).append(face)
     written = []
     for file, faces in by_file.items():
         labels = [(f.box, f'{f.expression} {f.probabilities[f.expression]:.2f}{suffix}') for f in faces]
-        path = names(Path(file).stem).with_suffix(annotated_suffix(Path(file), image_format))
+        path = paths[file]
         save_annotated_image(annotate_image(read_image(Path(file)), labels), path)
         written.append(str(path))
     return written
 
 
 def _classify_into(report: PredictionReport, classifier: FaceClassifier, crops: List[FaceCrop],
-                   outputs: Dict[str, Optional[UniqueNames]]) -> None:
+                   outputs: Dict[str, Optional[FaceNames]]) -> None:
     """Classify a batch of faces into ``report``; when the batch fails, each face alone, reporting those that fail."""
     report.faces.extend(prediction for _, prediction in classify_pairs(classifier, crops, report.skipped, **outputs))
 

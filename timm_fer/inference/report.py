@@ -41,7 +41,9 @@ class SkippedInput:
 
 
 class UniqueNames:
-    """File names in one folder, ``STEM.png`` then ``STEM_1.png``, ... when two inputs share a stem."""
+    """File names in one folder, ``STEM.png`` then ``STEM_1.png``, ... when two inputs share a stem: for a folder the
+    caller owns (the web service's temporary ones); a command's outputs are planned with
+    :class:`~timm_fer.utils.OutputPlan`."""
 
     def __init__(self, folder: Path, suffix: str = '.png') -> None:
         self.folder = folder
@@ -57,6 +59,11 @@ class UniqueNames:
         count = self.counts.get(stem, 0)
         self.counts[stem] = count + 1
         return self.folder / (f'{stem}{self.suffix}' if count == 0 else f'{stem}_{count}{self.suffix}')
+
+    def face_path(self, source: Path, face: int) -> Path:
+        """The next name for face ``face`` of ``source``: ``STEM_faceN.png``, as
+        :meth:`~timm_fer.utils.FaceNames.face_path` names a planned run's."""
+        return self(f'{Path(source).stem}_face{face}')
 
 
 def label_columns(labels: Sequence[str]) -> Tuple[int, List[int]]:

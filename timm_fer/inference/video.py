@@ -24,6 +24,7 @@ from ..faces import FaceDetector, image_suffixes
 from ..faces.io import find_media
 from ..faces.video_io import VideoReader, VideoWriter, require_video_decoder
 from ..utils.options import Range, option_ranges
+from ..utils.outputs import OutputPlan
 from .annotate import annotate_image
 from .classifier import (
     FaceClassifier,
@@ -34,13 +35,14 @@ from .classifier import (
     resolve_classifier,
     unlike_a_face_crop,
 )
-from .report import Report, SkippedInput, UniqueNames, label_columns
+from .report import Report, SkippedInput, label_columns
 from .timeline import draw_timeline
 from .tracking import FaceTracker, appearance
 
 __all__ = ['DEFAULT_FPS', 'DEFAULT_MIN_TRACK', 'DEFAULT_SMOOTHING', 'FrameFace', 'TrackSummary', 'TrackedCrop',
-           'TrackedFaces', 'VideoReport', 'VideoSummary', 'classify_tracked', 'finish_source', 'format_video_table',
-           'frame_columns', 'frame_row', 'predict_video', 'write_video_report']
+           'TrackedFaces', 'VideoOutputs', 'VideoReport', 'VideoSummary', 'classify_tracked', 'finish_source',
+           'format_video_table', 'frame_columns', 'frame_row', 'plan_video_outputs', 'predict_video',
+           'write_video_report']
 
 
 @dataclass
@@ -407,6 +409,31 @@ def finish_source(report: VideoReport, summary: VideoSummary, rows: List[FrameFa
         _timeline(rows, report.labels, summary, report.fps, timeline, title, report.smoothing)
 
 
+@dataclass
+class VideoOutputs:
+    """Where a video run writes its pictures and videos, reserved by :func:`plan_video_outputs` before the run."""
+    timelines: Dict[str, Path] = field(default_factory=dict)
+    annotated: Dict[str, Path] = field(default_factory=dict)
+
+
+def plan_video_outputs(plan: OutputPlan, files: Sequence[Union[str, Path]], timeline: Optional[Union[str, Path]] = None,
+                       save_annotated: Optional[Union[str, Path]] = None) -> VideoOutputs:
+    """Reserve in ``plan`` the files :func:`predict_video` writes for ``files``: ``STEM.timeline.png`` and
+    ``STEM.annotated.mp4`` per video (see :class:`~timm_fer.utils.OutputPlan`).
+
+    Raises:
+        ConfigError: an output path is an input, or exists (without the plan's ``overwrite``), or a folder cannot be
+            written.
+    """
+    outputs = VideoOutputs()
+    for file in files:
+        if timeline is not None:
+            outputs.timelines[str(file)] = plan.derived(timeline, file, 'timeline', '.png', '--timeline')
+        if save_annotated is not None:
+            outputs.annotated[str(file)] = plan.derived(save_annotated, file, 'annotated', '.mp4', '--save-annotated')
+    return outputs
+
+
 def _not_a_video(path: Path) -> str:
     if path.suffix.lower() in image_suffixes():
         return 'an image, not a video: predict it with timm_fer.predict (the command line does so by itself)'
@@ -429,6 +456,8 @@ def predict_video(
         smoothing: float = DEFAULT_SMOOTHING,
         max_gap: float = 1.,
         min_track: float = DEFAULT_MIN_TRACK,
+        overwrite: bool = False,
+        outputs: Optional[OutputPlan] = None,
         progress: Optional[bool] = None,
         **options: Any,
 ) -> VideoReport:
@@ -443,15 +472,20 @@ def predict_video(
         fps: Frames sampled per second of video (on the grid 0, 1/fps, 2/fps, ... s); None samples every frame.
         batch_size: Faces per forward pass.
         min_face_size: Faces whose box has a shorter side below this many pixels are left out.
-        timeline: Folder for one expression timeline PNG per video.
-        save_annotated: Folder for each video (``.mp4``) with every face's box, track id and top expression drawn;
-            it holds the sampled frames, each shown until the next, so it lasts as long as the input.
+        timeline: Folder for one expression timeline PNG per video, ``STEM.timeline.png``.
+        save_annotated: Folder for each video (``STEM.annotated.mp4``) with every face's box, track id and top
+            expression drawn; it holds the sampled frames, each shown until the next, so it lasts as long as the
+            input.
         smoothing: Seconds of the centred moving average of the timeline's probabilities (0: none).
         max_gap: Seconds a face track waits for its face (missed detections, frames without faces) before it ends.
         min_track: Seconds a face track must be seen for (sampled frames times the sampling interval, and at least
             two frames) to be kept; shorter ones, mostly false faces detected in a frame or two, are dropped with
             their rows and counted in :attr:`VideoSummary.short_tracks`. 0 keeps every track. The annotated video
             is written as the frames go by, so it still shows them.
+        overwrite: Replace files already at the output paths (an input never): without it, such a file stops the
+            run before any work (:class:`~timm_fer.utils.OutputPlan`).
+        outputs: The run's output plan, when the caller reserved other outputs in it; its ``overwrite`` then
+            applies.
         progress: Show a progress bar over each video's frames; None shows it on a terminal.
         options: Without ``classifier``: :class:`~timm_fer.inference.classifier.ClassifierOptions` fields, as for
             :func:`~timm_fer.predict`.
@@ -463,16 +497,17 @@ def predict_video(
         raise ConfigError(f'smoothing, max_gap and min_track must not be negative, got {smoothing}, {max_gap} and '
                           f'{min_track}.')
     require_video_decoder()
-    classifier = resolve_classifier(classifier, options)
-    detector = face_detector(aligned, detector)
     if isinstance(videos, (str, Path)):
         videos = [videos]
     others, files, problems = find_media([str(v) for v in videos])
+    plan = outputs or OutputPlan([*files, options.get('checkpoint')], overwrite=overwrite)
+    planned = plan_video_outputs(plan, files, timeline, save_annotated)
+    plan.create_folders()
+    classifier = resolve_classifier(classifier, options)
+    detector = face_detector(aligned, detector)
     report = VideoReport(classifier.model_name, classifier.weights, classifier.labels, fps, smoothing, min_track,
                          skipped=[SkippedInput(i, r) for i, r in problems] +
                          [SkippedInput(str(p), _not_a_video(p)) for p in others])
-    timelines = UniqueNames(Path(timeline)) if timeline is not None else None
-    annotated = UniqueNames(Path(save_annotated), '.mp4') if save_annotated is not None else None
     run = _VideoRun(report, classifier, detector, fps, batch_size, min_face_size, max_gap,
                     None if progress is None else not progress)
     unlike: List[str] = []
@@ -491,7 +526,8 @@ def predict_video(
             if why:
                 unlike.append(why)
             first_row = len(report.faces)
-            writer = VideoWriter(annotated(path.stem), reader.rate or fps or 30) if annotated is not None else None
+            writer = (VideoWriter(planned.annotated[str(path)], reader.rate or fps or 30)
+                      if save_annotated is not None else None)
             try:
                 run(reader, summary, writer)
             finally:
@@ -503,7 +539,7 @@ def predict_video(
             summary.problem = summary.problem or reader.problem
         rows = report.faces[first_row:]
         del report.faces[first_row:]
-        finish_source(report, summary, rows, timelines(path.stem) if timelines is not None else None,
+        finish_source(report, summary, rows, planned.timelines.get(str(path)),
                       f'{path.name}: {classifier.model_name}{classifier.title_suffix}')
     if unlike:
         report.warnings.append(aligned_input_warning(unlike))
