@@ -176,7 +176,8 @@ class _LiveStatus:
         self.rows += len(frame.faces)
         self.dropped += frame.dropped
         if self.show:
-            faces = ', '.join(f'#{f.track} {f.expression} {f.probabilities[f.expression]:.2f}' for f in frame.faces)
+            tops = [(face.track, frame.smoothed_expression(face.track)) for face in frame.faces]
+            faces = ', '.join(f'#{track} {top} {frame.smoothed[track][top]:.2f}' for track, top in tops)
             line = f'{frame.time:8.1f} s  {faces or "no face"}  ({self.dropped} dropped)'
             print(f'\r{line[:119]:<119}', end='', file=sys.stderr, flush=True)
             self.shown = True
@@ -244,7 +245,8 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
     video.add_argument('--timeline', type=Path, metavar='DIR',
                        help="write one PNG per video: each face track's expression probabilities over time")
     video.add_argument('--smoothing', type=float, default=DEFAULT_SMOOTHING, metavar='SECONDS',
-                       help='window of the centred moving average of the timeline (default: '
+                       help='window of the centred moving average of the timeline, and for a live source of the '
+                            "trailing one of its rows' smoothed_ columns (default: "
                             f'{DEFAULT_SMOOTHING:g} s; 0: none)')
     video.add_argument('--min-track', type=float, default=DEFAULT_MIN_TRACK, metavar='SECONDS',
                        help='drop face tracks seen for less than this (and single detections): false faces, such as '

@@ -5,14 +5,15 @@ A reader thread decodes the source (:class:`~timm_fer.faces.video_io.LiveReader`
 it hands them over one at a time, the newest replacing one not taken yet, so a model slower than the source is
 never behind it: the frames it had no time for are dropped and counted. :class:`FrameTracker` is the one per-frame
 step: it detects, aligns and tracks the faces of a frame (the step that videos share,
-:class:`~timm_fer.inference.video.TrackedFaces`) and classifies them at once.
+:class:`~timm_fer.inference.video.TrackedFaces`), classifies them at once, and smooths each track's probabilities
+over the last seconds (:class:`~timm_fer.inference.timeline.TrackSmoother`, the timeline's moving average).
 """
 import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Generator, List, Optional, Tuple, Union
 
 from PIL import Image
 
@@ -31,6 +32,7 @@ from ..utils.options import Range, option_ranges
 from .backends import note
 from .classifier import FaceClassifier, face_detector, resolve_classifier
 from .report import RowWriter, SkippedInput, UniqueNames, check_row_file
+from .timeline import TrackSmoother
 from .video import (
     FrameFace,
     TrackedFaces,
@@ -42,7 +44,8 @@ from .video import (
     frame_row,
 )
 
-__all__ = ['MAX_RECONNECT_DELAY', 'FrameStream', 'FrameTracker', 'StreamFrame', 'predict_stream', 'stream']
+__all__ = ['MAX_RECONNECT_DELAY', 'FrameStream', 'FrameTracker', 'StreamFrame', 'live_columns', 'live_row',
+           'predict_stream', 'stream']
 
 MAX_RECONNECT_DELAY = 30.
 """Longest wait, in seconds, between two tries to reopen a source that dropped out (the waits double from 1 s)."""
@@ -65,6 +68,8 @@ class StreamFrame:
             left out because the model was slower than the source.
         image: The frame, upright RGB; None unless asked for.
         skipped: Faces of this frame that could not be classified, and a face detection that failed on it.
+        smoothed: Track id -> the probabilities of each face of ``faces`` averaged over its track's last
+            ``smoothing`` seconds (:class:`FrameTracker`), label -> probability.
     """
     index: int
     time: float
@@ -72,6 +77,25 @@ class StreamFrame:
     dropped: int = 0
     image: Optional[Image.Image] = None
     skipped: List[SkippedInput] = field(default_factory=list)
+    smoothed: Dict[int, Dict[str, float]] = field(default_factory=dict)
+
+    def smoothed_expression(self, track: int) -> str:
+        """The most probable label of the track's smoothed probabilities."""
+        smoothed = self.smoothed[track]
+        return max(smoothed, key=smoothed.__getitem__)
+
+
+def live_columns(labels: List[str]) -> List[str]:
+    """The keys of :func:`live_row`, in order: those of :func:`~timm_fer.inference.video.frame_row`, then
+    ``smoothed_expression`` and ``smoothed_p_<label>`` per label."""
+    return frame_columns(labels) + ['smoothed_expression'] + [f'smoothed_p_{label}' for label in labels]
+
+
+def live_row(frame: StreamFrame, face: FrameFace) -> Dict[str, Any]:
+    """The row of a live source's ``face`` in ``frame``: :func:`~timm_fer.inference.video.frame_row`, then the top
+    expression and the probabilities of its track smoothed (:attr:`StreamFrame.smoothed`)."""
+    return dict(frame_row(face), smoothed_expression=frame.smoothed_expression(face.track),
+                **{f'smoothed_p_{label}': p for label, p in frame.smoothed[face.track].items()})
 
 
 class FrameTracker:
@@ -88,12 +112,16 @@ class FrameTracker:
         min_face_size: Faces whose box has a shorter side below this many pixels are left out.
         max_gap: Seconds a face track waits for its face (missed detections, frames without faces) before it ends.
         source: The source's name, the ``file`` of the rows.
+        smoothing: Seconds over which each track's probabilities are averaged (:attr:`StreamFrame.smoothed`; 0:
+            none); :attr:`smoother` ``.window`` changes it between frames.
     """
 
     def __init__(self, classifier: FaceClassifier, detector: Optional[FaceDetector] = None, *, aligned: bool = False,
-                 min_face_size: float = 32., max_gap: float = 1., source: str = 'stream') -> None:
+                 min_face_size: float = 32., max_gap: float = 1., source: str = 'stream',
+                 smoothing: float = DEFAULT_SMOOTHING) -> None:
         self.classifier = classifier
         self.source = source
+        self.smoother = TrackSmoother(smoothing)
         self._faces = TrackedFaces(classifier, face_detector(aligned, detector), min_face_size, max_gap, source)
 
     @property
@@ -110,7 +138,10 @@ class FrameTracker:
         if self._faces.failures > failures:
             skipped.append(SkippedInput(self.source, f'face detection failed on {self._faces.last_failure}'))
         rows = [row for _, row in classify_tracked(self.classifier, crops, self.source, skipped)] if crops else []
-        return StreamFrame(index, time, rows, skipped=skipped)
+        labels = self.labels
+        smoothed = self.smoother(time, {row.track: [row.probabilities[label] for label in labels] for row in rows})
+        return StreamFrame(index, time, rows, skipped=skipped,
+                           smoothed={track: dict(zip(labels, p.tolist())) for track, p in smoothed.items()})
 
 
 class _Handover:
@@ -345,7 +376,7 @@ def _open(source: Union[str, int, Path], stall_timeout: float) -> VideoReader:
 
 
 @option_ranges(fps=Range(0, low_open=True, optional=True), duration=Range(0, low_open=True, optional=True),
-               min_face_size=Range(0), max_gap=Range(0), stall_timeout=Range(0, low_open=True))
+               min_face_size=Range(0), max_gap=Range(0), smoothing=Range(0), stall_timeout=Range(0, low_open=True))
 def stream(
         source: Union[str, int, Path],
         classifier: Optional[FaceClassifier] = None,
@@ -357,6 +388,7 @@ def stream(
         detector: Optional[FaceDetector] = None,
         min_face_size: float = 32.,
         max_gap: float = 1.,
+        smoothing: float = DEFAULT_SMOOTHING,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         keep_image: bool = False,
         log: Callable[[str], None] = note,
@@ -391,6 +423,8 @@ def stream(
         detector: Face detector; default :class:`~timm_fer.faces.RetinaFaceDetector` (the ``face`` extra).
         min_face_size: Faces whose box has a shorter side below this many pixels are left out.
         max_gap: Seconds a face track waits for its face before it ends.
+        smoothing: Seconds over which each face track's probabilities are averaged, up to each frame
+            (:attr:`StreamFrame.smoothed`; 0: none): the timeline's moving average, in its causal form.
         stall_timeout: Seconds a live source may take to open, or give no frame, before it counts as stalled.
         keep_image: Keep each frame's image in :attr:`StreamFrame.image`.
         log: Says when a source dropped out and was reopened (default: a 'note:' line on standard error).
@@ -407,7 +441,7 @@ def stream(
         classifier = resolve_classifier(classifier, options)
         name = reader.source.name if isinstance(reader, LiveReader) else str(source)
         tracker = FrameTracker(classifier, detector, aligned=aligned, min_face_size=min_face_size, max_gap=max_gap,
-                               source=name)
+                               source=name, smoothing=smoothing)
     except BaseException:
         reader.close()
         raise
@@ -455,11 +489,13 @@ def predict_stream(
         source: As for :func:`stream`.
         classifier: The model to classify with; None loads one from ``options``.
         output: ``.csv`` or ``.jsonl`` file that gets one row per face and frame (the columns of
-            :func:`~timm_fer.inference.video.frame_row`), flushed after every frame: a killed run keeps every row
-            written. Every row is written, also those of tracks that turn out shorter than ``min_track``.
+            :func:`live_row`: those of videos, and the track's smoothed probabilities), flushed after every frame: a
+            killed run keeps every row written. Every row is written, also those of tracks that turn out shorter
+            than ``min_track``.
         timeline: Folder for the source's expression timeline PNG, drawn at the end.
         min_track: Seconds a face track must be seen for to be in the report's tracks and rows (as for videos).
-        smoothing: Seconds of the centred moving average of the timeline's probabilities (0: none).
+        smoothing: Seconds of the moving average of each track's probabilities (0: none): centred in the timeline,
+            up to each frame in the rows' ``smoothed_`` columns.
         on_frame: Called with every frame as it comes (to show it, say).
         **options: As for :func:`stream`, as are ``fps``, ``duration``, ``reconnect``, ``aligned``, ``detector``,
             ``min_face_size``, ``max_gap``, ``stall_timeout`` and ``log``.
@@ -472,8 +508,8 @@ def predict_stream(
         check_row_file(output)
     timelines = UniqueNames(Path(timeline)) if timeline is not None else None
     frames = stream(source, classifier, fps=fps, duration=duration, reconnect=reconnect, aligned=aligned,
-                    detector=detector, min_face_size=min_face_size, max_gap=max_gap, stall_timeout=stall_timeout,
-                    log=log, **options)
+                    detector=detector, min_face_size=min_face_size, max_gap=max_gap, smoothing=smoothing,
+                    stall_timeout=stall_timeout, log=log, **options)
     classifier = frames.tracker.classifier
     info = frames.info
     summary = VideoSummary(frames.source, info.codec, info.width, info.height, info.fps, info.duration)
@@ -481,7 +517,7 @@ def predict_stream(
                          videos=[summary])
     rows: List[FrameFace] = []
     skipped: List[SkippedInput] = []
-    writer = RowWriter(output, frame_columns(classifier.labels)) if output is not None else None
+    writer = RowWriter(output, live_columns(classifier.labels)) if output is not None else None
     try:
         with frames:
             for frame in frames:
@@ -490,7 +526,7 @@ def predict_stream(
                 summary.frames_with_faces += bool(frame.faces)
                 summary.decoded_until = frame.time
                 if writer is not None:
-                    writer.write([frame_row(face) for face in frame.faces])
+                    writer.write([live_row(frame, face) for face in frame.faces])
                 if on_frame is not None:
                     on_frame(frame)
     except KeyboardInterrupt:

@@ -4,15 +4,20 @@ Each panel stacks the track's expression probabilities over time (they add up to
 that expression's probability), smoothed by a centred moving average over a window of seconds, and has a band
 underneath coloured by the top expression of the smoothed probabilities. Stretches where the track was not seen
 (longer than 2.5 sampling intervals) are left blank.
+
+Live sources cannot wait for the samples after the present: :class:`TrackSmoother` smooths their tracks one frame at
+a time with the same moving average, ending at each sample rather than centred on it (the causal form of
+:func:`smooth_probabilities`).
 """
-from typing import Dict, List, Sequence, Tuple
+from collections import deque
+from typing import Deque, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..utils import write_atomic
 
-__all__ = ['draw_timeline', 'label_colours', 'smooth_probabilities', 'track_segments']
+__all__ = ['TrackSmoother', 'draw_timeline', 'label_colours', 'smooth_probabilities', 'track_segments']
 
 KNOWN_COLOURS = {
     'neutral': (150, 150, 150), 'happiness': (240, 190, 20), 'happy': (240, 190, 20), 'surprise': (255, 127, 14),
@@ -44,15 +49,55 @@ def track_segments(times: np.ndarray, interval: float) -> List[slice]:
     return [slice(int(s), int(e)) for s, e in zip(starts, ends)]
 
 
-def smooth_probabilities(times: np.ndarray, probabilities: np.ndarray, window: float) -> np.ndarray:
-    """The centred moving average of (N, C) probabilities over the samples within ``window`` / 2 seconds of each
-    (no smoothing for a window of 0). Call it per stretch, so that averages do not reach across gaps."""
+def smooth_probabilities(times: np.ndarray, probabilities: np.ndarray, window: float,
+                         causal: bool = False) -> np.ndarray:
+    """The moving average of (N, C) probabilities at sorted sample times over ``window`` seconds (no smoothing for a
+    window of 0). Call it per stretch, so that averages do not reach across gaps.
+
+    Args:
+        times: Sample times in seconds (N,), sorted.
+        probabilities: Probabilities (N, C).
+        window: Width of the window in seconds.
+        causal: Average the samples of the ``window`` seconds up to each sample, not those within ``window`` / 2
+            seconds of it: the same average, ``window`` / 2 seconds late, which needs no sample after the present.
+    """
     if window <= 0 or len(times) < 2:
         return probabilities
-    low = np.searchsorted(times, times - window / 2 - 1e-9, side='left')
-    high = np.searchsorted(times, times + window / 2 + 1e-9, side='right')
+    before, after = (window, 0.) if causal else (window / 2, window / 2)
+    low = np.searchsorted(times, times - before - 1e-9, side='left')
+    high = np.searchsorted(times, times + after + 1e-9, side='right')
     cumulative = np.concatenate([np.zeros((1, probabilities.shape[1])), np.cumsum(probabilities, axis=0)])
     return (cumulative[high] - cumulative[low]) / (high - low)[:, None]
+
+
+class TrackSmoother:
+    """Smooth the probabilities of live face tracks as their frames come: each track's newest sample is averaged with
+    its samples of the last ``window`` seconds (the causal :func:`smooth_probabilities`).
+
+    Args:
+        window: Seconds of the moving average (0: none); it may be changed between frames.
+    """
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._samples: Dict[int, Deque[Tuple[float, np.ndarray]]] = {}
+
+    def __call__(self, time: float, tracks: Mapping[int, Sequence[float]]) -> Dict[int, np.ndarray]:
+        """The smoothed probabilities of each track seen in the frame at ``time`` seconds, from its probabilities
+        there (track id -> probabilities in label order). Tracks unseen for longer than the window are forgotten."""
+        smoothed = {}
+        for track, probabilities in tracks.items():
+            samples = self._samples.setdefault(track, deque())
+            if samples and time < samples[-1][0]:  # a clock that went back: start the track's average again
+                samples.clear()
+            samples.append((time, np.asarray(probabilities, dtype=np.float64)))
+            while samples[0][0] < time - self.window - 1e-9:
+                samples.popleft()
+            times = np.array([t for t, _ in samples])
+            smoothed[track] = smooth_probabilities(times, np.stack([p for _, p in samples]), self.window, True)[-1]
+        for track in [t for t, samples in self._samples.items() if samples[-1][0] < time - self.window - 1e-9]:
+            del self._samples[track]
+        return smoothed
 
 
 def _tick_step(duration: float) -> float:

@@ -6,9 +6,16 @@ JSON text message per frame id. Every connection keeps its own
 shared :class:`~timm_fer.serve.batching.BatchingClassifier`, so the faces of all connections share forward passes.
 When frames arrive faster than the model answers, the newest waiting frame is classified and the older ones are
 answered ``{"id": n, "dropped": total, "skipped": true}``, so that no client waits forever.
+
+Each face's answer carries its track's probabilities smoothed over the last seconds (``smoothed``, and their top
+``smoothed_expression``, as ``timm-fer predict`` smooths a live source's rows), and each frame's answer the window
+(``smoothing``, 1 s at first); a text message ``{"smoothing": SECONDS}`` sets it for the connection's next frames
+(0: none) and is answered ``{"id": null, "smoothing": SECONDS}``.
 """
 import asyncio
 import io
+import json
+import math
 import struct
 import time
 from collections import deque
@@ -22,10 +29,12 @@ from ..errors import InputFileError
 from ..faces import read_image
 from ..inference.stream import FrameTracker
 
-__all__ = ['FRAME_ID', 'LiveSession']
+__all__ = ['FRAME_ID', 'MAX_SMOOTHING', 'LiveSession']
 
 FRAME_ID = struct.Struct('>I')
 """The header of every frame message: its id, a big-endian unsigned 32-bit integer."""
+MAX_SMOOTHING = 30.
+"""Longest smoothing window, in seconds, a client may set (each track keeps its samples of the window)."""
 
 
 class LiveSession:
@@ -33,7 +42,7 @@ class LiveSession:
 
     Args:
         websocket: The accepted connection.
-        tracker: The connection's own frame tracker.
+        tracker: The connection's own frame tracker; text messages set its smoothing window.
         max_pixels: Largest frame, in pixels, checked from its header before decoding.
         max_bytes: Largest message in bytes.
     """
@@ -73,6 +82,9 @@ class LiveSession:
                 message = await self.websocket.receive()
                 if message['type'] == 'websocket.disconnect':
                     return
+                if message.get('text') is not None:
+                    await self._send(self._setting(message['text']))
+                    continue
                 data = message.get('bytes')
                 problem = self._problem(data)
                 if problem is not None:
@@ -87,11 +99,25 @@ class LiveSession:
             self.closed = True
             self.arrived.set()
 
+    def _setting(self, text: str) -> Dict[str, Any]:
+        """Apply a text message's setting (``{"smoothing": SECONDS}``); the answer: the setting, or why not."""
+        try:
+            setting = json.loads(text)
+        except ValueError:
+            setting = None
+        value = setting.get('smoothing') if isinstance(setting, dict) and setting.keys() == {'smoothing'} else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and \
+                0 <= value <= MAX_SMOOTHING:
+            self.tracker.smoother.window = float(value)
+            return {'id': None, 'smoothing': float(value)}
+        return {'id': None, 'error': f'text messages set the smoothing, {{"smoothing": SECONDS}} with SECONDS from 0 '
+                                     f'to {MAX_SMOOTHING:g}, got {text[:40]!r}; send frames as binary messages: a '
+                                     f'4-byte big-endian frame id, then the JPEG'}
+
     def _problem(self, data: Optional[bytes]) -> Optional[str]:
-        """Why a message is no frame message, or None."""
+        """Why a binary message is no frame message, or None."""
         if data is None:
-            return ('send binary messages: a 4-byte big-endian frame id, then the frame as JPEG (text messages are '
-                    'not frames)')
+            return 'send frames as binary messages: a 4-byte big-endian frame id, then the frame as JPEG'
         if len(data) <= FRAME_ID.size:
             return f'a message of {len(data)} bytes holds no frame: send a 4-byte big-endian frame id, then a JPEG'
         if len(data) > self.max_bytes:
@@ -133,8 +159,10 @@ class LiveSession:
             image = read_image(io.BytesIO(jpeg))  # Pillow reads from memory as from a file
         except InputFileError as e:
             return {'id': frame_id, 'error': f'frame {frame_id}: {e.reason}'}
+        smoothing = self.tracker.smoother.window
         frame = self.tracker(image, arrival - self.started, frame_id)
         faces = [{'track': face.track, 'box': list(face.box), 'expression': face.expression,
-                  'probabilities': face.probabilities} for face in frame.faces]
-        return {'id': frame_id, 'width': image.width, 'height': image.height, 'faces': faces,
+                  'probabilities': face.probabilities, 'smoothed': frame.smoothed[face.track],
+                  'smoothed_expression': frame.smoothed_expression(face.track)} for face in frame.faces]
+        return {'id': frame_id, 'width': image.width, 'height': image.height, 'faces': faces, 'smoothing': smoothing,
                 'server_ms': (time.perf_counter() - began) * 1000, 'dropped': self.dropped}

@@ -216,6 +216,8 @@ function cameraError(error) {
 
 // One live session: the camera's frames go to /v1/live as JPEG (4-byte big-endian frame id first), at most
 // FRAMES_IN_FLIGHT at a time; each answer is drawn over the video, and the time from capture to drawn box is measured.
+// The server smooths each track's probabilities over the seconds of the page's smoothing control, sent as a text
+// message {"smoothing": seconds} when the connection opens and whenever the control changes.
 class LiveSession {
   constructor() {
     this.video = byId('camera');
@@ -267,7 +269,10 @@ class LiveSession {
     const key = apiKey() ? `?key=${encodeURIComponent(apiKey())}` : '';
     this.socket = new WebSocket(`${scheme}://${location.host}/v1/live${key}`);
     this.socket.binaryType = 'arraybuffer';
-    this.socket.addEventListener('open', () => this.pump());
+    this.socket.addEventListener('open', () => {
+      this.sendSmoothing();
+      this.pump();
+    });
     this.socket.addEventListener('message', (event) => this.receive(event.data));
     this.socket.addEventListener('close', (event) => {
       if (this.running) {
@@ -275,6 +280,14 @@ class LiveSession {
         stopLive();
       }
     });
+  }
+
+  // The smoothing control's seconds, for the server's next frames (a value it refuses comes back as an error).
+  sendSmoothing() {
+    if (!this.running || this.socket.readyState !== WebSocket.OPEN) return;
+    const control = byId('smoothing');
+    const seconds = control.valueAsNumber;
+    this.socket.send(JSON.stringify({smoothing: Number.isNaN(seconds) ? control.value : seconds}));
   }
 
   // New camera frames are captured as they come; without requestVideoFrameCallback, the timer captures.
@@ -359,9 +372,10 @@ class LiveSession {
     const now = performance.now() / 1000;
     for (const face of reply.faces) {
       const [x0, y0, x1, y1] = face.box;
-      const p = face.probabilities[face.expression];
-      const label = `#${face.track} ${face.expression} ${p.toFixed(2)}`;
-      const color = expressionColor(face.expression);
+      const expression = face.smoothed_expression;
+      const p = face.smoothed[expression];
+      const label = `#${face.track} ${expression} ${p.toFixed(2)}`;
+      const color = expressionColor(expression);
       context.strokeStyle = color;
       context.strokeRect(x0 * scaleX, y0 * scaleY, (x1 - x0) * scaleX, (y1 - y0) * scaleY);
       const textWidth = context.measureText(label).width;
@@ -372,15 +386,16 @@ class LiveSession {
       context.fillText(label, x0 * scaleX + 2.5, top - 2);
       labels.push(label);
       if (!this.tracks.has(face.track)) this.tracks.set(face.track, []);
-      this.tracks.get(face.track).push({t: now, p, expression: face.expression});
+      this.tracks.get(face.track).push({t: now, p, expression});
     }
     const output = byId('live-labels');
     output.textContent = labels.length ? labels.join('; ') : 'no face';
     output.dataset.labels = labels.join('|');
+    output.dataset.smoothing = reply.smoothing;
     this.drawTimeline(now);
   }
 
-  // Each track's top-expression probability over the last TIMELINE_SECONDS, one line per track.
+  // Each track's smoothed top-expression probability over the last TIMELINE_SECONDS, one line per track.
   drawTimeline(now) {
     const canvas = this.timeline;
     const context = canvas.getContext('2d');
@@ -479,5 +494,8 @@ document.addEventListener('DOMContentLoaded', () => {
   describeModel();
   setUpDropZone();
   byId('live-toggle').addEventListener('click', toggleLive);
+  byId('smoothing').addEventListener('change', () => {
+    if (liveSession) liveSession.sendSmoothing();
+  });
   byId('api-key').addEventListener('change', describeModel);
 });
