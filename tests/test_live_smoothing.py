@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from live_page import browser_missing, chromium, serving, start_live, wait_for, write_fake_camera
 from PIL import Image
 
+from timm_fer.errors import ConfigError
 from timm_fer.inference.classifier import FaceClassifier, load_classifier
 from timm_fer.inference.predict import FacePrediction
-from timm_fer.inference.stream import FrameTracker, live_columns, predict_stream
+from timm_fer.inference.stream import FrameTracker, live_columns, predict_stream, stream
 from timm_fer.inference.timeline import TrackSmoother, smooth_probabilities
 
 pytestmark = pytest.mark.usefixtures('offline_hub')
@@ -143,16 +144,14 @@ def test_live_rows_carry_a_steady_smoothed_column_beside_the_raw_one(alternating
     smoothed = [row[f'smoothed_p_{labels[0]}'] for row in rows]
     assert steady_band(raw, 1.) == pytest.approx(0.4) and steady_band(smoothed, 1.) < 0.05
     assert {row['smoothed_expression'] for row in rows} == {labels[0]}
-    predict_stream(clip, alternating_classifier, output=output, aligned=True, fps=FPS, smoothing=0.,
+    off = tmp_path / f'off{suffix}'
+    predict_stream(clip, alternating_classifier, output=off, aligned=True, fps=FPS, smoothing=0.,
                    log=lambda message: None)
-    rows = read_rows(output)
+    rows = read_rows(off)
     assert len(rows) == 30 and all(row[f'p_{label}'] == row[f'smoothed_p_{label}'] for row in rows for label in labels)
 
 
 def test_smoothing_must_not_be_negative_for_a_stream(model):
-    from timm_fer.errors import ConfigError
-    from timm_fer.inference.stream import stream
-
     with pytest.raises(ConfigError, match='smoothing'):
         stream('camera:63', model=model, smoothing=-1)
 
