@@ -1,10 +1,12 @@
 """Finding and reading input images robustly: folders and globs, EXIF rotation, any colour mode, damaged files."""
+import errno
 import glob
 import os
 import re
+import stat
 import warnings
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -13,8 +15,8 @@ from tqdm import tqdm
 from ..errors import ConfigError, ImageReadError
 from .video_io import is_video_file, video_suffixes
 
-__all__ = ['MAX_PHOTO_PIXELS', 'ImageReadError', 'find_images', 'find_media', 'glob_regex', 'image_suffixes',
-           'read_image', 'to_rgb', 'walk_files']
+__all__ = ['MAX_PHOTO_PIXELS', 'ImageReadError', 'LeftOut', 'find_images', 'find_media', 'glob_regex',
+           'image_suffixes', 'read_image', 'to_rgb', 'walk_files']
 
 
 MAX_PHOTO_PIXELS = 8192 * 8192
@@ -31,30 +33,103 @@ def image_suffixes() -> Tuple[str, ...]:
                         if image_format in Image.OPEN and image_format not in NOT_STILL_IMAGES))
 
 
-def walk_files(root: Path) -> Iterator[Path]:
-    """Every file under ``root``, sorted per folder, following folder links but never entering a folder twice.
+class LeftOut:
+    """What a folder search (:func:`walk_files`) left out, by kind, each as the paths met, e.g. ``'s/root -> /'``."""
 
-    A symbolic-link loop (a link to a parent folder, or two links to each other) is entered once and cut there.
+    REASONS = {
+        'outside': ('symbolic link', 'leading out of the folder', 'a folder search follows no link out of its folder; '
+                                                                   'give the targets by name to search them'),
+        'loop': ('symbolic-link loop', '', 'each folder is searched once'),
+        'broken': ('broken symbolic link', '', 'the target does not exist'),
+        'special': ('special file', '', 'only regular files are read, never FIFOs, sockets or devices'),
+    }
+    """Each kind: what one is, what it does, and why it was left out (or what to do)."""
+
+    def __init__(self) -> None:
+        self.found: Dict[str, List[str]] = {}
+
+    def add(self, kind: str, what: str) -> None:
+        """Count ``what`` (a path, with where it leads) as left out for the reason ``kind`` (a key of REASONS)."""
+        self.found.setdefault(kind, []).append(what)
+
+    def reasons(self) -> List[str]:
+        """One line per kind met, with the count and the first two paths, e.g. ``left out 1 symbolic link leading
+        out of the folder (s/root -> /): ...``."""
+        lines = []
+        for kind, (noun, does, why) in self.REASONS.items():
+            paths = self.found.get(kind, [])
+            if paths:
+                shown = '; '.join(paths[:2]) + ('; ...' if len(paths) > 2 else '')
+                lines.append(f'left out {len(paths)} {noun}{"s" if len(paths) > 1 else ""}{" " + does if does else ""} '
+                             f'({shown}): {why}')
+        return lines
+
+
+_SPECIAL_KINDS = ((stat.S_ISFIFO, 'a FIFO'), (stat.S_ISSOCK, 'a socket'), (stat.S_ISCHR, 'a device'),
+                  (stat.S_ISBLK, 'a device'))
+
+
+def _link_kind(path: Path, real_root: str, wanted: Callable[[Path], bool]) -> Optional[str]:
+    """Why the symbolic link ``path`` (inside the folder ``real_root``, resolved) is worth a note: it leads out of
+    the folder, loops or is broken; None when it leads to what the search reaches anyway, or to no wanted file."""
+    try:
+        is_folder = stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError as e:
+        return 'loop' if e.errno == errno.ELOOP else 'broken' if wanted(path) else None
+    if not is_folder and not wanted(path):
+        return None
+    target = os.path.realpath(path)
+    if os.path.commonpath([target, real_root]) != real_root:
+        return 'outside'
+    holder = os.path.realpath(path.parent)
+    return 'loop' if is_folder and os.path.commonpath([target, holder]) == target else None
+
+
+def walk_files(root: Path, wanted: Callable[[Path], bool] = lambda path: True,
+               left_out: Optional[LeftOut] = None) -> Iterator[Path]:
+    """Every regular file under ``root`` that ``wanted`` takes, sorted per folder, following no symbolic link.
+
+    As ``find`` does, links met on the way are not followed: one that leads inside ``root`` leads to what the search
+    reaches anyway, and one that leads out of it (to ``/``, say) is left out, so a search never leaves ``root`` and
+    never loops. ``root`` itself may be a link.
+
+    Args:
+        root: The folder searched.
+        wanted: The files searched for (by path); links to files and special files it does not take are passed over
+            without a note.
+        left_out: Collects the links that lead out of ``root``, link loops, broken links and special files (FIFOs,
+            sockets, devices) met, for the notes of :meth:`LeftOut.reasons`.
     """
+    real_root = os.path.realpath(root)
     seen: Set[Tuple[int, int]] = set()
     pending = [root]
     while pending:
         folder = pending.pop()
         try:
             info = folder.stat()
-            if (info.st_dev, info.st_ino) in seen:
+            if (info.st_dev, info.st_ino) in seen:  # a folder mounted twice
                 continue
             seen.add((info.st_dev, info.st_ino))
             entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
-        except OSError:  # unreadable folder, dangling or looping link
+        except OSError:  # an unreadable folder
             continue
         subfolders = []
         for entry in entries:
+            path = Path(entry.path)
             try:
-                if entry.is_dir():
-                    subfolders.append(Path(entry.path))
-                elif entry.is_file():
-                    yield Path(entry.path)
+                if entry.is_symlink():
+                    kind = _link_kind(path, real_root, wanted)
+                    if kind is not None and left_out is not None:
+                        left_out.add(kind, f'{path} -> {os.readlink(path)}')
+                elif entry.is_dir(follow_symlinks=False):
+                    subfolders.append(path)
+                elif wanted(path):
+                    if entry.is_file(follow_symlinks=False):
+                        yield path
+                    elif left_out is not None:
+                        mode = entry.stat(follow_symlinks=False).st_mode
+                        kind_name = next((name for test, name in _SPECIAL_KINDS if test(mode)), 'not a regular file')
+                        left_out.add('special', f'{path}, {kind_name}')
             except OSError:
                 continue
         pending.extend(reversed(subfolders))
@@ -87,8 +162,9 @@ def glob_regex(pattern: str) -> 're.Pattern[str]':
     return re.compile(''.join(parts) + r'\Z', re.DOTALL)
 
 
-def _glob_files(pattern: str) -> Iterator[Path]:
-    """Files matching ``pattern``; ``**`` patterns are walked with :func:`walk_files`, so links never loop."""
+def _glob_files(pattern: str, left_out: LeftOut) -> Iterator[Path]:
+    """Files matching ``pattern``; ``**`` patterns are walked with :func:`walk_files` (no link followed, what is
+    left out collected in ``left_out``)."""
     if '**' not in pattern:
         yield from sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_file())
         return
@@ -100,7 +176,7 @@ def _glob_files(pattern: str) -> Iterator[Path]:
     if glob.has_magic(root):
         raise ConfigError(f"'{pattern}': put '**' before any other wildcard, e.g. 'photos/**/*.jpg'.")
     matcher = glob_regex(pattern)
-    yield from (path for path in walk_files(Path(root or '.')) if matcher.match(path.as_posix()))
+    yield from walk_files(Path(root or '.'), lambda path: matcher.match(path.as_posix()) is not None, left_out)
 
 
 def find_images(
@@ -111,7 +187,9 @@ def find_images(
 ) -> Tuple[List[Path], List[Tuple[str, str]]]:
     """Expand image files, folders (searched recursively for image suffixes) and glob patterns, in order.
 
-    Files reached twice (through two inputs or a link) are listed once; symbolic-link loops are never followed.
+    Files reached twice (through two inputs or a link) are listed once. Folders (and ``**`` patterns) are searched
+    without following symbolic links (:func:`walk_files`): the links that lead out of a folder, link loops, broken
+    links and special files (FIFOs, sockets) met are left out, with a reason per kind that counts them.
 
     Args:
         inputs: Files, folders or glob patterns (``**`` for any depth).
@@ -120,7 +198,8 @@ def find_images(
         what: The files searched for, as the reason of an input folder without any says.
 
     Returns:
-        The files, without duplicates, and (input, reason) for every input that gives no file.
+        The files, without duplicates, and (input, reason) for every input that gives no file and for every kind
+        of entry that a folder search left out.
     """
     suffixes = set(image_suffixes() if suffixes is None else suffixes)
     files: List[Path] = []
@@ -130,12 +209,13 @@ def find_images(
                    disable=None if progress is None or progress else True)
     for item in inputs:
         path = Path(item)
+        left_out = LeftOut()
         if path.is_dir():
-            found: Iterable[Path] = (p for p in walk_files(path) if p.suffix.lower() in suffixes)
+            found: Iterable[Path] = walk_files(path, lambda p: p.suffix.lower() in suffixes, left_out)
         elif path.is_file():
             found = [path]
         elif glob.has_magic(item):
-            found = _glob_files(item)
+            found = _glob_files(item, left_out)
         else:
             problems.append((item, 'no such file or folder: check the path'))
             continue
@@ -147,6 +227,7 @@ def find_images(
                 seen.add(key)
                 files.append(file)
                 counter.update()
+        problems.extend((item, reason) for reason in left_out.reasons())
         if not count:
             problems.append((item, f'the folder holds no {what}' if path.is_dir() else 'no file matches this pattern'))
     counter.close()
