@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms
@@ -18,6 +20,7 @@ from timm_fer.data import (
     create_fer_dataset,
     create_fer_transform,
     majority_vote,
+    mix_original_labels,
 )
 from timm_fer.errors import ConfigError
 
@@ -394,3 +397,118 @@ class TestTransforms:
         assert torch.equal(torch.get_rng_state(), state)
         assert torch.equal(dataset[(0, 1234)][0], first)
         assert not torch.equal(dataset[(0, 4321)][0], first)
+
+
+# FER2013's original labels beside the FERPlus votes ---------------------------------------------------------------
+
+def _write_original_labels(root: Path, labels, skip_rows=()) -> Path:
+    """``fer2013_original_labels.csv`` for the rows of ``fer2013new.csv``: FER2013 label numbers 0-6 by row."""
+    rows = list(FERPLUS_ROWS)
+    lines = ['row,image,usage,fer2013_label,fer2013_name,pixel_check\n'] + [
+        f'{row},{rows[row][1]},{rows[row][0]},{label},x,exact_local\n'
+        for row, label in enumerate(labels) if row not in skip_rows]
+    path = root / 'fer2013_original_labels.csv'
+    path.write_text(''.join(lines))
+    return path
+
+
+class TestOriginalLabels:
+    # FER2013 numbers: 0 angry, 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral
+    LABELS = (4, 3, 6, 6, 2, 0, 2, 1)
+
+    def test_joined_by_row_in_folders_and_pixels(self, tmp_path):
+        root = _write_ferplus_folders(tmp_path)
+        path = _write_original_labels(root, self.LABELS)
+        train = FerPlus(str(root), 'train', original_labels=str(path))
+        # kept rows 0 (neutral), 1 (happiness), 5 (contempt): original sad, happy, angry
+        assert [FERPLUS_LABELS[t] for t in train.original_targets] == ['sadness', 'happiness', 'anger']
+        assert [FERPLUS_LABELS[t] for t in FerPlus(str(root), 'valid', original_labels=str(path)).original_targets] \
+            == ['fear']
+        assert 'original labels joined to every image' in train.summary()
+        _write_fer2013_pixels(root)
+        pixels = FerPlus(str(root), 'train', images='fer2013.csv', original_labels=str(path))
+        assert pixels.original_targets == train.original_targets
+        assert FerPlus(str(root), 'train').original_targets is None  # off by default: the paper's protocol
+
+    def test_a_name_twice_takes_the_row_whose_image_the_folder_holds(self, tmp_path):
+        # row 2 names fer0000000.png again: the folder holds that later row's image, so its label is row 2's
+        rows = FERPLUS_ROWS[:2] + [('Training', 'fer0000000.png', (6, 0, 0, 1, 3, 0, 0, 0, 0, 0))] + FERPLUS_ROWS[2:]
+        root = _write_ferplus_folders(tmp_path, rows, label_csv=False)
+        lines = ['row,image,usage,fer2013_label,fer2013_name,pixel_check\n'] + [
+            f'{row},{name},{usage},{label},x,y\n' for row, ((usage, name, _), label) in enumerate(zip(rows, (
+                4, 3, 0, 6, 6, 2, 0, 2, 1)))]
+        (root / 'labels.csv').write_text(''.join(lines))
+        train = FerPlus(str(root), 'train', original_labels=str(root / 'labels.csv'))
+        assert [Path(path).name for path in train.paths] == ['fer0000001.png', 'fer0000000.png', 'fer0000005.png']
+        assert [FERPLUS_LABELS[t] for t in train.original_targets] == ['happiness', 'anger', 'anger']
+        (tmp_path / 'label-csv').mkdir()
+        with_label_csv = _write_ferplus_folders(tmp_path / 'label-csv', rows)
+        (with_label_csv / 'labels.csv').write_text(''.join(lines))
+        from_label_csv = FerPlus(str(with_label_csv), 'train', original_labels=str(with_label_csv / 'labels.csv'))
+        assert from_label_csv.original_targets[
+            [Path(p).name for p in from_label_csv.paths].index('fer0000000.png')] == FERPLUS_LABELS.index('anger')
+
+    def test_a_missing_row_is_reported_and_keeps_its_votes(self, tmp_path):
+        root = _write_ferplus_folders(tmp_path)
+        path = _write_original_labels(root, self.LABELS, skip_rows={1})
+        train = FerPlus(str(root), 'train', original_labels=str(path))
+        assert train.original_targets == [FERPLUS_LABELS.index('sadness'), -1, FERPLUS_LABELS.index('anger')]
+        assert '1 images without one' in train.summary()
+        mixed = mix_original_labels(train.soft_targets, torch.tensor(train.original_targets), FERPLUS_LABELS, 1.)
+        assert torch.equal(mixed[1], train.soft_targets[1])
+
+    def test_bad_files_name_the_problem(self, tmp_path):
+        root = _write_ferplus_folders(tmp_path)
+        with pytest.raises(DatasetFileNotFoundError, match="original labels not found.*row,image,usage"):
+            FerPlus(str(root), 'train', original_labels=str(root / 'nope.csv'))
+        (root / 'bad.csv').write_text('row,image,usage,fer2013_label\n0,fer0000000.png,Training,9\n')
+        with pytest.raises(DatasetError, match=r'bad\.csv line 2: .*label 0-6'):
+            FerPlus(str(root), 'train', original_labels=str(root / 'bad.csv'))
+        (root / 'shifted.csv').write_text('row,image,usage,fer2013_label\n0,fer0000000.png,PublicTest,1\n')
+        with pytest.raises(DatasetError, match='row 0 is PublicTest there but Training.*join by row'):
+            FerPlus(str(root), 'train', original_labels=str(root / 'shifted.csv'))
+        with pytest.raises(ConfigError, match='for --dataset ferplus only'):
+            create_fer_dataset('rafdb', str(root), 'train', original_labels=str(root / 'bad.csv'))
+
+    def test_mixed_target_examples(self):
+        votes = torch.tensor([[0.6, 0, 0, 0.1, 0.3, 0, 0, 0], [0, 0, 0, 0, 0.2, 0, 0, 0.8]])
+        original = torch.tensor([FERPLUS_LABELS.index('sadness'), FERPLUS_LABELS.index('anger')])
+        mixed = mix_original_labels(votes, original, FERPLUS_LABELS, 0.5)
+        assert torch.allclose(mixed[0], torch.tensor([0.3, 0, 0, 0.55, 0.15, 0, 0, 0]))
+        # contempt keeps its 0.8 of the votes; the original label takes half of the other 0.2
+        assert torch.allclose(mixed[1], torch.tensor([0, 0, 0, 0, 0.2, 0, 0, 0.8]))
+        assert torch.equal(mix_original_labels(votes, original, FERPLUS_LABELS, 0.), votes)
+        with pytest.raises(ConfigError, match='between 0 and 1'):
+            mix_original_labels(votes, original, FERPLUS_LABELS, 1.5)
+
+    @given(st.lists(st.tuples(st.lists(st.integers(0, 10), min_size=8, max_size=8), st.integers(-1, 6)),
+                    min_size=1, max_size=12), st.floats(0, 1))
+    def test_mixed_target_invariants(self, faces, weight):
+        """Sums to 1, contempt exactly its vote share, weight 0 or no original label gives the votes."""
+        counts = torch.tensor([votes for votes, _ in faces], dtype=torch.float32)
+        counts[:, 0] += counts.sum(dim=1) == 0  # every face has a vote
+        votes = counts / counts.sum(dim=1, keepdim=True)
+        original = torch.tensor([FERPLUS_LABELS.index(name) if i >= 0 else -1 for _, i in faces
+                                 for name in [('anger', 'disgust', 'fear', 'happiness', 'sadness', 'surprise',
+                                               'neutral')[i]]])
+        mixed = mix_original_labels(votes, original, FERPLUS_LABELS, weight)
+        contempt = FERPLUS_LABELS.index('contempt')
+        assert torch.allclose(mixed.sum(dim=1), torch.ones(len(faces)), atol=1e-5)
+        assert (mixed >= 0).all()
+        assert torch.allclose(mixed[:, contempt], votes[:, contempt])
+        assert torch.equal(mixed[original < 0], votes[original < 0])
+        assert torch.allclose(mix_original_labels(votes, original, FERPLUS_LABELS, 0.), votes)
+        if weight == 1:
+            others = mixed.clone()
+            others[:, contempt] = 0
+            assert (others[original >= 0].argmax(dim=1) == original[original >= 0]).all()
+
+
+@pytest.mark.skipif(not (REAL_FERPLUS / 'fer2013_original_labels.csv').is_file(), reason='needs the real FERPlus data '
+                    'with fer2013_original_labels.csv (see ../shared/datasets)')
+def test_real_original_labels_join_every_valid_face():
+    valid = FerPlus(str(REAL_FERPLUS), 'valid', original_labels=str(REAL_FERPLUS / 'fer2013_original_labels.csv'))
+    assert min(valid.original_targets) >= 0 and len(valid.original_targets) == len(valid)
+    # the README's cross-tab: FERPlus validation has 56 faces FER2013 calls disgust; the majority protocol keeps some
+    agree = sum(t == o for t, o in zip(valid.targets, valid.original_targets)) / len(valid)
+    assert 0.6 < agree < 0.8

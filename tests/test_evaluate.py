@@ -64,10 +64,10 @@ def test_flip_tta_averages_the_softmax_of_both_views(tmp_path):
         image.paste((255, 255, 255), (0, 0, 4, 8) if name == 'left' else (4, 0, 8, 8))
         image.save(tmp_path / name / '0.png')
     dataset = FerImageFolder(str(tmp_path), transform=transforms.ToTensor())
-    confusion, loss_sum = evaluate_model(_LeftRight(), dataset, CPU, batch_size=2)
+    confusion, loss_sum, _ = evaluate_model(_LeftRight(), dataset, CPU, batch_size=2)
     assert confusion.tolist() == [[1, 0], [0, 1]]
     assert loss_sum == pytest.approx(2 * math.log1p(math.exp(-10)), abs=1e-6)
-    _, tta_loss_sum = evaluate_model(_LeftRight(), dataset, CPU, batch_size=2, tta_flip=True)
+    _, tta_loss_sum, _ = evaluate_model(_LeftRight(), dataset, CPU, batch_size=2, tta_flip=True)
     assert tta_loss_sum == pytest.approx(2 * math.log(2), rel=1e-5)
 
 
@@ -150,3 +150,44 @@ def test_path_of_results_defaults_to_the_checkpoint_folder(trained):
     data, run = trained
     assert eval_main([str(run / 'best.pth'), '--data-dir', str(data), '--workers', '0']) == 0
     assert Path(run / 'eval-folder-val.json').is_file()
+
+
+class _Fixed(nn.Module):
+    """Logits that pick the class written in each image's first pixel."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 10 * nn.functional.one_hot(x[:, 0, 0, 0].round().long(), self.num_classes).float()
+
+
+def test_intended_metric_against_the_original_labels():
+    """Known answers on a made-up set: accuracy, per-class recall, expressive faces called neutral, a face without an
+    original label left out; the majority metrics unchanged."""
+    from timm_fer.data import FerDataset
+    from timm_fer.engine.evaluate import describe_intended
+
+    classes = ('neutral', 'happiness', 'anger', 'contempt')
+    predicted = [0, 0, 1, 2, 2, 0, 3]
+    majority = [0, 0, 1, 2, 2, 0, 3]
+    original = [0, 2, 1, 2, 0, 2, -1]   # face 1: intended anger, called neutral; face 6 has no original label
+
+    class Made(FerDataset):
+        def load_image(self, index):
+            return torch.full((1, 2, 2), float(predicted[index]))
+
+    dataset = Made('.', 'valid', classes, majority, original_targets=original)
+    confusion, _, original_confusion = evaluate_model(_Fixed(len(classes)), dataset, CPU, batch_size=3)
+    assert ClassificationReport.from_confusion(confusion, classes).accuracy == 1
+    intended = ClassificationReport.from_confusion(original_confusion, classes)
+    assert intended.num_images == 6
+    assert intended.accuracy == pytest.approx(3 / 6)
+    assert intended.per_class_accuracy == [0.5, 1.0, pytest.approx(1 / 3), None]  # contempt: no original label
+    assert intended.mean_class_accuracy == pytest.approx((0.5 + 1 + 1 / 3) / 3)
+    assert intended.share_called('neutral') == pytest.approx(2 / 4)  # of 4 expressive faces, 2 called neutral
+    line = describe_intended(intended)
+    assert 'accuracy 50.00%' in line and 'anger 33.3' in line and 'called neutral 50.0%' in line
+    no_original = Made('.', 'valid', classes, majority)
+    assert evaluate_model(_Fixed(len(classes)), no_original, CPU, batch_size=3).original_confusion is None

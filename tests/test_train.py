@@ -137,6 +137,51 @@ def test_neutral_vote_weight_changes_the_loss_of_mixed_faces_only(tmp_path, caps
     assert losses[4, '0.5'] != pytest.approx(losses[4, '1'], abs=1e-3)
 
 
+def _write_original_labels(data: Path, shift: int) -> Path:
+    """fer2013new.csv and fer2013_original_labels.csv for a toy FERPlus folder: each face's original label is its
+    FERPlus class moved on by ``shift`` (toy classes are neutral, happiness, surprise: FER2013 6, 3, 5)."""
+    fer2013 = {0: 6, 1: 3, 2: 5}
+    new, original = ['Usage,Image name,' + ','.join(['v'] * 10) + '\n'], ['row,image,usage,fer2013_label\n']
+    for folder, usage in (('FER2013Train', 'Training'), ('FER2013Valid', 'PublicTest')):
+        for line in (data / folder / 'label.csv').read_text().splitlines():
+            name, votes = line.split(',')[0], line.split('",')[1]
+            label = int(name[3:6])
+            original.append(f'{len(new) - 1},{name},{usage},{fer2013[(label + shift) % 3]}\n')
+            new.append(f'{usage},{name},{votes}\n')
+    (data / 'fer2013new.csv').write_text(''.join(new))
+    path = data / 'fer2013_original_labels.csv'
+    path.write_text(''.join(original))
+    return path
+
+
+def test_original_labels_mix_into_the_target_and_are_scored(tmp_path, capsys):
+    """With lr 0 (same logits in every run): weight 0 trains on the old target (the same loss as without the
+    original labels), weight 1 on other labels; every evaluation scores the intended expressions too."""
+    data = write_toy_ferplus(tmp_path / 'data', lambda label: _votes(label, 0))
+    labels = _write_original_labels(data, shift=1)
+    common = [*TINY_TRANSFER, '--img-size', '48', '--epochs', '1', '--amp', 'none', '--sampler', 'uniform', '--lr',
+              '0', '--soft-labels']
+    losses = {}
+    for name, flags in {'none': [], 'a0': ['--original-labels', str(labels)],
+                        'a1': ['--original-labels', str(labels), '--original-label-weight', '1',
+                               '--metric', 'intended_mean_class_accuracy']}.items():
+        argv = train_args(data, tmp_path / name, *common, *flags)
+        assert train_main(['--dataset', 'ferplus', *argv[2:]]) == 0
+        losses[name] = read_metrics(tmp_path / name)[0]
+    assert losses['a0']['train_loss'] == pytest.approx(losses['none']['train_loss'], abs=1e-6)
+    assert losses['a1']['train_loss'] != pytest.approx(losses['none']['train_loss'], abs=1e-3)
+    assert 'eval_intended_accuracy' not in losses['none']
+    # shifted by one class, the intended labels agree with the majority on no face
+    assert losses['a1']['eval_intended_accuracy'] + losses['a1']['eval_accuracy'] <= 1 + 1e-9
+    assert 'mixed with the original labels x1' in capsys.readouterr().out
+    with pytest.raises(ConfigError, match='add --original-labels'):
+        TrainConfig.from_recipe('ferplus', str(data), original_label_weight=0.5)
+    with pytest.raises(ConfigError, match='add --original-labels'):
+        TrainConfig.from_recipe('ferplus', str(data), metric='intended_accuracy')
+    with pytest.raises(ConfigError, match='ferplus only'):
+        TrainConfig.from_recipe('rafdb', str(data), original_labels=str(labels))
+
+
 def test_weight_average_is_evaluated_and_served(toy_data, tmp_path):
     output = tmp_path / 'ema'
     assert train_main(train_args(toy_data, output, *TINY_TRANSFER, '--epochs', '3', '--lr', '0.01',

@@ -83,7 +83,7 @@ AMP_CHOICES = ('auto', 'bf16', 'none')
 TRAIN_CHOICES = {
     'sched': ('step', 'cosine'),
     'sampler': tuple(SAMPLER_DESCRIPTIONS),
-    'metric': ('accuracy', 'mean_class_accuracy'),
+    'metric': ('accuracy', 'mean_class_accuracy', 'intended_accuracy', 'intended_mean_class_accuracy'),
     'amp': AMP_CHOICES,
 }
 """Values that the training settings with a fixed set of them take."""

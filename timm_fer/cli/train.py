@@ -36,7 +36,9 @@ def config_from_args(args: argparse.Namespace) -> 'TrainConfig':
         pretrained_tag=None if args.no_pretrained else args.pretrained_tag,
         initial_checkpoint=args.initial_checkpoint, epochs=args.epochs, iterations=args.iterations,
         sched=args.sched, milestones=args.milestones, warmup=args.warmup, smoothing=args.smoothing,
-        soft_labels=args.soft_labels, neutral_vote_weight=args.neutral_vote_weight, ema_decay=args.ema_decay,
+        soft_labels=args.soft_labels, neutral_vote_weight=args.neutral_vote_weight,
+        original_labels=args.original_labels, original_label_weight=args.original_label_weight,
+        ema_decay=args.ema_decay,
         lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, batch_size=args.batch_size,
         grad_accum_steps=args.grad_accum_steps, sampler=args.sampler, metric=args.metric,
         augment=not args.no_augment, rotation=args.rotation, crop_scale=args.crop_scale, hflip=args.hflip,
@@ -76,6 +78,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument('--skip-bad-images', action='store_true',
                       help='leave out images that cannot be decoded (every image is checked before training starts) '
                            'and list them, instead of failing')
+    data.add_argument('--original-labels', default=None, metavar='CSV',
+                      help="FERPlus: FER2013's original labels (fer2013_original_labels.csv), joined by row: scored "
+                           'as intended expressions at every evaluation, and mixed into the targets by '
+                           '--original-label-weight')
     data.add_argument('--workers', type=int, default=None, help='data loader worker processes per process')
     data.add_argument('--in-memory', action='store_true',
                       help='decode every training face once into memory (small datasets such as FERPlus: 28k faces '
@@ -112,6 +118,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument('--neutral-vote-weight', type=float, default=1.,
                         help='with --soft-labels: weigh the votes for neutral by this (e.g. 0.5), so a face some '
                              'annotators call neutral and others an expression leans to the expression')
+    recipe.add_argument('--original-label-weight', type=float, default=0.,
+                        help="share of each face's original (intended) label in its target, 0-1, the rest its votes "
+                             'or majority label; contempt keeps its votes (FER2013 has no contempt)')
     recipe.add_argument('--ema-decay', type=float, default=None,
                         help='keep an exponential moving average of the weights (e.g. 0.999); evaluation and the '
                              'weights that checkpoints serve are the average')

@@ -4,7 +4,7 @@ from .affectnet import AffectNet
 from .batch_augment import FaceBatchAugment, normalize_faces, uniform_draws
 from .dataset import FerDataset, ImageFileDataset, SampleKey
 from .factory import DATASET_NAMES, EVAL_SPLITS, create_fer_dataset
-from .ferplus import FerPlus, majority_vote, reweigh_votes
+from .ferplus import FER2013_LABELS, FerPlus, majority_vote, mix_original_labels, read_original_labels, reweigh_votes
 from .image_folder import FerImageFolder
 from .rafdb import RafDb
 from .sampler import ClassBalancedSampler
@@ -17,6 +17,7 @@ __all__ = [
     'DatasetError',
     'DatasetFileNotFoundError',
     'EVAL_SPLITS',
+    'FER2013_LABELS',
     'FaceBatchAugment',
     'FerDataset',
     'FerImageFolder',
@@ -27,7 +28,9 @@ __all__ = [
     'create_fer_dataset',
     'create_fer_transform',
     'majority_vote',
+    'mix_original_labels',
     'normalize_faces',
+    'read_original_labels',
     'reweigh_votes',
     'uniform_draws',
 ]

@@ -80,6 +80,8 @@ class FerDataset(Dataset):
         transform: Transform of the RGB PIL image.
         class_votes: Annotators' votes for each class, per image (FERPlus), for soft labels; None when the
             dataset has one label per image only.
+        original_targets: A second label per image from another source (FERPlus: FER2013's original, intended
+            expression), -1 where an image has none; None without a second source.
     """
     display_name = 'FER dataset'
 
@@ -92,6 +94,7 @@ class FerDataset(Dataset):
             skipped: Optional[Dict[str, int]] = None,
             transform: Optional[Callable] = None,
             class_votes: Optional[Sequence[Sequence[int]]] = None,
+            original_targets: Optional[Sequence[int]] = None,
     ) -> None:
         self.root = root
         self.split = split
@@ -102,6 +105,9 @@ class FerDataset(Dataset):
         self.class_votes = [list(votes) for votes in class_votes] if class_votes is not None else None
         if self.class_votes is not None and len(self.class_votes) != len(self.targets):
             raise ValueError(f'class_votes has {len(self.class_votes)} rows for {len(self.targets)} images.')
+        self.original_targets = list(original_targets) if original_targets is not None else None
+        if self.original_targets is not None and len(self.original_targets) != len(self.targets):
+            raise ValueError(f'original_targets has {len(self.original_targets)} rows for {len(self.targets)} images.')
         if not self.targets:
             raise DatasetError(
                 f'{self.display_name} {split} split under {root} has no images left{self._skipped_text()}; '
@@ -129,8 +135,13 @@ class FerDataset(Dataset):
     def summary(self) -> str:
         """One line with the split size, the images per class and the skipped rows."""
         counts = ', '.join(f'{name} {count}' for name, count in zip(self.classes, self.class_counts))
+        original = ''
+        if self.original_targets is not None:
+            without = sum(1 for target in self.original_targets if target < 0)
+            original = f'; original labels joined, {without} images without one' if without else \
+                '; original labels joined to every image'
         return (f'{self.display_name} {self.split}: {len(self)} images in {len(self.classes)} classes ({counts})'
-                f'{self._skipped_text() or ", nothing skipped"}')
+                f'{self._skipped_text() or ", nothing skipped"}{original}')
 
     def load_image(self, index: int) -> Image.Image:
         """The RGB face image of sample ``index``."""
@@ -210,6 +221,8 @@ class ImageFileDataset(FerDataset):
         self.targets = [self.targets[i] for i in keep]
         if self.class_votes is not None:
             self.class_votes = [self.class_votes[i] for i in keep]
+        if self.original_targets is not None:
+            self.original_targets = [self.original_targets[i] for i in keep]
         if self.boxes is not None:
             self.boxes = [self.boxes[i] for i in keep]
         self.skipped['unreadable images'] = self.skipped.get('unreadable images', 0) + len(bad)

@@ -19,6 +19,7 @@ def create_fer_dataset(
         transform: Optional[Callable] = None,
         classes: Optional[Sequence[str]] = None,
         skip_missing: bool = False,
+        original_labels: Optional[str] = None,
 ) -> FerDataset:
     """One split of a FER dataset.
 
@@ -29,6 +30,7 @@ def create_fer_dataset(
         transform: Transform of the RGB PIL image.
         classes: Class names in label order, for 'folder' only.
         skip_missing: Skip FERPlus images listed with votes but missing from its folders.
+        original_labels: FERPlus: FER2013's original labels file, joined by row (``FerPlus.original_targets``).
     """
     if name not in DATASET_NAMES:
         raise ConfigError(f"unknown dataset '{name}'; choose one of {', '.join(DATASET_NAMES)}.")
@@ -36,10 +38,13 @@ def create_fer_dataset(
         raise ConfigError(f"classes are fixed by the {name} label files; --classes is for --dataset folder only.")
     if skip_missing and name != 'ferplus':
         raise ConfigError('--skip-missing-images is for --dataset ferplus only.')
+    if original_labels is not None and name != 'ferplus':
+        raise ConfigError("--original-labels are FER2013's own labels of the FERPlus images: for --dataset ferplus "
+                          'only.')
     if name == 'rafdb':
         return RafDb(root, split, transform)
     if name == 'ferplus':
-        return FerPlus(root, split, transform, skip_missing=skip_missing)
+        return FerPlus(root, split, transform, skip_missing=skip_missing, original_labels=original_labels)
     if name in ('affectnet7', 'affectnet8'):
         return AffectNet(root, split, transform, num_classes=int(name[-1]))
     return FerImageFolder(root, split, transform, classes)

@@ -52,6 +52,13 @@ class ClassificationReport:
         present = [accuracy for accuracy in self.per_class_accuracy if accuracy is not None]
         return sum(present) / max(len(present), 1)
 
+    def share_called(self, name: str) -> float:
+        """Share of the images of every other class that are predicted as class ``name`` (e.g. expressive faces
+        called neutral)."""
+        index = list(self.classes).index(name)
+        others = [row for i, row in enumerate(self.confusion) if i != index]
+        return sum(row[index] for row in others) / max(sum(sum(row) for row in others), 1)
+
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready summary."""
         return {

@@ -59,6 +59,11 @@ class TrainConfig:
         neutral_vote_weight: With ``soft_labels``, weigh the votes for the class named neutral by this before the
             distribution is normalised: below 1, a face that some annotators call neutral and others an expression
             leans to the expression (a face every annotator calls neutral keeps its label).
+        original_labels: FERPlus: FER2013's original labels file (``fer2013_original_labels.csv``), joined to the
+            faces by row: the intended expression of each face, mixed into the training target by
+            ``original_label_weight`` and scored as a second metric ("intended") at every evaluation.
+        original_label_weight: Share of the original label in each face's target (0..1), the rest its votes (or
+            majority label); contempt, which FER2013 lacks, keeps its share of the votes (:func:`mix_original_labels`).
         ema_decay: Keep an exponential moving average of the weights with this decay (timm's ``ModelEmaV3``);
             evaluation, best.pth and the weights a checkpoint serves are the average's. None: no average.
         lr: Peak learning rate of SGD.
@@ -109,6 +114,8 @@ class TrainConfig:
     smoothing: float = field(default=0., metadata=_ranged(Range(0, 1, high_open=True)))
     soft_labels: bool = field(default=False, metadata=RESUME)
     neutral_vote_weight: float = field(default=1., metadata=_ranged(PROBABILITY))
+    original_labels: Optional[str] = None
+    original_label_weight: float = field(default=0., metadata=_ranged(PROBABILITY))
     ema_decay: Optional[float] = field(
         default=None, metadata=_ranged(Range(0, 1, low_open=True, high_open=True, optional=True)))
     lr: float = field(metadata=_ranged(Range(0)))  # 0: the loss is measured, the weights stay
@@ -163,6 +170,14 @@ class TrainConfig:
                 f'--warmup must be at least 0 and shorter than the run ({self.length}), got {self.warmup}.')
         if self.neutral_vote_weight != 1 and not self.soft_labels:
             raise ConfigError('--neutral-vote-weight reweighs annotators\' votes: add --soft-labels, or drop it.')
+        if self.original_label_weight and self.original_labels is None:
+            raise ConfigError('--original-label-weight mixes in FER2013\'s original labels: add --original-labels '
+                              'PATH (fer2013_original_labels.csv), or drop it.')
+        if self.metric.startswith('intended') and self.original_labels is None:
+            raise ConfigError(f'--metric {self.metric} scores FER2013\'s original labels: add --original-labels PATH.')
+        if self.original_labels is not None and self.dataset != 'ferplus':
+            raise ConfigError("--original-labels are FER2013's own labels of the FERPlus images: for --dataset "
+                              'ferplus only.')
         zoom = Range(0, low_open=True, flag='each of --zoom')
         for value in self.zoom:
             zoom.check('', value)
@@ -253,6 +268,8 @@ class TrainConfig:
         loss = f'{"vote distributions" if self.soft_labels else "majority labels"}, {loss}'
         if self.neutral_vote_weight != 1:
             loss += f', neutral votes x{self.neutral_vote_weight:g}'
+        if self.original_label_weight:
+            loss += f', mixed with the original labels x{self.original_label_weight:g}'
         averaging = f', weight EMA {self.ema_decay}' if self.ema_decay else ''
         return '\n'.join([
             f'Recipe for {self.dataset} (every value can be changed by a flag):',
@@ -262,7 +279,8 @@ class TrainConfig:
             f'{self.grad_accum_steps} accumulation steps, {SAMPLER_DESCRIPTIONS[self.sampler]}',
             f'  model        {self.model} {self.model_kwargs}',
             f'  augmentation {augment}',
-            f'  evaluation   {self.eval_split if self.evaluate else "off"}, best checkpoint by {self.metric}',
+            f'  evaluation   {self.eval_split if self.evaluate else "off"}, best checkpoint by {self.metric}'
+            f'{", intended expressions scored too" if self.original_labels else ""}',
             f'  run          amp {self.amp}, channels-last {self.channels_last}, compile {self.compile}, '
             f'faces in memory {self.in_memory}, seed {self.seed}, output {self.output}',
         ])

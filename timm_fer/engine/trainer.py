@@ -24,6 +24,7 @@ from ..data import (
     SampleKey,
     create_fer_dataset,
     create_fer_transform,
+    mix_original_labels,
     normalize_faces,
     reweigh_votes,
 )
@@ -87,7 +88,8 @@ class Trainer:
         self.log = log
         self.config = config
         self.train_set = self._checked(create_fer_dataset(
-            config.dataset, config.data_dir, 'train', classes=config.classes, skip_missing=config.skip_missing_images))
+            config.dataset, config.data_dir, 'train', classes=config.classes, skip_missing=config.skip_missing_images,
+            original_labels=config.original_labels))
         self.classes = self.train_set.classes
         self.config = config = replace(config, classes=list(self.classes))
         empty = [name for name, count in zip(self.classes, self.train_set.class_counts) if not count]
@@ -98,7 +100,7 @@ class Trainer:
             self.eval_set = self._checked(create_fer_dataset(
                 config.dataset, config.data_dir, config.eval_split,
                 classes=self.classes if config.dataset == 'folder' else None,
-                skip_missing=config.skip_missing_images))
+                skip_missing=config.skip_missing_images, original_labels=config.original_labels))
 
         self.model, init = create_fer_model(
             config.model, len(self.classes), config.img_size, config.model_kwargs,
@@ -121,6 +123,11 @@ class Trainer:
                               f'have (FERPlus does); drop --soft-labels.')
         if config.neutral_vote_weight != 1:
             self.soft_targets = reweigh_votes(self.soft_targets, self.classes, 'neutral', config.neutral_vote_weight)
+        if config.original_label_weight:
+            votes = self.soft_targets if self.soft_targets is not None else \
+                F.one_hot(self.targets, len(self.classes)).float()
+            self.soft_targets = mix_original_labels(votes, torch.as_tensor(self.train_set.original_targets),
+                                                    self.classes, config.original_label_weight)
         self.train_images = self._decode_all() if config.in_memory else None
         if self.eval_set is not None:
             self.eval_set.transform = create_fer_transform(self.data_config)
@@ -391,17 +398,20 @@ class Trainer:
             f'{self.step_in_epoch + 1} of {self.steps_per_epoch}): training stopped before that step updated the '
             f'weights, and {kept}; lower --lr (now {self.config.lr}) or check the data.')
 
-    def evaluate(self, model: Optional[torch.nn.Module] = None) -> Tuple[ClassificationReport, float]:
+    def evaluate(self, model: Optional[torch.nn.Module] = None
+                 ) -> Tuple[ClassificationReport, float, Optional[ClassificationReport]]:
         """Report and mean loss of ``model`` (default: the weights checkpoints serve, the EMA's when it runs) on the
-        evaluation split, sharded over processes."""
+        evaluation split, sharded over processes, and its report against the original labels when they are joined."""
         model = model if model is not None else self.served_model
         broadcast_buffers(model)
-        confusion, loss_sum = evaluate_model(
+        confusion, loss_sum, original_confusion = evaluate_model(
             model, self.eval_set, self.env, self.micro_batch * self.accum_steps,
             amp_dtype=self.amp_dtype, channels_last=self.config.channels_last, workers=self.config.workers,
             progress=self.env.is_main)
         report = ClassificationReport.from_confusion(confusion, self.classes)
-        return report, loss_sum / report.num_images
+        intended = None if original_confusion is None else \
+            ClassificationReport.from_confusion(original_confusion, self.classes)
+        return report, loss_sum / report.num_images, intended
 
     def _end_epoch(self) -> None:
         """Close the epoch: checkpoint its weights before evaluating them (a failing evaluation loses no training:
@@ -429,11 +439,15 @@ class Trainer:
         report = None
         improved = False
         if self.eval_set is not None:
-            report, eval_loss = self.evaluate()
+            report, eval_loss, intended = self.evaluate()
             record.update(eval_loss=eval_loss, eval_accuracy=report.accuracy,
                           eval_mean_class_accuracy=report.mean_class_accuracy)
+            if intended is not None:
+                record.update(eval_intended_accuracy=intended.accuracy,
+                              eval_intended_mean_class_accuracy=intended.mean_class_accuracy,
+                              eval_intended_called_neutral=intended.share_called('neutral'))
             if self.ema is not None:
-                raw_report, _ = self.evaluate(self.model)
+                raw_report, _, _ = self.evaluate(self.model)
                 record.update(raw_eval_accuracy=raw_report.accuracy,
                               raw_eval_mean_class_accuracy=raw_report.mean_class_accuracy)
             metric = record[f'eval_{self.config.metric}']
