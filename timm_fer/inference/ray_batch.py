@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import ray.data
 
 __all__ = ['RAY_OUTPUT_SUFFIXES', 'RayPredictor', 'RayRunSummary', 'RayUnavailableError', 'check_ray_output',
-           'done_inputs', 'predict_dataset', 'predict_on_ray', 'require_ray', 'row_columns']
+           'done_inputs', 'file_batches', 'predict_dataset', 'predict_on_ray', 'require_ray', 'row_columns']
 
 RAY_OUTPUT_SUFFIXES = ('.parquet', '.csv', '.jsonl')
 """The files a Ray run writes; an output without a suffix is a folder of Parquet parts."""
@@ -281,8 +281,9 @@ def _csv_text(cell: str) -> str:
     return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_PREFIXES) else cell
 
 
-def _input_blocks(files: Sequence[Path], files_per_batch: int) -> Iterator[Dict[str, List[str]]]:
-    """The run's batches: photos ``files_per_batch`` at a time, each video alone."""
+def file_batches(files: Sequence[Path], files_per_batch: int) -> Iterator[Dict[str, List[str]]]:
+    """The batches of a run over ``files``, as columns ``path`` (absolute, for the actors) and ``name`` (as given,
+    for the rows): photos ``files_per_batch`` at a time, each video alone."""
     photos = [f for f in files if not is_video_file(f)]
     for start in range(0, len(photos), files_per_batch):
         chunk = photos[start:start + files_per_batch]
@@ -429,7 +430,7 @@ def predict_on_ray(
 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    blocks = [pa.table(block) for block in _input_blocks(todo, files_per_batch)]
+    blocks = [pa.table(block) for block in file_batches(todo, files_per_batch)]
     rows = predict_dataset(ray.data.from_arrow(blocks), actors=actors, files_per_batch=files_per_batch,
                            classifier_options=classifier_options, **predictor_options)
     writer = _Writer(output, overwrite)
