@@ -1,6 +1,7 @@
 """Every numeric option is checked where the Python API is entered: a value out of range, NaN or infinite is one line
 naming the option, the value and the range (exit status 2 on the command line), before anything is written."""
 import csv
+import importlib
 import json
 import math
 import shutil
@@ -17,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from timm_fer.cli import main
+from timm_fer.cli import build_parser, main
+from timm_fer.cli.ranges import OPTION_RANGES
 from timm_fer.engine import TrainConfig
 from timm_fer.engine import trainer as trainer_module
 from timm_fer.engine.evaluate import evaluate_checkpoint
@@ -29,7 +31,8 @@ from timm_fer.inference import classifier as classifier_module
 from timm_fer.inference.classifier import ClassifierOptions, FacePrediction, load_classifier
 from timm_fer.inference.export import export_checked
 from timm_fer.inference.predict import PredictionReport, SkippedInput, format_table, predict, write_report
-from timm_fer.inference.video import predict_video
+from timm_fer.inference.stream import predict_stream
+from timm_fer.inference.video import TrackSummary, VideoReport, VideoSummary, format_video_table, predict_video
 from timm_fer.models._pretrained import shipped_weights
 from timm_fer.utils.options import Range
 
@@ -50,7 +53,7 @@ OPTIONS = (
     _declared('train', {f.name: f.metadata['range'] for f in fields(TrainConfig) if 'range' in f.metadata})
     + _declared('eval', evaluate_checkpoint.option_ranges) + _declared('models', list_and_classify.option_ranges)
     + _declared('export', export_checked.option_ranges)
-    + [option for function in (predict, predict_video, format_table, RetinaFaceDetector.__init__)
+    + [option for function in (predict, predict_video, format_table, format_video_table, RetinaFaceDetector.__init__)
        for option in _declared('predict', function.option_ranges)]
     + _declared('predict', {f.name: f.metadata['range'] for f in fields(ClassifierOptions) if 'range' in f.metadata})
 )
@@ -85,6 +88,42 @@ def test_every_command_declares_its_numeric_options():
             ('eval', '--batch-size'), ('eval', '--workers'), ('models', '--batch-size'), ('export', '--opset'),
             ('export', '--atol'), ('predict', '--face-threshold'), ('predict', '--fps'), ('predict', '--threads'),
             ('predict', '--batch-size'), ('predict', '--top-k')} <= flags
+
+
+def _field_ranges(dataclass_type: type) -> dict:
+    return {f.name: f.metadata['range'] for f in fields(dataclass_type) if 'range' in f.metadata}
+
+
+def _declarations(command: str) -> List[dict]:
+    """The ranges that the functions ``timm-fer COMMAND`` calls declare, each a dict by argument name."""
+    shared = [RetinaFaceDetector.__init__.option_ranges, _field_ranges(ClassifierOptions)]
+    if command == 'serve':
+        pytest.importorskip('fastapi', reason='the serve extra (FastAPI) is not installed')
+        from timm_fer.serve import BatchingClassifier, ServeLimits, serve
+        return [serve.option_ranges, BatchingClassifier.__init__.option_ranges, _field_ranges(ServeLimits), *shared]
+    return {
+        'predict': [predict.option_ranges, predict_video.option_ranges, predict_stream.option_ranges,
+                    format_table.option_ranges, format_video_table.option_ranges, *shared],
+        'eval': [evaluate_checkpoint.option_ranges], 'export': [export_checked.option_ranges],
+        'models': [list_and_classify.option_ranges],
+        # --zoom's values are checked one by one in TrainConfig.__post_init__, with this range
+        'train': [_field_ranges(TrainConfig), {'zoom': Range(0, low_open=True, flag='each of --zoom')}],
+    }[command]
+
+
+@pytest.mark.parametrize('command', ['predict', 'serve', 'eval', 'export', 'models', 'train'])
+def test_the_command_line_checks_every_declared_range_before_importing_torch(command):
+    """The copies of the ranges that run_command checks before a command imports torch are the declared ones."""
+    subparsers = next(action for action in build_parser([command])._actions if action.dest == 'command')
+    destinations = {flag: action.dest for action in subparsers.choices[command]._actions
+                    for flag in action.option_strings}
+    expected: dict = {}
+    for ranges in _declarations(command):
+        for name, values in ranges.items():
+            flag = values.flag if values.flag and values.flag.startswith('--') else '--' + name.replace('_', '-')
+            if flag in destinations:
+                assert expected.setdefault(destinations[flag], values) == values, f'{flag}: two declared ranges'
+    assert OPTION_RANGES[command] == expected, 'timm_fer/cli/ranges.py differs from the declarations'
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -324,3 +363,48 @@ def test_a_hostile_pickle_is_refused_in_one_line(tmp_path, capsys):
     error = captured.err.strip()
     assert len(error.splitlines()) == 1 and 'arbitrary pickled objects are never loaded' in error
     assert 'GLOBAL' in error and 'this must never run' not in captured.out
+
+
+def test_top_k_above_the_labels_is_refused_before_any_input_is_read(tmp_path, monkeypatch, capsys, offline_hub):
+    predict_module = importlib.import_module('timm_fer.inference.predict')
+    for name in ('a.png', 'b.png'):
+        Image.new('RGB', (48, 48), (120, 100, 90)).save(tmp_path / name)
+    read: list = []
+    monkeypatch.setattr(predict_module, 'read_image', lambda path: read.append(path))
+    out = tmp_path / 'out'
+    assert main(['predict', str(tmp_path), '--aligned', '--backend', 'torch', '--threads', '1', '--top-k', '99',
+                 '--save-annotated', str(out / 'ann'), '--output', str(out / 'r.json')]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == 'timm-fer predict: error: --top-k must be between 1 and the 8 labels of the model, got 99.'
+    assert read == [] and not out.exists()
+
+
+def test_top_k_shows_each_video_tracks_most_frequent_expressions():
+    labels = ['neutral', 'happiness', 'sadness']
+    shares = {'neutral': 0.25, 'happiness': 0.7, 'sadness': 0.05}
+    report = VideoReport('m', 'w', labels, fps=5., smoothing=1., videos=[VideoSummary('v.mp4', 'h264', 64, 48, 5., 2.)],
+                         tracks=[TrackSummary('v.mp4', 0, 0., 2., 10, 'happiness', shares, shares)])
+    lines = format_video_table(report, top_k=2).splitlines()
+    assert lines[-2].endswith(' frames top 2') and lines[-1].endswith(' 10 happiness 0.70  neutral 0.25')
+    assert 'sadness' not in format_video_table(report, top_k=2) and 'sadness' in format_video_table(report)
+    with pytest.raises(ConfigError, match=r'^--top-k must be between 1 and the 3 labels of the model, got 4\.$'):
+        format_video_table(report, top_k=4)
+
+
+@pytest.mark.slow
+def test_predict_top_k_reaches_the_video_table(tmp_path, capsys, offline_hub):
+    av = pytest.importorskip('av', reason='the video extra (PyAV) is not installed')
+    clip = tmp_path / 'clip.avi'
+    with av.open(str(clip), 'w') as container:
+        stream = container.add_stream('mjpeg', rate=5)
+        stream.width, stream.height, stream.pix_fmt = 48, 48, 'yuvj420p'
+        for index in range(4):
+            frame = av.VideoFrame.from_image(Image.new('RGB', (48, 48), (120, 100, 90)))
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    assert main(['predict', str(clip), '--aligned', '--backend', 'torch', '--threads', '1', '--top-k', '2']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith('file') and 'track' in line)
+    assert lines[header].endswith('frames top 2') and 'contempt' not in lines[header]
+    assert len(lines[header + 1].split('  ')[-2:]) == 2 and lines[header + 1].split()[-1] == '0.00'

@@ -21,7 +21,13 @@ def imported_modules(argv: list) -> tuple:
 
 @pytest.mark.parametrize('argv, status', [([], 0), (['--help'], 0), (['predcit'], 2), (['predict', '--bogus-flag'], 2),
                                           (['train', '--dataset', 'rafdb'], 2),
-                                          *(([command, '--help'], 0) for command in COMMANDS)])
+                                          *(([command, '--help'], 0) for command in COMMANDS),
+                                          # an option out of range is refused before the command imports torch
+                                          (['predict', '--fps', '0'], 2), (['predict', 'a.png', '--top-k', '0'], 2),
+                                          (['serve', '--port', '70000'], 2), (['models', '--batch-size', '0'], 2),
+                                          (['eval', 'run/best.pth', '--data-dir', 'd', '--workers', '-1'], 2),
+                                          (['export', '--format', 'onnx', '--out', 'm.onnx', '--opset', '1'], 2),
+                                          (['train', '--dataset', 'rafdb', '--data-dir', 'd', '--lr', '-1'], 2)])
 def test_help_and_argument_errors_import_neither_torch_nor_timm(argv, status):
     returncode, names = imported_modules(argv)
     assert returncode == status and 'timm_fer' in names

@@ -14,6 +14,7 @@ import timm_fer.faces.io as io_module
 from timm_fer.cli import main
 from timm_fer.faces.io import find_images, find_media
 
+
 @pytest.fixture(autouse=True)
 def fence(monkeypatch, tmp_path_factory):
     """Fail a search that lists a folder outside the test folders through a link (one that followed a link to

@@ -11,6 +11,8 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 from ..constants import AMP_CHOICES, BACKENDS, DEFAULT_MODEL
 from ..errors import ConfigError, FerError
+from ..utils.options import check_given
+from .ranges import OPTION_RANGES
 
 __all__ = ['add_backend_arguments', 'add_command', 'add_model_arguments', 'add_runtime_arguments',
            'add_weights_arguments', 'parse_model_kwargs', 'run_command']
@@ -41,17 +43,19 @@ def add_command(subparsers: argparse._SubParsersAction, name: str, command: Comm
 
 
 def run_command(command: Command, args: argparse.Namespace, prog: str) -> int:
-    """Run a sub-command: errors caused by data or options print as one line (exit status 2), and a process group
-    that the command joined is left however it ends."""
-    from ..engine.distributed import cleanup_distributed
-
+    """Run a sub-command: its numeric options are checked first (:data:`~timm_fer.cli.ranges.OPTION_RANGES`, before
+    the command imports torch), errors caused by data or options print as one line (exit status 2), and a process
+    group that the command joined is left however it ends."""
     try:
+        check_given(OPTION_RANGES.get(prog.split()[-1], {}), vars(args))
         return command(args)
     except FerError as e:
         print(f'{prog}: error: {e}', file=sys.stderr)
         return 2
     finally:
-        cleanup_distributed()
+        if 'torch.distributed' in sys.modules:  # else no process group was joined, and torch stays unimported
+            from ..engine.distributed import cleanup_distributed
+            cleanup_distributed()
 
 
 def parse_model_kwargs(items: Optional[Sequence[str]]) -> Dict[str, Any]:

@@ -29,7 +29,7 @@ def _predict(args: argparse.Namespace) -> int:
     from ..faces.io import find_media
     from ..inference.classifier import ClassifierOptions, load_classifier
     from ..faces.video_io import is_live_source
-    from ..inference.predict import format_table, predict, write_report
+    from ..inference.predict import check_top_k, format_table, predict, write_report
 
     live = [source for source in args.images if is_live_source(source)]
     if live or args.camera is not None:
@@ -48,6 +48,7 @@ def _predict(args: argparse.Namespace) -> int:
         model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights, device=args.device,
         amp=args.amp, channels_last=args.channels_last, compile_model=args.compile, backend=args.backend,
         int8=args.int8, threads=args.threads, explain=photos and args.save_viz is not None, tta_flip=args.tta_flip))
+    check_top_k(args.top_k, classifier.labels)  # before any input is read
     faces = 0
     if photos:
         report = predict(
@@ -70,18 +71,10 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _check_options(args: argparse.Namespace) -> None:
-    """The ranges of the numeric options and the output locations, checked before anything is loaded or written."""
-    from ..faces import RetinaFaceDetector
-    from ..inference.predict import format_table, predict
-    from ..inference.stream import predict_stream
-    from ..inference.video import predict_video
-    from ..utils.options import check_options, check_output_path
+    """The output locations, checked before anything is loaded or written (the numeric options' ranges are checked
+    before the command runs: :data:`~timm_fer.cli.ranges.OPTION_RANGES`)."""
+    from ..utils.options import check_output_path
 
-    check_options(predict, batch_size=args.batch_size, min_face_size=args.min_face_size)
-    check_options(predict_video, fps=args.fps, smoothing=args.smoothing, min_track=args.min_track)
-    check_options(predict_stream, duration=args.duration, stall_timeout=args.stall_timeout)
-    check_options(format_table, top_k=args.top_k)
-    check_options(RetinaFaceDetector.__init__, score_threshold=args.face_threshold)
     if args.output is not None:
         check_output_path(args.output, '--output')
     for flag, folder in (('--save-viz', args.save_viz), ('--save-crops', args.save_crops),
@@ -104,7 +97,7 @@ def _predict_videos(args: argparse.Namespace, classifier: 'FaceClassifier', vide
     report.skipped[:0] = [SkippedInput(item, reason) for item, reason in problems]
     if mixed:
         print()
-    print(format_video_table(report))
+    print(format_video_table(report, top_k=args.top_k))
     if args.output is not None:
         path = args.output.with_name(f'{args.output.stem}_video{args.output.suffix}') if mixed else args.output
         print(f'wrote {write_video_report(report, path)} ({len(report.faces)} rows: a face in a sampled frame each)')

@@ -31,7 +31,7 @@ from .classifier import (
 from .report import OUTPUT_SUFFIXES, Report, SkippedInput, label_columns
 
 __all__ = ['OUTPUT_SUFFIXES', 'SAMPLE_IMAGE', 'FacePrediction', 'PhotoOutputs', 'PredictionReport', 'SkippedInput',
-           'format_table', 'plan_photo_outputs', 'predict', 'write_report']
+           'check_top_k', 'format_table', 'plan_photo_outputs', 'predict', 'write_report']
 
 SAMPLE_IMAGE = Path(__file__).resolve().parent.parent / 'assets' / 'astronaut.png'
 """Public-domain portrait (NASA astronaut Eileen Collins) used when no image is given."""
@@ -202,6 +202,16 @@ def _classify_into(report: PredictionReport, classifier: FaceClassifier, crops: 
     report.faces.extend(prediction for _, prediction in classify_pairs(classifier, crops, report.skipped, **outputs))
 
 
+def check_top_k(top_k: Optional[int], labels: Sequence[str]) -> None:
+    """Refuse a ``top_k`` above the number of ``labels`` (or below 1) before the run whose tables show it.
+
+    Raises:
+        ConfigError: ``top_k`` is not None and not between 1 and the number of labels.
+    """
+    if top_k is not None and not 1 <= top_k <= len(labels):
+        raise ConfigError(f'--top-k must be between 1 and the {len(labels)} labels of the model, got {top_k}.')
+
+
 @option_ranges(top_k=Range(1, integer=True, optional=True))
 def format_table(report: PredictionReport, top_k: Optional[int] = None) -> str:
     """The report as a text table, one row per face, then the skipped inputs.
@@ -210,8 +220,7 @@ def format_table(report: PredictionReport, top_k: Optional[int] = None) -> str:
         report: What :func:`predict` found.
         top_k: Show each face's ``top_k`` most probable expressions instead of a column per label.
     """
-    if top_k is not None and not 1 <= top_k <= len(report.labels):
-        raise ConfigError(f'--top-k must be between 1 and the {len(report.labels)} labels, got {top_k}.')
+    check_top_k(top_k, report.labels)
     lines = []
     if report.faces:
         file_width = max(len('file'), *(len(f.file) for f in report.faces))

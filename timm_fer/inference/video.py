@@ -35,6 +35,7 @@ from .classifier import (
     resolve_classifier,
     unlike_a_face_crop,
 )
+from .predict import check_top_k
 from .report import Report, SkippedInput, label_columns
 from .timeline import draw_timeline
 from .tracking import FaceTracker, appearance
@@ -546,9 +547,16 @@ def predict_video(
     return report
 
 
-def format_video_table(report: VideoReport) -> str:
+@option_ranges(top_k=Range(1, integer=True, optional=True))
+def format_video_table(report: VideoReport, top_k: Optional[int] = None) -> str:
     """The report as text: a line per video, a row per face track (share of its frames in each expression), then
-    the skipped inputs. The rows per frame are in :meth:`VideoReport.to_dict` and :func:`write_video_report`."""
+    the skipped inputs. The rows per frame are in :meth:`VideoReport.to_dict` and :func:`write_video_report`.
+
+    Args:
+        report: What :func:`predict_video` found.
+        top_k: Show each track's ``top_k`` most frequent expressions instead of a column per label.
+    """
+    check_top_k(top_k, report.labels)
     sampling = f'{report.fps:g} frames/s sampled' if report.fps else 'every frame'
     lines = []
     for video in report.videos:
@@ -563,14 +571,18 @@ def format_video_table(report: VideoReport) -> str:
         file_width = max(len('file'), *(len(t.file) for t in report.tracks))
         expression_width, widths = label_columns(report.labels)
         lines.append('share of each track\'s frames per top expression:')
-        lines.append(f'{"file":<{file_width}} {"track":>5} {"from s":>7} {"to s":>7} {"frames":>6} '
-                     f'{"expression":<{expression_width}} ' +
-                     ' '.join(f'{label:>{w}}' for label, w in zip(report.labels, widths)))
+        columns = f'top {top_k}' if top_k else f'{"expression":<{expression_width}} ' + ' '.join(
+            f'{label:>{w}}' for label, w in zip(report.labels, widths))
+        lines.append(f'{"file":<{file_width}} {"track":>5} {"from s":>7} {"to s":>7} {"frames":>6} {columns}')
         for t in report.tracks:
-            top = f'{t.expression} {t.shares[t.expression]:.2f}'
-            lines.append(f'{t.file:<{file_width}} {t.track:>5} {t.start:>7.2f} {t.end:>7.2f} {t.frames:>6} '
-                         f'{top:<{expression_width}} ' +
-                         ' '.join(f'{t.shares[label]:>{w}.2f}' for label, w in zip(report.labels, widths)))
+            if top_k:
+                ranked = sorted(t.shares.items(), key=lambda item: -item[1])[:top_k]
+                values = '  '.join(f'{label} {share:.2f}' for label, share in ranked)
+            else:
+                top = f'{t.expression} {t.shares[t.expression]:.2f}'
+                values = f'{top:<{expression_width}} ' + ' '.join(
+                    f'{t.shares[label]:>{w}.2f}' for label, w in zip(report.labels, widths))
+            lines.append(f'{t.file:<{file_width}} {t.track:>5} {t.start:>7.2f} {t.end:>7.2f} {t.frames:>6} {values}')
     elif report.videos:
         lines.append('no face was classified in the videos.')
     return report.format_text(lines, f'; {sampling}')

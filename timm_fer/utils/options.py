@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Optional, TypeVar, Union
 
 from ..errors import ConfigError
 
-__all__ = ['Range', 'check_fields', 'check_options', 'check_output_path', 'option_ranges']
+__all__ = ['Range', 'check_fields', 'check_given', 'check_options', 'check_output_path', 'option_ranges']
 
 Function = TypeVar('Function', bound=Callable[..., Any])
 
@@ -94,6 +94,20 @@ def _check_values(ranges: Mapping[str, Range], values: Mapping[str, Any]) -> Non
     for name, value in values.items():
         if name in ranges:
             ranges[name].check(name, value)
+
+
+def check_given(ranges: Mapping[str, Range], values: Mapping[str, Any]) -> None:
+    """Check the ``values`` that were given (not None) against ``ranges``, each element of a list or tuple alone.
+
+    The command line calls it with every parsed flag before a command imports torch (names without a range pass).
+
+    Raises:
+        ConfigError: a given value outside its range.
+    """
+    for name, value in values.items():
+        if name in ranges and value is not None:
+            for item in value if isinstance(value, (list, tuple)) else (value,):
+                ranges[name].check(name, item)
 
 
 def option_ranges(**ranges: Range) -> Callable[[Function], Function]:
