@@ -1,9 +1,11 @@
 """``timm-fer serve``: one process with the model loaded once, answering a REST API, a live WebSocket and a web page."""
 import argparse
 import os
+from typing import Optional
 
+from ..errors import ConfigError
 from . import COMMANDS
-from .common import add_backend_arguments, add_command, add_runtime_arguments, add_weights_arguments
+from .common import add_backend_arguments, add_command, add_runtime_arguments, add_weights_arguments, label_names_of
 
 __all__ = ['add_serve_parser']
 
@@ -11,18 +13,29 @@ API_KEY_VARIABLE = 'TIMM_FER_API_KEY'
 """The environment variable that gives ``--api-key`` its default (a key on the command line shows in process lists)."""
 
 
+def _api_key(given: Optional[str]) -> Optional[str]:
+    """The key the server asks for: ``--api-key``, else ``$TIMM_FER_API_KEY``, else None (no key).
+
+    Raises:
+        ConfigError: the key is empty or blank (an unset shell variable, say), which would leave the API open.
+    """
+    source, key = ('--api-key', given) if given is not None else (f'${API_KEY_VARIABLE}',
+                                                                   os.environ.get(API_KEY_VARIABLE))
+    if key is not None and not key.strip():
+        fix = 'leave --api-key out' if given is not None else f'unset {API_KEY_VARIABLE}'
+        raise ConfigError(f'{source} is empty, which would leave the API open to anyone: give a key (e.g. '
+                          f'{API_KEY_VARIABLE}=$(openssl rand -hex 16)), or {fix} to serve without one.')
+    return key
+
+
 def _serve(args: argparse.Namespace) -> int:
+    api_key = _api_key(args.api_key)  # the numeric options were checked before this body ran
     from ..serve.extra import require_serve_extra
     require_serve_extra()
     from ..faces import RetinaFaceDetector
     from ..inference.classifier import ClassifierOptions, load_classifier
     from ..serve.app import ServeLimits, serve
-    from ..serve.batching import BatchingClassifier
-    from ..utils.options import check_options
 
-    # Every option is checked before the model loads.
-    check_options(serve, port=args.port, min_face_size=args.min_face_size)
-    check_options(BatchingClassifier.__init__, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
     limits = ServeLimits(max_upload_mb=args.max_upload_mb, max_files=args.max_files,
                          max_megapixels=args.max_megapixels,
                          max_video_seconds=args.max_video_seconds,
@@ -32,9 +45,10 @@ def _serve(args: argparse.Namespace) -> int:
     classifier = load_classifier(ClassifierOptions(
         model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights, device=args.device,
         amp=args.amp, channels_last=args.channels_last, compile_model=args.compile, backend=args.backend,
-        int8=args.int8, threads=args.threads, explain=args.explain))
+        int8=args.int8, threads=args.threads, explain=args.explain, label_names=label_names_of(args),
+        use_ema=args.ema))
     serve(args.host, args.port, classifier, explain=args.explain, detector=detector, aligned=args.aligned,
-          min_face_size=args.min_face_size, limits=limits, api_key=args.api_key or None,
+          min_face_size=args.min_face_size, limits=limits, api_key=api_key,
           cors_origins=args.cors_origin, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
           log_level=args.log_level)
     return 0
@@ -67,9 +81,9 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     faces.add_argument('--face-threshold', type=float, default=0.9,
                        help='smallest face detector confidence, 0-1 (default: 0.9)')
     safety = parser.add_argument_group('safety and limits')
-    safety.add_argument('--api-key', default=os.environ.get(API_KEY_VARIABLE),
+    safety.add_argument('--api-key',
                         help=f'a key every /v1/ request must carry in the X-API-Key header (WebSocket: ?key=); '
-                             f'default: ${API_KEY_VARIABLE}, else none')
+                             f'default: ${API_KEY_VARIABLE}, else none; an empty key is refused')
     safety.add_argument('--cors-origin', nargs='+', default=[], metavar='ORIGIN',
                         help='web origins (e.g. https://example.org) whose pages may call the API; default: none')
     safety.add_argument('--max-upload-mb', type=float, default=32.,

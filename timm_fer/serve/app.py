@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (Any, AsyncIterator, Awaitable, Callable, Deque, Dict, List, MutableMapping, Optional, Sequence,
                     Tuple)
+from urllib.parse import urlsplit
 
 import swagger_ui_bundle
 from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket
@@ -35,7 +36,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import InputFileError
+from ..errors import ConfigError, InputFileError
 from ..faces import MAX_PHOTO_PIXELS, FaceDetector, read_image
 from ..faces.video_io import VideoReader, require_video_decoder, video_suffixes
 from ..inference.annotate import LOSSY_QUALITY, annotate_image
@@ -48,7 +49,7 @@ from .batching import BatchingClassifier
 from .live import LiveSession
 
 __all__ = ['API_KEY_HEADER', 'STATIC_DIR', 'ApiError', 'RequestGate', 'ServeLimits', 'create_app', 'is_loopback',
-           'serve']
+           'same_origin', 'serve']
 
 API_KEY_HEADER = 'X-API-Key'
 """The request header that carries the key of a server started with ``--api-key``."""
@@ -262,6 +263,30 @@ class RequestGate:
                 await self._too_large()(scope, receive, send)
 
 
+def same_origin(origin: str, host: str) -> bool:
+    """Whether the web origin ``origin`` (an ``Origin`` header) is the server itself as reached at ``host`` (the
+    ``Host`` header): the same host name and port, a missing port being its scheme's default."""
+    parts, reached = urlsplit(origin), urlsplit(f'//{host}')
+    default = {'http': 80, 'https': 443}.get(parts.scheme)
+    try:
+        ports = (parts.port or default, reached.port or default)
+    except ValueError:  # a port that is no number
+        return False
+    return default is not None and parts.hostname is not None and parts.hostname == reached.hostname and \
+        ports[0] == ports[1]
+
+
+async def _refuse_websocket(websocket: WebSocket, status: int, detail: str, close_code: int,
+                            headers: Optional[Dict[str, str]] = None) -> None:
+    """Refuse a WebSocket before accepting it: an HTTP answer ``status`` with ``{"detail": detail}`` where the server
+    supports the WebSocket denial response (uvicorn and Starlette's TestClient do), else a close with ``close_code``
+    and ``detail`` (cut to the 123 bytes a close reason holds) as its reason."""
+    if 'websocket.http.response' in websocket.scope.get('extensions', {}):
+        await websocket.send_denial_response(_error_response(status, detail, headers))
+    else:
+        await websocket.close(code=close_code, reason=detail.encode()[:123].decode(errors='ignore'))
+
+
 def _data_url(data: bytes, media_type: str) -> str:
     return f'data:{media_type};base64,{base64.b64encode(data).decode("ascii")}'
 
@@ -470,13 +495,17 @@ def create_app(
         min_face_size: Faces whose box has a shorter side below this many pixels are skipped, with the reason.
         limits: What one request may ask.
         api_key: A key every ``/v1/`` request must carry (header :data:`API_KEY_HEADER`, or ``?key=`` for the
-            WebSocket); ``/healthz``, the page and the docs stay open. None: no key.
-        cors_origins: Web origins allowed to call the API from their pages; none by default (no CORS headers).
+            WebSocket); ``/healthz``, the page and the docs stay open. None: no key; an empty key is refused.
+        cors_origins: Web origins allowed to call the API from their pages, and to open the live WebSocket besides
+            the server's own pages (``*``: any); none by default (no CORS headers).
         max_batch: Most faces per forward pass; 1 turns micro-batching off.
         max_wait_ms: Most milliseconds a batch waits for the faces of other requests being worked on (a lone
             request never waits).
         temp_dir: Where the uploads' temporary folders go; default the system's.
     """
+    if api_key is not None and not api_key.strip():
+        raise ConfigError('api_key is empty, which would leave the API open to anyone: give a key, or None to serve '
+                          'without one.')
     owned = not isinstance(classifier, BatchingClassifier)
     batching = BatchingClassifier(classifier, max_batch, max_wait_ms) if owned else classifier
     service = _Service(batching, face_detector(aligned, detector), min_face_size, limits, temp_dir)
@@ -551,13 +580,28 @@ def create_app(
 
     @app.websocket('/v1/live')
     async def live(websocket: WebSocket, key: Optional[str] = None) -> None:
-        """Frames in (4-byte big-endian id + JPEG), one JSON answer per frame out (see :mod:`timm_fer.serve.live`)."""
+        """Frames in (4-byte big-endian id + JPEG), one JSON answer per frame out (see :mod:`timm_fer.serve.live`).
+
+        Refused before it opens, with a one-line reason: a page of another web origin than the server's own and the
+        ``cors_origins`` (403; a client that sends no ``Origin``, not a browser, is let in), a missing or wrong key
+        (401), and more than ``max_in_flight`` live connections (429 with ``Retry-After``).
+        """
         nonlocal live_connections
+        origin = websocket.headers.get('origin')
+        if origin is not None and '*' not in cors_origins and origin not in cors_origins and \
+                not same_origin(origin, websocket.headers.get('host', '')):
+            await _refuse_websocket(websocket, 403, f'pages from {origin} may not open this live WebSocket, only the '
+                                                    f"server's own pages; start it with --cors-origin {origin} to let "
+                                                    f'them.', 1008)
+            return
         if api_key is not None and not hmac.compare_digest((key or '').encode(), api_key.encode()):
-            await websocket.close(code=1008, reason='this server needs its API key as the query parameter ?key=')
+            await _refuse_websocket(websocket, 401, 'this server needs its API key as the query parameter ?key=; ask '
+                                                    'whoever started it for the key.', 1008)
             return
         if live_connections >= limits.max_in_flight:
-            await websocket.close(code=1013, reason=f'{live_connections} live connections, the limit; retry later')
+            await _refuse_websocket(websocket, 429, f'{live_connections} live connections, this server\'s limit '
+                                                    f'(--max-in-flight); retry after {limits.retry_after} s.', 1013,
+                                    {'Retry-After': str(limits.retry_after)})
             return
         live_connections += 1
         try:
