@@ -95,7 +95,7 @@ def test_a_new_head_does_not_keep_the_tag_label_names(tiny, tmp_path):
     safetensors.torch.save_file(tiny.state_dict(), tmp_path / 'three.safetensors')  # weights that name no classes
     loaded, _ = load_model('transfer_fer_ir50.rafdb', tmp_path / 'three.safetensors',
                            model_kwargs=dict(TINY, img_size=64))
-    assert loaded.num_classes == 3 and loaded.pretrained_cfg['label_names'] is None
+    assert loaded.num_classes == 3 and loaded.pretrained_cfg['label_names'] == ('class_0', 'class_1', 'class_2')
 
 
 def test_a_classifier_for_other_classes_is_refused_not_reset(tiny, tmp_path):

@@ -7,15 +7,21 @@ import ast
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from ..constants import AMP_CHOICES, BACKENDS, DEFAULT_MODEL
 from ..errors import ConfigError, FerError
 from ..utils.options import check_given
 from .ranges import OPTION_RANGES
 
-__all__ = ['add_backend_arguments', 'add_command', 'add_model_arguments', 'add_runtime_arguments',
-           'add_weights_arguments', 'parse_model_kwargs', 'run_command']
+__all__ = ['CHECKPOINT_HELP', 'add_backend_arguments', 'add_checkpoint_arguments', 'add_command',
+           'add_model_arguments', 'add_runtime_arguments', 'add_weights_arguments', 'label_names_of',
+           'parse_model_kwargs', 'run_command']
+
+CHECKPOINT_HELP = ("weights: a checkpoint of timm-fer train or timm's train.py, a Hub model folder or Hugging Face "
+                   'Trainer output folder, or a .safetensors/.pth/.ckpt file (plain, PyTorch Lightning, DDP, '
+                   'torch.compile)')
+"""Help of ``--checkpoint``, for every command taking one."""
 
 Command = Callable[[argparse.Namespace], int]
 """A sub-command's body: the parsed flags in, the exit status out."""
@@ -82,14 +88,40 @@ def add_model_arguments(parser: argparse._ActionsContainer) -> None:
 
 
 def add_weights_arguments(parser: argparse._ActionsContainer) -> None:
-    """``--model``, ``--checkpoint`` and ``--random-weights``: which model answers, for ``predict`` and ``serve``."""
+    """``--model``, ``--checkpoint`` and ``--random-weights`` (with :func:`add_checkpoint_arguments`): which model
+    answers, for ``predict`` and ``serve``."""
     parser.add_argument('--model', default=None,
                         help='model and tag; the tag sets labels and preprocessing (default: the model a checkpoint '
                              f'names, else {DEFAULT_MODEL})')
     parser.add_argument('--checkpoint', type=Path,
-                        help='weights: a timm-fer train checkpoint, a Hub model folder, or a .safetensors/.pth file')
+                        help=CHECKPOINT_HELP)
     parser.add_argument('--random-weights', action='store_true',
                         help='when no weights can be loaded, run with random weights (meaningless, demo only)')
+    add_checkpoint_arguments(parser)
+
+
+def add_checkpoint_arguments(parser: argparse._ActionsContainer) -> None:
+    """``--label-names``, ``--class-map`` and ``--ema``: how a ``--checkpoint`` is read, for every command taking
+    one."""
+    names = parser.add_mutually_exclusive_group()
+    names.add_argument('--label-names', nargs='+', metavar='NAME',
+                       help="class names of the model's outputs, in order (default: those the checkpoint carries, "
+                            "else the class folders of the --data-dir that timm's train.py recorded, else class_0 ...)")
+    names.add_argument('--class-map', type=Path, metavar='FILE',
+                       help="the class names as a timm class map file (train.py's --class-map: one name per line, in "
+                            "label order)")
+    parser.add_argument('--ema', action='store_true',
+                        help="load the weight average the checkpoint holds (timm's train.py --model-ema: "
+                             "state_dict_ema)")
+
+
+def label_names_of(args: argparse.Namespace) -> Optional[Tuple[str, ...]]:
+    """The class names that ``--label-names`` or ``--class-map`` give, else None."""
+    if args.class_map is not None:
+        from ..hub import read_class_map
+
+        return read_class_map(args.class_map)
+    return tuple(args.label_names) if args.label_names else None
 
 
 def add_runtime_arguments(parser: argparse._ActionsContainer) -> None:

@@ -3,7 +3,7 @@ import argparse
 from pathlib import Path
 
 from . import COMMANDS
-from .common import add_command
+from .common import CHECKPOINT_HELP, add_checkpoint_arguments, add_command, label_names_of
 
 __all__ = ['add_convert_parser', 'add_push_parser']
 
@@ -22,6 +22,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from ..engine import training_class_prior
     from ..hub import push_model
+    from ..inference.backends import note
 
     prior = training_class_prior(args.checkpoint) if args.logit_adjustment and args.checkpoint else None
     lines = push_model(
@@ -29,7 +30,7 @@ def _push(args: argparse.Namespace) -> int:
         training=args.training, repo_id=args.repo_id, private=args.private, overwrite=args.overwrite,
         dry_run=args.dry_run, logit_adjustment=args.logit_adjustment, class_prior=prior,
         temperature=args.temperature, ensemble_base=args.ensemble_base, ensemble_weight=args.ensemble_weight,
-        command=args.command_line)
+        command=args.command_line, label_names=label_names_of(args), use_ema=args.ema, log=note)
     print('\n'.join(lines))
     return 0
 
@@ -55,8 +56,10 @@ def add_push_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``timm-fer push``."""
     parser = add_command(subparsers, 'push', _push, COMMANDS['push'].help)
     parser.add_argument('folder', type=Path, help='Hub model folder to push (written first with --model/--checkpoint)')
-    parser.add_argument('--model', help='model and tag of --checkpoint, e.g. transfer_fer_ir50.rafdb')
-    parser.add_argument('--checkpoint', type=Path, help='trained weights to write into the folder first')
+    parser.add_argument('--model', help='model and tag of --checkpoint, e.g. transfer_fer_ir50.rafdb (default: the '
+                                        'model the checkpoint names)')
+    parser.add_argument('--checkpoint', type=Path, help=f'{CHECKPOINT_HELP}; written into the folder first')
+    add_checkpoint_arguments(parser)
     parser.add_argument('--metric', action='append', help='a measured result for the model card (repeatable)')
     parser.add_argument('--dataset', help='training dataset, for the model card')
     parser.add_argument('--training', action='append',

@@ -4,20 +4,22 @@ from pathlib import Path
 
 from ..constants import DEFAULT_MODEL, EXPORT_FORMATS, ONNX_OPSET_BOUNDS
 from . import COMMANDS
-from .common import add_command
+from .common import CHECKPOINT_HELP, add_checkpoint_arguments, add_command, label_names_of
 
 __all__ = ['add_export_parser']
 
 
 def _export(args: argparse.Namespace) -> int:
     from ..hub import load_model
+    from ..inference.backends import note
     from ..inference.export import export_checked
     from ..models import tagged_name
     from ..utils.options import check_options, check_output_path
 
     check_options(export_checked, atol=args.atol, opset_version=args.opset)
     check_output_path(args.out, '--out')
-    model, weights = load_model(args.model, args.checkpoint, random_weights=args.random_weights)
+    model, weights = load_model(args.model, args.checkpoint, random_weights=args.random_weights,
+                                label_names=label_names_of(args), use_ema=args.ema, log=note)
     out, difference = export_checked(model, args.out, args.format, atol=args.atol, check=not args.no_check,
                                      opset_version=args.opset)
     name = tagged_name(model.pretrained_cfg['architecture'], model.pretrained_cfg.get('tag'))
@@ -38,10 +40,10 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
                   'torch-export --out transfer.pt2'))
     parser.add_argument('--model', default=None,
                         help=f'model and tag (default: the model a checkpoint names, else {DEFAULT_MODEL})')
-    parser.add_argument('--checkpoint', type=Path,
-                        help='weights: a timm-fer train checkpoint, a Hub model folder, or a .safetensors/.pth file')
+    parser.add_argument('--checkpoint', type=Path, help=CHECKPOINT_HELP)
     parser.add_argument('--random-weights', action='store_true',
                         help='when no weights can be loaded, export random weights (to test a deployment only)')
+    add_checkpoint_arguments(parser)
     parser.add_argument('--format', choices=EXPORT_FORMATS, required=True, help='onnx or torch-export')
     parser.add_argument('--out', type=Path, required=True, help='file to write, e.g. model.onnx or model.pt2')
     parser.add_argument('--opset', type=int,

@@ -14,7 +14,7 @@ from ..constants import (
 )
 from ..errors import ConfigError
 from . import COMMANDS
-from .common import add_backend_arguments, add_command, add_runtime_arguments, add_weights_arguments
+from .common import add_backend_arguments, add_command, add_runtime_arguments, add_weights_arguments, label_names_of
 
 if TYPE_CHECKING:
     from ..faces import FaceDetector
@@ -47,7 +47,8 @@ def _predict(args: argparse.Namespace) -> int:
     classifier = load_classifier(ClassifierOptions(  # once for the photos and the videos of the run
         model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights, device=args.device,
         amp=args.amp, channels_last=args.channels_last, compile_model=args.compile, backend=args.backend,
-        int8=args.int8, threads=args.threads, explain=photos and args.save_viz is not None, tta_flip=args.tta_flip))
+        int8=args.int8, threads=args.threads, explain=photos and args.save_viz is not None, tta_flip=args.tta_flip,
+        label_names=label_names_of(args), use_ema=args.ema))
     check_top_k(args.top_k, classifier.labels)  # before any input is read
     faces = 0
     if photos:
@@ -136,7 +137,8 @@ def _predict_live(args: argparse.Namespace, sources: List[str]) -> int:
     classifier = load_classifier(ClassifierOptions(
         model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights, device=args.device,
         amp=args.amp, channels_last=args.channels_last, compile_model=args.compile, backend=args.backend,
-        int8=args.int8, threads=args.threads, tta_flip=args.tta_flip))
+        int8=args.int8, threads=args.threads, tta_flip=args.tta_flip, label_names=label_names_of(args),
+        use_ema=args.ema))
     status = _LiveStatus(sys.stderr.isatty())
     report = predict_stream(
         sources[0], classifier, output=args.output, timeline=args.timeline,

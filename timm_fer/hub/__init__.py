@@ -1,6 +1,6 @@
 """Weights in and out: the loading API (any checkpoint or tag to a model), converters, Hub model folders."""
 from .catalogue import list_and_classify
-from .checkpoint import TRAIN_CHECKPOINT_FORMAT, Checkpoint, read_checkpoint
+from .checkpoint import TRAIN_CHECKPOINT_FORMAT, Checkpoint, read_checkpoint, read_class_map
 from .convert import (
     convert_checkpoint,
     convert_to_model,
@@ -54,6 +54,7 @@ __all__ = [
     'push_hub_folder',
     'push_model',
     'read_checkpoint',
+    'read_class_map',
     'resolve_face_template',
     'resolve_fer_data_config',
     'write_hub_folder',

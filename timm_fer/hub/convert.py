@@ -5,16 +5,17 @@ checkpoint into ``ir_50.ms1m``, the stem or encoder of ``transfer_fer_ir50``, or
 ``transfer_fer_ir50.ms1m_in1k``. :func:`push_model` (``timm-fer push``) uploads a Hub model folder, writing it from a
 trained checkpoint first if asked (optionally with :func:`fold_logit_adjustment` applied).
 """
+import logging
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from huggingface_hub import constants as hf_constants
 from torch import nn
 
 from ..errors import CheckpointMismatchError, ConfigError, PretrainedWeightsError
-from ..models import IRNet, TransFER, irnet, transfer
+from ..models import IRNet, TransFER, irnet, tagged_name, transfer
 from .checkpoint import read_checkpoint
 from .folder import (
     check_hub_folder,
@@ -24,12 +25,14 @@ from .folder import (
     push_hub_folder,
     write_hub_folder,
 )
-from .loading import create_named_model
+from .loading import create_named_model, load_model
 
 __all__ = ['convert_checkpoint', 'convert_to_model', 'ensemble_weights', 'fold_logit_adjustment', 'fold_temperature',
            'push_model']
 
 _FILTERS = {IRNet: irnet.checkpoint_filter_fn, TransFER: transfer.checkpoint_filter_fn}
+
+_logger = logging.getLogger(__name__)
 
 
 def _sources_of(paths: Dict[str, Optional[Path]]) -> Dict[str, torch.Tensor]:
@@ -187,6 +190,9 @@ def push_model(
         ensemble_base: Optional[Path] = None,
         ensemble_weight: float = 0.5,
         command: str = 'timm_fer.hub.push_model',
+        label_names: Optional[Sequence[str]] = None,
+        use_ema: bool = False,
+        log: Callable[[str], None] = _logger.warning,
 ) -> List[str]:
     """Push a Hub model folder to the Hugging Face Hub, writing it from ``checkpoint`` into ``model`` first if given.
 
@@ -197,6 +203,11 @@ def push_model(
     With ``ensemble_base`` (the checkpoint that ``checkpoint`` was fine-tuned from), the weights written are first
     their weight-space ensemble, ``ensemble_weight`` of the fine-tuned ones (:func:`ensemble_weights`).
 
+    ``checkpoint`` is any that :func:`~timm_fer.hub.load_model` loads (a run of ``timm-fer train`` or of timm's
+    ``train.py``, a PyTorch Lightning, DDP, ``torch.compile`` or Hugging Face Trainer checkpoint, a plain state dict);
+    ``model`` defaults to the one it names. ``label_names`` name the classes of one that names none (else ``log``
+    says they are called ``class_0`` ...), and ``use_ema`` takes its weight average (timm's ``state_dict_ema``).
+
     Returns the lines to report: what the folder holds, and the commit URL (or where a dry run would push).
     """
     if logit_adjustment and not (checkpoint and class_prior):
@@ -205,12 +216,14 @@ def push_model(
     if (temperature != 1 or ensemble_base) and not checkpoint:
         raise ConfigError('--temperature and --ensemble-base change the weights written from --checkpoint: give '
                           '--model and --checkpoint.')
-    if model or checkpoint:
-        if not (model and checkpoint):
-            raise ConfigError('--model and --checkpoint go together: the checkpoint is loaded into that model.')
-        built = convert_to_model(model, checkpoint=checkpoint)
+    if model and not checkpoint:
+        raise ConfigError('--model names the model of --checkpoint: give the checkpoint to write into the folder, or '
+                          'neither to push a folder already written.')
+    if checkpoint:
+        built, _ = load_model(model, checkpoint, label_names=label_names, use_ema=use_ema, log=log)
+        name = tagged_name(built.pretrained_cfg['architecture'], built.pretrained_cfg.get('tag'))
         if ensemble_base:
-            ensemble_weights(built, convert_to_model(model, checkpoint=ensemble_base), ensemble_weight)
+            ensemble_weights(built, load_model(name, ensemble_base)[0], ensemble_weight)
             training = [*(training or []), f'weight-space ensemble with the weights it was fine-tuned from: '
                         f'{ensemble_weight:g} x fine-tuned + {1 - ensemble_weight:g} x {Path(ensemble_base).name}']
         if logit_adjustment:

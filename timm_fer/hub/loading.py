@@ -6,8 +6,10 @@ checkpoint written by ``timm-fer train``, or a Hub model folder, names its model
 preprocessing, so no model name is needed for it. :func:`create_fer_model` starts a training run: from the paper's
 initialisation when it can be loaded, from a local initial checkpoint, or from scratch.
 """
+import logging
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import timm
 import torch
@@ -31,6 +33,8 @@ __all__ = ['DEFAULT_MODEL', 'PAPER_INIT_TAG', 'RANDOM_WEIGHTS', 'check_pretraine
 RANDOM_WEIGHTS = 'random (the predictions are meaningless: a demo of the pipeline only)'
 """What :func:`load_model` reports as the weights' source when it went on with random weights."""
 
+_logger = logging.getLogger(__name__)
+
 
 def create_named_model(name: str, **kwargs: Any) -> nn.Module:
     """``timm.create_model`` for a timm-fer model name with an optional tag; unknown names and tags say what exists."""
@@ -51,44 +55,78 @@ def load_model(
         model_kwargs: Optional[Dict[str, Any]] = None,
         random_weights: bool = False,
         default_model: str = DEFAULT_MODEL,
+        label_names: Optional[Sequence[str]] = None,
+        use_ema: bool = False,
+        log: Callable[[str], None] = _logger.warning,
 ) -> Tuple[nn.Module, str]:
     """A timm-fer model with trained weights, in eval mode, and a description of where the weights came from.
+
+    The model's ``pretrained_cfg['label_names']`` always names its classes: ``label_names``, else those the checkpoint
+    carries (:func:`~timm_fer.hub.read_checkpoint`), else the tag's when the head has the tag's size, else generic
+    names ``class_0``, ``class_1``, ... (``log`` says so, once).
 
     Args:
         model: Model name with an optional tag (the tag sets labels and preprocessing). Default: the name the
             checkpoint carries, else ``default_model``.
-        checkpoint: A checkpoint file or Hub model folder (or one already read); without it the tag's published or
-            shipped weights load.
+        checkpoint: A checkpoint file or model folder (or one already read); without it the tag's published or
+            shipped weights load. The weights may sit under one wrapper prefix (PyTorch Lightning's ``model.``,
+            transformers' ``timm_model.``, ...): the prefix under which they fit the model is removed.
         num_classes: Classes the model must have; a checkpoint with another number of classes is an error.
         model_kwargs: Constructor arguments, over those the checkpoint carries.
         random_weights: When the tag's weights cannot be loaded, go on with random weights (demo only).
         default_model: The model tried when neither ``model`` nor the checkpoint names one.
+        label_names: The class names of the model's outputs, in order, over those of the checkpoint and the tag.
+        use_ema: Load the weight average (EMA) that the checkpoint holds (timm ``train.py``'s ``state_dict_ema``).
+        log: Says that the outputs were given generic names.
 
     Raises:
         PretrainedWeightsError: the weights cannot be read or loaded (and ``random_weights`` is off).
         CheckpointMismatchError: the checkpoint does not fit the model; the message names the model tried.
-        ConfigError: unknown model name or tag.
+        ConfigError: unknown model name or tag, or ``label_names`` not one per output.
     """
     if checkpoint is not None:
         if not isinstance(checkpoint, Checkpoint):
-            checkpoint = read_checkpoint(checkpoint)
-        return _model_from_checkpoint(checkpoint, model or checkpoint.model_name, default_model, num_classes,
-                                      model_kwargs), f'checkpoint {checkpoint.path}'
-    name = model or default_model
-    kwargs = dict(model_kwargs or {})
-    if num_classes is not None:
-        kwargs['num_classes'] = num_classes
-    try:
-        loaded = create_named_model(name, pretrained=True, **kwargs)
-    except PretrainedWeightsError as e:
-        if not random_weights:
-            raise PretrainedWeightsError(
-                f'{_no_weights_reason(name, e)}; pass --checkpoint FILE with trained weights, or --random-weights for '
-                f'a demo whose predictions are meaningless.') from e
-        return create_named_model(name, pretrained=False, **kwargs).eval(), RANDOM_WEIGHTS
-    cfg = loaded.pretrained_cfg
-    source = 'shipped with timm-fer' if cfg.get('file') else cfg.get('hf_hub_id')
-    return loaded.eval(), f"pretrained {cfg['architecture']}.{cfg['tag']} ({source})"
+            checkpoint = read_checkpoint(checkpoint, use_ema=use_ema)
+        loaded = _model_from_checkpoint(checkpoint, model or checkpoint.model_name, default_model, num_classes,
+                                        model_kwargs)
+        source = f'checkpoint {checkpoint.path}'
+    else:
+        name = model or default_model
+        kwargs = dict(model_kwargs or {})
+        if num_classes is not None:
+            kwargs['num_classes'] = num_classes
+        try:
+            loaded = create_named_model(name, pretrained=True, **kwargs).eval()
+        except PretrainedWeightsError as e:
+            if not random_weights:
+                raise PretrainedWeightsError(
+                    f'{_no_weights_reason(name, e)}; pass --checkpoint FILE with trained weights, or --random-weights '
+                    f'for a demo whose predictions are meaningless.') from e
+            loaded, source = create_named_model(name, pretrained=False, **kwargs).eval(), RANDOM_WEIGHTS
+        else:
+            cfg = loaded.pretrained_cfg
+            where = 'shipped with timm-fer' if cfg.get('file') else cfg.get('hf_hub_id')
+            source = f"pretrained {cfg['architecture']}.{cfg['tag']} ({where})"
+    _name_classes(loaded, label_names, source, log)
+    return loaded, source
+
+
+def _name_classes(model: nn.Module, label_names: Optional[Sequence[str]], source: str,
+                  log: Callable[[str], None]) -> None:
+    """Set the model's label names: ``label_names``, else those it has, else generic ones (and say so)."""
+    classes = getattr(model, 'num_classes', 0)
+    if not classes:
+        return
+    cfg = model.pretrained_cfg
+    if label_names is not None:
+        if len(label_names) != classes:
+            raise ConfigError(f'{len(label_names)} label names ({", ".join(label_names)}) for a model of {classes} '
+                              f'classes: give one name per class, in output order.')
+        cfg['label_names'] = tuple(label_names)
+    elif not cfg.get('label_names'):
+        cfg['label_names'] = tuple(f'class_{i}' for i in range(classes))
+        log(f'the weights ({source}) name none of their {classes} classes, so they are called class_0 to '
+            f'class_{classes - 1}; name them with --label-names (label_names=) or --class-map FILE.')
 
 
 def _no_weights_reason(name: str, error: Exception) -> str:
@@ -127,6 +165,7 @@ def _model_from_checkpoint(
             f"{', '.join(registered_models())}. Pass --model with the architecture the checkpoint was trained as.")
     kwargs = dict(checkpoint.model_kwargs) if architecture == checkpoint.architecture else {}
     kwargs.update(model_kwargs or {})
+    checkpoint = _without_wrapper_prefix(checkpoint, architecture, kwargs)
     rows = _classifier_rows(architecture, checkpoint.state_dict)
     if num_classes is not None and rows is not None and rows != num_classes:
         raise CheckpointMismatchError(
@@ -149,6 +188,40 @@ def _model_from_checkpoint(
     if checkpoint.face_template is not None:  # not a timm pretrained cfg field: kept beside it
         loaded.face_template = checkpoint.face_template
     return loaded.eval()
+
+
+def _without_wrapper_prefix(checkpoint: Checkpoint, architecture: str, kwargs: Dict[str, Any]) -> Checkpoint:
+    """The checkpoint with its weights' single wrapper prefix removed: the prefix under which every weight of the
+    architecture is found (PyTorch Lightning's ``model.``, transformers' ``timm_model.``, a ``net.`` of your own).
+
+    Entries outside the prefix (a loss's buffers, say) are left out. A checkpoint whose keys already name weights of
+    the architecture, or that fits under no prefix, is returned as it is (loading it says what does not fit).
+
+    Raises:
+        CheckpointMismatchError: the weights fit under more than one prefix (two copies of the model).
+    """
+    keys = checkpoint.state_dict
+    if _classifier_rows(architecture, keys) is not None:  # the classifier is named as in the model: no wrapper
+        return checkpoint
+    try:
+        with torch.device('meta'):  # the names of the weights, without their memory
+            expected = {k for k in create_named_model(architecture, **kwargs).state_dict()
+                        if not k.endswith('num_batches_tracked')}
+    except (TypeError, ValueError, RuntimeError):  # unknown constructor arguments: loading says so
+        return checkpoint
+    if not expected or expected & set(keys):
+        return checkpoint
+    prefixes = sorted({key[:i + 1] for key in keys for i, char in enumerate(key) if char == '.'})
+    fitting: List[str] = [p for p in prefixes if expected <= {k[len(p):] for k in keys if k.startswith(p)}]
+    if len(fitting) > 1:
+        raise CheckpointMismatchError(
+            f'{checkpoint.path} holds the weights of {architecture} under several prefixes ({", ".join(fitting)}); '
+            f'save the state dict of the one model you want.')
+    if not fitting:
+        return checkpoint
+    prefix = fitting[0]
+    state_dict = {k[len(prefix):]: v for k, v in keys.items() if k.startswith(prefix)}
+    return replace(checkpoint, state_dict=state_dict)
 
 
 def _create_with_state_dict(

@@ -80,6 +80,8 @@ class ClassifierOptions:
         explain: Keep the eager fp32 model, so that explanation pictures (``save_viz``) can be drawn.
         tta_flip: Average each face's probabilities with those of its mirror image (one forward pass of twice the
             faces); explanation pictures show the face as given.
+        label_names: The class names of the model's outputs, over those its checkpoint or tag carries.
+        use_ema: Load the weight average (EMA) the checkpoint holds (timm ``train.py``'s ``state_dict_ema``).
     """
     model: Optional[Union[str, nn.Module]] = None
     checkpoint: Optional[Union[str, Path]] = None
@@ -93,6 +95,8 @@ class ClassifierOptions:
     threads: Optional[int] = field(default=None, metadata={'range': Range(1, 4096, integer=True, optional=True)})
     explain: bool = False
     tta_flip: bool = False
+    label_names: Optional[Sequence[str]] = None
+    use_ema: bool = False
 
     def __post_init__(self) -> None:
         """Check the numeric options (:func:`~timm_fer.utils.options.check_fields`) and the choices."""
@@ -328,7 +332,8 @@ def load_classifier(options: Optional[ClassifierOptions] = None, log: Callable[[
         fer_model, weights, model_name = model.eval(), 'the given model', type(model).__name__
         device = parse_device(options.device) if options.device else next(model.parameters()).device
     else:
-        fer_model, weights = load_model(model, options.checkpoint, random_weights=options.random_weights)
+        fer_model, weights = load_model(model, options.checkpoint, random_weights=options.random_weights,
+                                        label_names=options.label_names, use_ema=options.use_ema, log=log)
         cfg = fer_model.pretrained_cfg
         model_name = tagged_name(cfg['architecture'], cfg.get('tag'))
         device = parse_device(options.device or ('cuda' if torch.cuda.is_available() else 'cpu'))

@@ -1,4 +1,6 @@
 """Shared pretrained-weight plumbing of the model families: building with clear errors, checking state dicts."""
+import argparse
+import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
@@ -14,8 +16,13 @@ from torch import nn
 from ..constants import HF_HUB_ORG, PUBLISHED_ON_HUB
 from ..errors import CheckpointMismatchError, ConfigError, FerError, PretrainedWeightsError
 
-__all__ = ['adaptable_prefixes', 'build_fer_model', 'check_state_dict_fits', 'loadable_tags', 'no_weights_reason',
-           'published_hub_id', 'read_checkpoint_file', 'shipped_weights', 'tagged_name', 'unwrap_state_dict']
+__all__ = ['SAFE_GLOBALS', 'adaptable_prefixes', 'build_fer_model', 'check_state_dict_fits', 'loadable_tags',
+           'no_weights_reason', 'published_hub_id', 'read_checkpoint_file', 'shipped_weights', 'tagged_name',
+           'unwrap_state_dict']
+
+SAFE_GLOBALS = [argparse.Namespace]
+"""The only objects besides tensors and plain values that checkpoints may hold: timm's ``train.py`` saves its
+parsed arguments (an ``argparse.Namespace``) in every checkpoint."""
 
 SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / 'weights'
 """Hub model folders shipped inside the package (weights, config.json, model card), one per tag."""
@@ -126,16 +133,22 @@ def _build(model_cls: type, variant: str, pretrained: bool, **kwargs: Any) -> nn
 
 
 def _first_line(error: Exception) -> str:
-    """The line of ``error``'s message that says what is wrong: torch.load's refusal of a pickle spans paragraphs
-    (and advises ``weights_only=False``, which would run it); the line naming the refused global is kept."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return next((line for line in lines if 'GLOBAL' in line), lines[0] if lines else type(error).__name__)
+    """What is wrong, in one line: torch.load's refusal of a pickle spans paragraphs and advises torch calls
+    (``weights_only=False``, which would run it, or allow-listing the global); only the refused global is named."""
+    text = str(error)
+    refused = re.search(r'GLOBAL ([\w.]+)', text)
+    if refused:
+        return f'it refers to GLOBAL {refused[1]}, which is neither a tensor nor a plain value'
+    detail = text.rpartition('WeightsUnpickler error:')[2]
+    lines = [line.strip() for line in detail.splitlines() if line.strip() and 'weights_only' not in line]
+    return lines[0] if lines else f'{type(error).__name__}: its bytes are not a checkpoint'
 
 
 def read_checkpoint_file(path: Path) -> Dict[str, Any]:
     """Read a ``.safetensors`` or ``.pth``/``.bin`` checkpoint as it was saved, never unpickling arbitrary objects.
 
-    safetensors files are read as such; anything else only through ``torch.load(..., weights_only=True)``.
+    safetensors files are read as such; anything else only through ``torch.load(..., weights_only=True)``, which
+    admits tensors, plain containers and values, and :data:`SAFE_GLOBALS` (the ``args`` of timm's ``train.py``).
 
     Raises:
         PretrainedWeightsError: the file is missing, or is not a checkpoint dict of tensors and plain values.
@@ -148,11 +161,13 @@ def read_checkpoint_file(path: Path) -> Dict[str, Any]:
     except safetensors.SafetensorError:
         pass
     try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError or ValueError depending on the damage
         raise PretrainedWeightsError(
-            f'{path} is neither a safetensors file nor a tensor checkpoint that loads with '
-            f'torch.load(weights_only=True) (arbitrary pickled objects are never loaded): {_first_line(e)}') from e
+            f'{path} is neither a safetensors file nor a tensor checkpoint (tensors and plain values; arbitrary '
+            f'pickled objects are never loaded): {_first_line(e)}; give the weights file itself (e.g. the state dict '
+            f'saved alone, or .safetensors).') from e
     if not isinstance(checkpoint, dict):
         raise PretrainedWeightsError(f'{path} holds a {type(checkpoint).__name__}, not a dict of tensors.')
     return checkpoint
