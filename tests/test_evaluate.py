@@ -107,7 +107,7 @@ def test_plain_weights_need_the_model_arguments(trained, tmp_path, capsys, suffi
     reference = json.loads((run / 'metrics.jsonl').read_text().splitlines()[-1])
     assert result['accuracy'] == pytest.approx(reference['eval_accuracy'])
     capsys.readouterr()
-    assert eval_main(argv) == 2
+    assert eval_main(argv + ['--overwrite']) == 2  # the results are there: replacing them needs --overwrite
     error = capsys.readouterr().err
     assert f'{weights} does not fit transfer_fer_ir50 (the default; the file does not say which model it holds)' \
         in error and 'Pass --model' in error
@@ -146,10 +146,13 @@ def test_eval_help_lists_the_options(capsys):
     assert all(option in help_text for option in ('--tta-flip', '--split', '--model-kwargs', '--img-size'))
 
 
-def test_path_of_results_defaults_to_the_checkpoint_folder(trained):
+def test_results_default_to_the_current_folder_and_leave_the_run_folder_alone(trained, tmp_path, monkeypatch):
     data, run = trained
+    kept = {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()}
+    monkeypatch.chdir(tmp_path)
     assert eval_main([str(run / 'best.pth'), '--data-dir', str(data), '--workers', '0']) == 0
-    assert Path(run / 'eval-folder-val.json').is_file()
+    assert Path(tmp_path / 'eval-folder-val.json').is_file()
+    assert {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()} == kept
 
 
 class _Fixed(nn.Module):

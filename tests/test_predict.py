@@ -166,7 +166,7 @@ def test_save_viz_writes_one_picture_per_face(model, tmp_path, no_detector):
         draw_face(112).save(tmp_path / folder / 'face.png')
     report = predict([tmp_path / 'x', tmp_path / 'y'], model=model, aligned=True, save_viz=tmp_path / 'viz')
     names = sorted(p.name for p in (tmp_path / 'viz').iterdir())
-    assert names == ['face_face0.png', 'face_face0_1.png']
+    assert names == ['face_1_face0.viz.png', 'face_face0.viz.png']
     assert sorted(f.visualization.rpartition('/')[2] for f in report.faces) == names
     assert Image.open(tmp_path / 'viz' / names[0]).width == 3 * 224  # face, LANet map, relevance
 
@@ -216,10 +216,10 @@ def test_crops_annotated_images_and_top_k(model, tmp_path):
     faces = [stub_face(250, 10, 2.), stub_face(5, 10, 2.)]
     report = predict([tmp_path / 'group.png'], model=model, detector=lambda image: faces,
                      save_crops=tmp_path / 'crops', save_annotated=tmp_path / 'annotated')
-    assert sorted(p.name for p in (tmp_path / 'crops').iterdir()) == ['group_face0.png', 'group_face1.png']
-    assert [Path(f.crop).name for f in report.faces] == ['group_face0.png', 'group_face1.png']
+    assert sorted(p.name for p in (tmp_path / 'crops').iterdir()) == ['group_face0.crop.png', 'group_face1.crop.png']
+    assert [Path(f.crop).name for f in report.faces] == ['group_face0.crop.png', 'group_face1.crop.png']
     assert Image.open(report.faces[0].crop).size == (112, 112)
-    assert report.annotated == [str(tmp_path / 'annotated' / 'group.png')]
+    assert report.annotated == [str(tmp_path / 'annotated' / 'group.annotated.png')]
     annotated = np.asarray(Image.open(report.annotated[0]))
     assert annotated.shape == (480, 480, 3)
     for x0, y0, x1, y1 in (f.box for f in report.faces):  # each box's bottom edge is drawn in the box colour
@@ -244,11 +244,11 @@ def test_annotated_photos_keep_the_input_format(model, tmp_path):
 
     report = predict([tmp_path / 'shot.jpg', tmp_path / 'scan.png'], model=model, detector=detector,
                      save_annotated=tmp_path / 'same')
-    assert [Path(p).name for p in report.annotated] == ['shot.jpg', 'scan.png']
+    assert [Path(p).name for p in report.annotated] == ['shot.annotated.jpg', 'scan.annotated.png']
     assert [Image.open(p).format for p in report.annotated] == ['JPEG', 'PNG']
     as_png = predict([tmp_path / 'shot.jpg'], model=model, detector=detector, save_annotated=tmp_path / 'png',
                      annotated_format='png').annotated[0]
-    assert Path(as_png).name == 'shot.png' and Image.open(as_png).format == 'PNG'
+    assert Path(as_png).name == 'shot.annotated.png' and Image.open(as_png).format == 'PNG'
     assert Path(report.annotated[0]).stat().st_size < Path(as_png).stat().st_size / 2
     difference = np.abs(np.asarray(Image.open(report.annotated[0]), float) - np.asarray(Image.open(as_png), float))
     assert difference.mean() < 4  # a good quality: close to the lossless copy

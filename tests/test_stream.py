@@ -353,7 +353,8 @@ def test_cli_reads_a_stream_writes_rows_as_they_come_and_reports_a_source_that_d
     assert rows and {row['file'] for row in rows} == {server.url}
     assert f'{server.url}: h264 160x120 ' in printed and ' dropped of ' in printed
     assert f'wrote {tmp_path / "rows.jsonl"} ({len(rows)} rows as they came' in printed
-    assert (tmp_path / 'timelines' / f'tcp_127.0.0.1_{server.url.rsplit(":", 1)[1]}.png').stat().st_size > 1000
+    port = server.url.rsplit(':', 1)[1]
+    assert (tmp_path / 'timelines' / f'tcp_127.0.0.1_{port}.timeline.png').stat().st_size > 1000
     with ClipServer(clip, cut=PREROLL + 10) as server:
         code = main(['predict', server.url, '--aligned', '--duration', '10', '--output', str(tmp_path / 'rows.csv')])
     printed = capsys.readouterr()

@@ -120,11 +120,11 @@ def test_one_track_id_through_motion_scale_mirroring_and_a_frame_without_face(mo
         track.shares.values())
 
     timeline = Image.open(video.timeline)
-    assert Path(video.timeline).name == 'portrait.png' and timeline.width == 1000 and timeline.height > 200
+    assert Path(video.timeline).name == 'portrait.timeline.png' and timeline.width == 1000 and timeline.height > 200
     assert len(np.unique(np.asarray(timeline.convert('L')))) > 10  # drawn, not blank
     with VideoReader(video.annotated) as annotated:
         frames = list(annotated.frames())
-    assert Path(video.annotated).name == 'portrait.mp4' and annotated.info.codec == 'h264'
+    assert Path(video.annotated).name == 'portrait.annotated.mp4' and annotated.info.codec == 'h264'
     assert len(frames) == 12 and frames[0].image.size == (320, 240)
     np.testing.assert_allclose([f.time for f in frames], np.arange(12) / 5, atol=0.01)
     x0, y0, x1, y1 = report.faces[0].box
@@ -345,7 +345,8 @@ def test_cli_routes_videos_and_writes_rows_timelines_and_annotated_videos(tmp_pa
     assert [(r['frame'], r['time'], r['track']) for r in rows] == [('0', '0.0000', '0'), ('4', '0.4000', '0'),
                                                                    ('8', '0.8000', '0')]
     assert sum(float(v) for k, v in rows[0].items() if k.startswith('p_')) == pytest.approx(1., abs=1e-4)
-    assert out.exists() and sorted(p.name for p in (tmp_path / 'ann').iterdir()) == ['astronaut.png', 'clip.mp4']
+    assert out.exists() and sorted(p.name for p in (tmp_path / 'ann').iterdir()) == ['astronaut.annotated.png',
+                                                                                'clip.annotated.mp4']
     assert main(['predict', str(video), '--aligned', '--every-frame', '--output', str(tmp_path / 'all.json')]) == 0
     saved = json.loads((tmp_path / 'all.json').read_text())
     assert len(saved['faces']) == 10 and saved['fps'] is None and saved['tracks'][0]['frames'] == 10
