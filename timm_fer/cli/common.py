@@ -15,8 +15,8 @@ from ..utils.options import check_given
 from .ranges import OPTION_RANGES
 
 __all__ = ['CHECKPOINT_HELP', 'add_backend_arguments', 'add_checkpoint_arguments', 'add_command',
-           'add_model_arguments', 'add_runtime_arguments', 'add_weights_arguments', 'label_names_of',
-           'parse_model_kwargs', 'run_command']
+           'add_model_arguments', 'add_overwrite_argument', 'add_runtime_arguments', 'add_weights_arguments',
+           'label_names_of', 'parse_model_kwargs', 'run_command']
 
 CHECKPOINT_HELP = ("weights: a checkpoint of timm-fer train or timm's train.py, a Hub model folder or Hugging Face "
                    'Trainer output folder, or a .safetensors/.pth/.ckpt file (plain, PyTorch Lightning, DDP, '
@@ -85,6 +85,14 @@ def add_model_arguments(parser: argparse._ActionsContainer) -> None:
                              'stem_layers="(1, 1, 1)"')
     parser.add_argument('--img-size', type=int, default=None,
                         help="square input size (default: the model's, 112 for TransFER)")
+
+
+def add_overwrite_argument(parser: argparse._ActionsContainer) -> None:
+    """``--overwrite``: replace files already at the command's output paths (an input never), for every command
+    whose outputs :class:`~timm_fer.utils.OutputPlan` plans."""
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace files already at the output paths (never an input of the run); without it, '
+                             'such a file stops the command before any work')
 
 
 def add_weights_arguments(parser: argparse._ActionsContainer) -> None:

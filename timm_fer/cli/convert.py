@@ -10,7 +10,10 @@ __all__ = ['add_convert_parser', 'add_push_parser']
 
 def _convert(args: argparse.Namespace) -> int:
     from ..hub import convert_checkpoint, default_repo_id, hub_folder_files
+    from ..utils.outputs import OutputPlan
 
+    plan = OutputPlan([args.face_evolve, args.vit, args.checkpoint], overwrite=args.overwrite)
+    plan.folder(args.out, '--out')  # before the conversion: no input in it, nothing there without --overwrite
     model = convert_checkpoint(args.model, args.out, args.face_evolve, args.vit, args.checkpoint, args.seed,
                                overwrite=args.overwrite, command=args.command_line)
     cfg = model.pretrained_cfg
@@ -23,7 +26,11 @@ def _push(args: argparse.Namespace) -> int:
     from ..engine import training_class_prior
     from ..hub import push_model
     from ..inference.backends import note
+    from ..utils.outputs import OutputPlan
 
+    if args.model or args.checkpoint:  # the folder is written first
+        plan = OutputPlan([args.checkpoint, args.ensemble_base], overwrite=args.overwrite)
+        plan.folder(args.folder, 'the folder')
     prior = training_class_prior(args.checkpoint) if args.logit_adjustment and args.checkpoint else None
     lines = push_model(
         args.folder, model=args.model, checkpoint=args.checkpoint, metrics=args.metric, dataset=args.dataset,

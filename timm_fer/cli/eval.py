@@ -5,15 +5,23 @@ from typing import List, Optional
 
 from ..constants import DATASET_NAMES
 from . import COMMANDS
-from .common import add_command, add_model_arguments, add_runtime_arguments, parse_model_kwargs, run_command
+from .common import (
+    add_command,
+    add_model_arguments,
+    add_overwrite_argument,
+    add_runtime_arguments,
+    parse_model_kwargs,
+    run_command,
+)
 
 __all__ = ['add_eval_parser', 'main']
 
 DESCRIPTION = """Evaluate a FER checkpoint.
 
 Prints overall accuracy, mean class accuracy and per-class accuracy, and writes them as JSON with a confusion
-matrix PNG. Loads checkpoints of timm-fer train (model, classes and input size come with them), Hub model folders,
-plain state dicts and .safetensors files. Runs under torchrun too: each process evaluates a shard.
+matrix PNG (in the current folder, or --output). Loads checkpoints of timm-fer train (model, classes and input size
+come with them), Hub model folders, plain state dicts and .safetensors files. Runs under torchrun too: each process
+evaluates a shard.
 """
 
 
@@ -25,7 +33,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         classes=args.classes.split(',') if args.classes else None, skip_missing_images=args.skip_missing_images,
         model=args.model, model_kwargs=parse_model_kwargs(args.model_kwargs), img_size=args.img_size,
         batch_size=args.batch_size, tta_flip=args.tta_flip, amp=args.amp, channels_last=args.channels_last,
-        compile_model=args.compile, device=args.device, workers=args.workers, output=args.output)
+        compile_model=args.compile, device=args.device, workers=args.workers, output=args.output,
+        overwrite=args.overwrite)
     if result.written:
         print(result.report.format_table())
         print(result.summary)
@@ -73,4 +82,6 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1),
                         help='data loader worker processes')
     parser.add_argument('--output', default=None,
-                        help="folder of the JSON and PNG results (default: the checkpoint's folder)")
+                        help='folder of the JSON and PNG results, eval-DATASET-SPLIT.json and .png (default: the '
+                             'current folder)')
+    add_overwrite_argument(parser)

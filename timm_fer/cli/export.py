@@ -4,7 +4,7 @@ from pathlib import Path
 
 from ..constants import DEFAULT_MODEL, EXPORT_FORMATS, ONNX_OPSET_BOUNDS
 from . import COMMANDS
-from .common import CHECKPOINT_HELP, add_checkpoint_arguments, add_command, label_names_of
+from .common import CHECKPOINT_HELP, add_checkpoint_arguments, add_command, add_overwrite_argument, label_names_of
 
 __all__ = ['add_export_parser']
 
@@ -14,10 +14,11 @@ def _export(args: argparse.Namespace) -> int:
     from ..inference.backends import note
     from ..inference.export import export_checked
     from ..models import tagged_name
-    from ..utils.options import check_options, check_output_path
+    from ..utils.options import check_options
+    from ..utils.outputs import OutputPlan
 
     check_options(export_checked, atol=args.atol, opset_version=args.opset)
-    check_output_path(args.out, '--out')
+    OutputPlan([args.checkpoint], overwrite=args.overwrite).file(args.out, '--out')
     model, weights = load_model(args.model, args.checkpoint, random_weights=args.random_weights,
                                 label_names=label_names_of(args), use_ema=args.ema, log=note)
     out, difference = export_checked(model, args.out, args.format, atol=args.atol, check=not args.no_check,
@@ -46,6 +47,7 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
     add_checkpoint_arguments(parser)
     parser.add_argument('--format', choices=EXPORT_FORMATS, required=True, help='onnx or torch-export')
     parser.add_argument('--out', type=Path, required=True, help='file to write, e.g. model.onnx or model.pt2')
+    add_overwrite_argument(parser)
     parser.add_argument('--opset', type=int,
                         help="ONNX opset version, {}-{} (default: the exporter's)".format(*ONNX_OPSET_BOUNDS))
     parser.add_argument('--atol', type=float, default=1e-4,

@@ -14,12 +14,20 @@ from ..constants import (
 )
 from ..errors import ConfigError
 from . import COMMANDS
-from .common import add_backend_arguments, add_command, add_runtime_arguments, add_weights_arguments, label_names_of
+from .common import (
+    add_backend_arguments,
+    add_command,
+    add_overwrite_argument,
+    add_runtime_arguments,
+    add_weights_arguments,
+    label_names_of,
+)
 
 if TYPE_CHECKING:
     from ..faces import FaceDetector
     from ..inference.classifier import FaceClassifier
     from ..inference.stream import StreamFrame
+    from ..utils.outputs import OutputPlan
 
 __all__ = ['add_predict_parser']
 
@@ -39,11 +47,12 @@ def _predict(args: argparse.Namespace) -> int:
     _check_options(args)
     if args.duration is not None or args.reconnect:
         print('note: --duration and --reconnect apply to live sources (camera:N, URLs, -), not to files')
+    images, videos, problems = find_media([str(i) for i in args.images])
+    photos = bool(images) or not videos
+    outputs = _plan_outputs(args, images, videos, photos)
     detector = None
     if not args.aligned:
         detector = RetinaFaceDetector(score_threshold=args.face_threshold)
-    images, videos, problems = find_media([str(i) for i in args.images])
-    photos = bool(images) or not videos
     classifier = load_classifier(ClassifierOptions(  # once for the photos and the videos of the run
         model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights, device=args.device,
         amp=args.amp, channels_last=args.channels_last, compile_model=args.compile, backend=args.backend,
@@ -55,7 +64,8 @@ def _predict(args: argparse.Namespace) -> int:
         report = predict(
             images if videos else args.images, classifier, aligned=args.aligned, detector=detector,
             batch_size=args.batch_size, min_face_size=args.min_face_size, save_viz=args.save_viz,
-            save_crops=args.save_crops, save_annotated=args.save_annotated, annotated_format=args.annotated_format)
+            save_crops=args.save_crops, save_annotated=args.save_annotated, annotated_format=args.annotated_format,
+            outputs=outputs)
         print(format_table(report, top_k=args.top_k))
         if args.output is not None:
             print(f'wrote {write_report(report, args.output)}')
@@ -65,10 +75,34 @@ def _predict(args: argparse.Namespace) -> int:
             _say_written(folder, count, what)
         faces += len(report.faces)
     if videos:
-        faces += _predict_videos(args, classifier, videos, problems, detector, mixed=bool(images))
+        faces += _predict_videos(args, classifier, videos, problems, detector, mixed=bool(images), outputs=outputs)
     elif args.timeline is not None:
         print('no video among the inputs: --timeline wrote nothing')
     return 0 if faces else 1
+
+
+def _plan_outputs(args: argparse.Namespace, images: List[Path], videos: List[Path], photos: bool) -> 'OutputPlan':
+    """Reserve every file the run writes, before any work: a name that is an input, or a file already there
+    (without --overwrite), is refused here, before anything is loaded or written."""
+    from ..inference.predict import SAMPLE_IMAGE, plan_photo_outputs
+    from ..inference.video import plan_video_outputs
+    from ..utils.outputs import OutputPlan
+
+    plan = OutputPlan([*images, *videos, args.checkpoint], overwrite=args.overwrite)
+    if args.output is not None:
+        plan.file(args.output, '--output')
+        if images and videos:
+            plan.file(_video_rows(args.output), '--output')
+    if photos:
+        plan_photo_outputs(plan, images if args.images else [SAMPLE_IMAGE], args.save_viz, args.save_crops,
+                           args.save_annotated, args.annotated_format)
+    plan_video_outputs(plan, videos, args.timeline, args.save_annotated)
+    return plan
+
+
+def _video_rows(output: Path) -> Path:
+    """Where a run over photos and videos writes the videos' rows: ``--output`` with ``_video`` after its stem."""
+    return output.with_name(f'{output.stem}_video{output.suffix}')
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -85,7 +119,8 @@ def _check_options(args: argparse.Namespace) -> None:
 
 
 def _predict_videos(args: argparse.Namespace, classifier: 'FaceClassifier', videos: List[Path],
-                    problems: List[Tuple[str, str]], detector: Optional['FaceDetector'], mixed: bool) -> int:
+                    problems: List[Tuple[str, str]], detector: Optional['FaceDetector'], mixed: bool,
+                    outputs: 'OutputPlan') -> int:
     """The video part of the run: tables, outputs and pictures; the number of rows (faces over frames) found."""
     from ..inference.predict import SkippedInput
     from ..inference.video import format_video_table, predict_video, write_video_report
@@ -94,13 +129,13 @@ def _predict_videos(args: argparse.Namespace, classifier: 'FaceClassifier', vide
         videos, classifier, aligned=args.aligned, detector=detector,
         fps=None if args.every_frame else args.fps or DEFAULT_FPS, batch_size=args.batch_size,
         min_face_size=args.min_face_size, timeline=args.timeline, save_annotated=args.save_annotated,
-        smoothing=args.smoothing, min_track=args.min_track)
+        smoothing=args.smoothing, min_track=args.min_track, outputs=outputs)
     report.skipped[:0] = [SkippedInput(item, reason) for item, reason in problems]
     if mixed:
         print()
     print(format_video_table(report, top_k=args.top_k))
     if args.output is not None:
-        path = args.output.with_name(f'{args.output.stem}_video{args.output.suffix}') if mixed else args.output
+        path = _video_rows(args.output) if mixed else args.output
         print(f'wrote {write_video_report(report, path)} ({len(report.faces)} rows: a face in a sampled frame each)')
     elif report.faces:
         print(f'{len(report.faces)} rows (frame, time, track, box, probabilities): write them with --output '
@@ -117,17 +152,17 @@ def _predict_live(args: argparse.Namespace, sources: List[str]) -> int:
     written as they come, then the summary; 1 when the source dropped out for good, else 0."""
     from ..faces import RetinaFaceDetector
     from ..inference.classifier import ClassifierOptions, load_classifier
-    from ..inference.report import check_row_file
-    from ..inference.stream import predict_stream
+    from ..inference.stream import plan_live_outputs, predict_stream
     from ..inference.video import format_video_table
+    from ..utils.outputs import OutputPlan
 
     if len(sources) != 1 or len(args.images) + (args.camera is not None) != 1:
         given = args.images + ([f'--camera {args.camera}'] if args.camera is not None else [])
         raise ConfigError(f'a live source runs alone, got {", ".join(given)}: give one camera, URL or - per run, '
                           f'and files in a run of their own.')
     _check_options(args)
-    if args.output is not None:
-        check_row_file(args.output)
+    outputs = OutputPlan([args.checkpoint], overwrite=args.overwrite)
+    plan_live_outputs(outputs, sources[0], args.output, args.timeline)
     ignored = [flag for flag, value in (('--save-viz', args.save_viz), ('--save-crops', args.save_crops),
                                         ('--save-annotated', args.save_annotated), ('--top-k', args.top_k))
                if value is not None]
@@ -144,7 +179,7 @@ def _predict_live(args: argparse.Namespace, sources: List[str]) -> int:
         sources[0], classifier, output=args.output, timeline=args.timeline,
         fps=None if args.every_frame else args.fps or DEFAULT_FPS, duration=args.duration, reconnect=args.reconnect,
         aligned=args.aligned, detector=detector, min_face_size=args.min_face_size, smoothing=args.smoothing,
-        min_track=args.min_track, stall_timeout=args.stall_timeout, on_frame=status)
+        min_track=args.min_track, stall_timeout=args.stall_timeout, on_frame=status, outputs=outputs)
     status.finish()
     print(format_video_table(report))
     (summary,) = report.videos
@@ -213,14 +248,17 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
                         help='write the results to a .json or .csv file (a live source: .csv or .jsonl, a row per '
                              'face and frame written as it comes)')
     parser.add_argument('--save-viz', type=Path, metavar='DIR',
-                        help='write one picture per face: aligned face, LANet map, transformer relevance')
+                        help='write one picture per face, DIR/STEM_faceN.viz.png: aligned face, LANet map, '
+                             'transformer relevance')
     parser.add_argument('--save-annotated', type=Path, metavar='DIR',
-                        help="write each image (and each video, as .mp4) with every face's box, top expression and "
-                             "confidence (and track id) drawn on it")
+                        help="write each image as DIR/STEM.annotated.EXT (and each video as STEM.annotated.mp4) with "
+                             "every face's box, top expression and confidence (and track id) drawn on it")
     parser.add_argument('--annotated-format', choices=ANNOTATED_FORMATS, default='same',
                         help="format of the annotated photos: same as the input's (JPEG stays JPEG, at quality 90; "
                              'PNG for inputs neither JPEG nor WebP), png or jpeg (default: same)')
-    parser.add_argument('--save-crops', type=Path, metavar='DIR', help='write the aligned faces the model classified')
+    parser.add_argument('--save-crops', type=Path, metavar='DIR',
+                        help='write the aligned faces the model classified, DIR/STEM_faceN.crop.png')
+    add_overwrite_argument(parser)
     parser.add_argument('--top-k', type=int, metavar='N',
                         help='show the N most probable expressions of each face instead of every probability')
     parser.add_argument('--batch-size', type=int, default=32, help='faces per forward pass (default: 32)')
@@ -238,7 +276,8 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
                           help=f'frames sampled per second of video (default: {DEFAULT_FPS:g})')
     sampling.add_argument('--every-frame', action='store_true', help='classify every frame of the videos')
     video.add_argument('--timeline', type=Path, metavar='DIR',
-                       help="write one PNG per video: each face track's expression probabilities over time")
+                       help="write one PNG per video, DIR/STEM.timeline.png: each face track's expression "
+                            'probabilities over time')
     video.add_argument('--smoothing', type=float, default=DEFAULT_SMOOTHING, metavar='SECONDS',
                        help='window of the centred moving average of the timeline, and for a live source of the '
                             "trailing one of its rows' smoothed_ columns (default: "

@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..hub import load_model, read_checkpoint, resolve_fer_data_config
 from ..utils import autocast, prepare_model, resolve_amp_dtype, to_input, write_text_atomic
 from ..utils.options import Range, check_output_path, option_ranges
+from ..utils.outputs import OutputPlan
 from .distributed import DistributedEnv, all_reduce_sum, init_distributed
 from .metrics import ClassificationReport, confusion_matrix
 from .plot import draw_confusion_matrix
@@ -125,9 +126,10 @@ def evaluate_checkpoint(
         device: str = 'auto',
         workers: int = 0,
         output: Optional[str] = None,
+        overwrite: bool = False,
         log: Callable[[str], None] = print,
 ) -> EvaluationResult:
-    """Evaluate a checkpoint on a dataset split; write ``eval-DATASET-SPLIT.json`` and ``.png`` beside it.
+    """Evaluate a checkpoint on a dataset split; write ``eval-DATASET-SPLIT.json`` and ``.png`` in ``output``.
 
     Model, constructor arguments, input size, dataset and classes default to those a ``timm-fer train`` checkpoint
     carries. Under ``torchrun`` each process evaluates a shard and the main process writes the results.
@@ -149,7 +151,10 @@ def evaluate_checkpoint(
         compile_model: ``torch.compile`` the model.
         device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
         workers: Data loader worker processes.
-        output: Folder of the JSON and PNG results (default: the checkpoint's folder).
+        output: Folder of the JSON and PNG results (default: the current folder, never the checkpoint's: that may be
+            a training run or the installed package).
+        overwrite: Replace results already there (with the same dataset, split and flip); without it, they stop the
+            evaluation before it starts. The checkpoint and the data are never written.
         log: Prints on the main process.
 
     Raises:
@@ -158,7 +163,7 @@ def evaluate_checkpoint(
     """
     env = init_distributed(device)
     log = log if env.is_main else (lambda *_: None)
-    output_dir = output or os.path.dirname(os.path.abspath(checkpoint))
+    output_dir = output or os.curdir
     if env.is_main:
         check_output_path(output_dir, '--output', folder=True)
     saved = read_checkpoint(checkpoint)
@@ -170,6 +175,11 @@ def evaluate_checkpoint(
     if img_size is not None:
         kwargs['img_size'] = img_size
     split = split or EVAL_SPLITS[dataset_name]
+    name = f'eval-{dataset_name}-{split}' + ('-flip' if tta_flip else '')
+    if env.is_main:
+        plan = OutputPlan([checkpoint, data_dir], overwrite=overwrite)
+        for suffix in ('.json', '.png'):
+            plan.file(os.path.join(output_dir, name + suffix), '--output', 'choose another --output folder')
     if classes is None and dataset_name == 'folder':
         classes = saved.labels
     data = create_fer_dataset(dataset_name, data_dir, split, classes=classes, skip_missing=skip_missing_images)
@@ -190,7 +200,6 @@ def evaluate_checkpoint(
     what = f'{model_name} on {data.display_name} {split}' + (' with flip TTA' if tta_flip else '')
     result = EvaluationResult(report, describe_report(report, what))
     if env.is_main:
-        name = f'eval-{dataset_name}-{split}' + ('-flip' if tta_flip else '')
         extra = dict(checkpoint=os.path.abspath(checkpoint), model=model_name, dataset=dataset_name, split=split,
                      tta_flip=tta_flip, loss=loss_sum / report.num_images, skipped=data.skipped)
         result.written = write_eval_report(report, output_dir, name, result.summary, extra)

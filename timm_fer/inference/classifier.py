@@ -21,6 +21,7 @@ from ..faces import DetectedFace, FaceDetector, RetinaFaceDetector, align_face, 
 from ..hub import RANDOM_WEIGHTS, load_model, resolve_fer_data_config
 from ..models import tagged_name
 from ..utils.options import Range, check_fields
+from ..utils.outputs import FaceNames
 from ..utils.runtime import (
     AMP_CHOICES,
     autocast,
@@ -268,8 +269,8 @@ class FaceClassifier:
         images = torch.from_numpy(pixels).view(len(crops), *self.size, -1).permute(0, 3, 1, 2).float().div_(255)
         return images.sub_(self.mean).div_(self.std)
 
-    def __call__(self, crops: List[FaceCrop], viz_names: Optional[UniqueNames] = None,
-                 crop_names: Optional[UniqueNames] = None) -> List[FacePrediction]:
+    def __call__(self, crops: List[FaceCrop], viz_names: Optional[Union[FaceNames, UniqueNames]] = None,
+                 crop_names: Optional[Union[FaceNames, UniqueNames]] = None) -> List[FacePrediction]:
         """The prediction of each face; with ``viz_names``, an explanation picture of each (written to the next
         name), with ``crop_names`` each aligned face as the model saw it."""
         with num_threads(self.torch_threads):
@@ -296,11 +297,11 @@ class FaceClassifier:
                 file=str(crop.file), face=crop.face, box=crop.box, detector_score=crop.detector_score,
                 expression=expression, probabilities=dict(zip(self.labels, probs)))
             if crop_names is not None:
-                path = crop_names(f'{crop.file.stem}_face{crop.face}')
+                path = crop_names.face_path(crop.file, crop.face)
                 crop.image.convert(self.image_mode).save(path)
                 prediction.crop = str(path)
             if maps is not None:
-                path = viz_names(f'{crop.file.stem}_face{crop.face}')
+                path = viz_names.face_path(crop.file, crop.face)
                 lanet_map = maps['lanet_map'][i] if maps['lanet_map'] is not None else None
                 title = f'{crop.file.name} face {crop.face}: {expression} {probs[top]:.2f}{self.title_suffix}'
                 face = crop.image.convert(self.image_mode)
@@ -394,7 +395,7 @@ def resolve_classifier(classifier: Optional[FaceClassifier], options: Dict[str, 
 
 
 def classify_pairs(classifier: FaceClassifier, crops: Sequence[FaceCrop], skipped: List[SkippedInput],
-                   **outputs: Optional[UniqueNames]) -> List[Tuple[FaceCrop, FacePrediction]]:
+                   **outputs: Optional[Union[FaceNames, UniqueNames]]) -> List[Tuple[FaceCrop, FacePrediction]]:
     """Classify a batch of faces, each with its prediction; when the batch fails, each face alone, adding those that
     fail to ``skipped``. ``outputs``: the pictures :meth:`FaceClassifier.__call__` writes."""
     try:

@@ -29,9 +29,10 @@ from ..faces.video_io import (
     require_video_decoder,
 )
 from ..utils.options import Range, option_ranges
+from ..utils.outputs import OutputPlan
 from .backends import note
 from .classifier import FaceClassifier, face_detector, resolve_classifier
-from .report import RowWriter, SkippedInput, UniqueNames, check_row_file
+from .report import RowWriter, SkippedInput, check_row_file
 from .timeline import TrackSmoother
 from .video import (
     FrameFace,
@@ -45,7 +46,7 @@ from .video import (
 )
 
 __all__ = ['MAX_RECONNECT_DELAY', 'FrameStream', 'FrameTracker', 'StreamFrame', 'live_columns', 'live_row',
-           'predict_stream', 'stream']
+           'plan_live_outputs', 'predict_stream', 'stream']
 
 MAX_RECONNECT_DELAY = 30.
 """Longest wait, in seconds, between two tries to reopen a source that dropped out (the waits double from 1 s)."""
@@ -456,6 +457,23 @@ def _stem(source: str) -> str:
     return re.sub(r'[^A-Za-z0-9.-]+', '_', source).strip('_') or 'stream'
 
 
+def plan_live_outputs(plan: OutputPlan, source: Union[str, int, Path], output: Optional[Union[str, Path]] = None,
+                      timeline: Optional[Union[str, Path]] = None) -> Optional[Path]:
+    """Reserve in ``plan`` the files :func:`predict_stream` writes for ``source``: ``output`` and the timeline
+    ``STEM.timeline.png`` (``camera:0`` -> ``camera_0``); the timeline's path, None without ``timeline``.
+
+    Raises:
+        ConfigError: ``output`` is not a writable ``.csv`` or ``.jsonl`` file, or an output path is an input or
+            exists (without the plan's ``overwrite``).
+    """
+    if output is not None:
+        plan.file(check_row_file(output), '--output')
+    if timeline is None:
+        return None
+    name = f'camera:{source}' if isinstance(source, int) else 'stdin' if source == '-' else str(source)
+    return plan.derived(timeline, name, 'timeline', '.png', '--timeline', stem=_stem(name))
+
+
 @option_ranges(fps=Range(0, low_open=True, optional=True), duration=Range(0, low_open=True, optional=True),
                min_face_size=Range(0), max_gap=Range(0), min_track=Range(0), smoothing=Range(0),
                stall_timeout=Range(0, low_open=True))
@@ -477,6 +495,8 @@ def predict_stream(
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         on_frame: Optional[Callable[[StreamFrame], None]] = None,
         log: Callable[[str], None] = note,
+        overwrite: bool = False,
+        outputs: Optional[OutputPlan] = None,
         **options: Any,
 ) -> VideoReport:
     """Run a source through :func:`stream` until it ends, ``duration`` passes or Ctrl-C, writing its rows as they
@@ -492,11 +512,14 @@ def predict_stream(
             :func:`live_row`: those of videos, and the track's smoothed probabilities), flushed after every frame: a
             killed run keeps every row written. Every row is written, also those of tracks that turn out shorter
             than ``min_track``.
-        timeline: Folder for the source's expression timeline PNG, drawn at the end.
+        timeline: Folder for the source's expression timeline PNG (``STEM.timeline.png``), drawn at the end.
         min_track: Seconds a face track must be seen for to be in the report's tracks and rows (as for videos).
         smoothing: Seconds of the moving average of each track's probabilities (0: none): centred in the timeline,
             up to each frame in the rows' ``smoothed_`` columns.
         on_frame: Called with every frame as it comes (to show it, say).
+        overwrite: Replace files already at ``output`` and the timeline's path (an input never): without it, such a
+            file stops the run before the source is opened (:class:`~timm_fer.utils.OutputPlan`).
+        outputs: The run's output plan, when the caller reserved the outputs in it; its ``overwrite`` then applies.
         **options: As for :func:`stream`, as are ``fps``, ``duration``, ``reconnect``, ``aligned``, ``detector``,
             ``min_face_size``, ``max_gap``, ``stall_timeout`` and ``log``.
 
@@ -504,9 +527,10 @@ def predict_stream(
         ConfigError: an option is out of range, or ``output`` is not a writable ``.csv`` or ``.jsonl`` file.
         VideoReadError: the source cannot be opened.
     """
-    if output is not None:
-        check_row_file(output)
-    timelines = UniqueNames(Path(timeline)) if timeline is not None else None
+    plan = outputs or OutputPlan([None if is_live_source(source) else source, options.get('checkpoint')],
+                                 overwrite=overwrite)
+    timeline_path = plan_live_outputs(plan, source, output, timeline)
+    plan.create_folders()
     frames = stream(source, classifier, fps=fps, duration=duration, reconnect=reconnect, aligned=aligned,
                     detector=detector, min_face_size=min_face_size, max_gap=max_gap, smoothing=smoothing,
                     stall_timeout=stall_timeout, log=log, **options)
@@ -546,6 +570,6 @@ def predict_stream(
                                                           f'frames'))
     report.skipped.extend(SkippedInput(frames.source, f'dropped out ({dropout}); reopened') for dropout in
                           frames.dropouts)
-    finish_source(report, summary, rows, timelines(_stem(frames.source)) if timelines is not None else None,
+    finish_source(report, summary, rows, timeline_path,
                   f'{frames.source}: {classifier.model_name}{classifier.title_suffix}')
     return report

@@ -24,9 +24,12 @@ from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
 from ..errors import ConfigError
 from .options import check_output_path
 
-__all__ = ['FaceNames', 'OutputPlan', 'output_name']
+__all__ = ['PACKAGE_FOLDER', 'FaceNames', 'OutputPlan', 'output_name']
 
 PathLike = Union[str, os.PathLike]
+
+PACKAGE_FOLDER = Path(__file__).resolve().parents[1]
+"""The installed timm-fer package: its files (the shipped weights, the sample portrait) are inputs of every plan."""
 
 
 def output_name(stem: str, kind: str, suffix: str, face: Optional[int] = None) -> str:
@@ -50,7 +53,8 @@ class OutputPlan:
 
     Args:
         inputs: What the run reads: files, and folders whose every file is an input (a Hub model folder, a dataset).
-            None entries are left out.
+            None entries are left out. The files of the installed package (:data:`PACKAGE_FOLDER`) are inputs of
+            every plan.
         overwrite: Replace files already on disk at a reserved path (an input never).
 
     Every ``reserve``-like method is idempotent for the same request, so a command may plan its outputs up front
@@ -60,7 +64,7 @@ class OutputPlan:
     def __init__(self, inputs: Iterable[Optional[PathLike]] = (), overwrite: bool = False) -> None:
         self.overwrite = overwrite
         self._input_files: Set[str] = set()
-        self._input_folders: List[str] = []
+        self._input_folders: List[str] = [_real(PACKAGE_FOLDER)]
         self._input_ids: Set[Tuple[int, int]] = set()
         for item in inputs:
             if item is None:
@@ -81,6 +85,7 @@ class OutputPlan:
         self._requests: Dict[Tuple[str, ...], Path] = {}
         self._stems: Dict[Tuple[str, str], Dict[str, str]] = {}  # (real folder, ending) -> face stem -> real source
         self._listings: Dict[Tuple[str, str], Dict[str, List[str]]] = {}
+        self._face_names: Dict[Tuple[str, str], FaceNames] = {}
         self._checked_folders: Set[Tuple[str, str]] = set()
         self.folders: Dict[str, Path] = {}
 
@@ -150,7 +155,11 @@ class OutputPlan:
             ConfigError: a file of that pattern exists for one of ``sources`` (an input always, another file without
                 ``overwrite``), or ``folder`` cannot be written.
         """
-        names = FaceNames(self, self._folder(folder, flag), kind, suffix, flag)
+        folder = self._folder(folder, flag)
+        key = (_real(folder), f'.{kind}{suffix}')
+        if key not in self._face_names:
+            self._face_names[key] = FaceNames(self, folder, kind, suffix, flag)
+        names = self._face_names[key]
         for source in sources:
             names.reserve(source)
         return names
@@ -166,8 +175,9 @@ class OutputPlan:
         path = check_output_path(path, flag, folder=True)
         real = _real(path)
         inside = [f for f in self._input_files if f.startswith(real + os.sep)]
-        inside += [f for f in self._input_folders if f == real or f.startswith(real + os.sep)
-                   or real.startswith(f + os.sep)]
+        inside += [f for f in self._input_folders if f == real or f.startswith(real + os.sep)]
+        if path.is_dir() and any(path.iterdir()):
+            inside += [f for f in self._input_folders if real.startswith(f + os.sep)]
         if inside:
             raise ConfigError(f'{flag} {path} holds the input {inside[0]}, which would be replaced; timm-fer never '
                               f'writes over an input, even with --overwrite: choose another folder for {flag}.')
