@@ -42,7 +42,7 @@ OPTION_RANGES: Dict[str, Dict[str, Range]] = {
         'img_size': _IMG_SIZE, 'epochs': Range(1, integer=True, optional=True),
         'iterations': Range(1, integer=True, optional=True), 'warmup': Range(0, integer=True),
         'smoothing': Range(0, 1, high_open=True), 'neutral_vote_weight': _PROBABILITY,
-        'ema_decay': Range(0, 1, low_open=True, high_open=True, optional=True),
+        'original_label_weight': _PROBABILITY, 'ema_decay': Range(0, 1, low_open=True, high_open=True, optional=True),
         'lr': _NON_NEGATIVE, 'momentum': Range(0, 1, high_open=True), 'weight_decay': _NON_NEGATIVE,
         'batch_size': _COUNT, 'grad_accum_steps': _COUNT, 'rotation': Range(0, 180), 'crop_scale': Range(1, 4),
         'hflip': _PROBABILITY, 'erase_prob': _PROBABILITY, 'zoom': Range(0, low_open=True, flag='each of --zoom'),
