@@ -7,8 +7,8 @@ from pathlib import Path
 
 __all__ = ['CheckpointMismatchError', 'ConfigError', 'DatasetError', 'DatasetFileNotFoundError',
            'ExportUnavailableError', 'FaceDetectorUnavailableError', 'FerError', 'ImageReadError', 'InputFileError',
-           'NonFiniteLossError', 'PretrainedWeightsError', 'StreamError', 'UnsupportedCodecError',
-           'VideoDecoderUnavailableError', 'VideoReadError']
+           'NonFiniteLossError', 'NonFiniteOutputError', 'PretrainedWeightsError', 'StreamError',
+           'UnsupportedCodecError', 'VideoDecoderUnavailableError', 'VideoReadError']
 
 
 class FerError(Exception):
@@ -29,6 +29,11 @@ class DatasetFileNotFoundError(FerError, FileNotFoundError):
 
 class NonFiniteLossError(FerError, ArithmeticError):
     """Training stopped at the first step whose loss was NaN or infinite, before that step changed the weights."""
+
+
+class NonFiniteOutputError(FerError, ArithmeticError):
+    """A model gave NaN or infinite logits: its weights are finite but overflow in the forward pass (or are damaged).
+    The message names the weights; no prediction or score is made of such outputs."""
 
 
 class PretrainedWeightsError(FerError, RuntimeError):

@@ -16,8 +16,9 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ..data import DATASET_NAMES, EVAL_SPLITS, FerDataset, create_fer_dataset, create_fer_transform
-from ..errors import ConfigError
+from ..errors import ConfigError, NonFiniteOutputError
 from ..hub import load_model, read_checkpoint, resolve_fer_data_config
+from ..hub.loading import check_finite_outputs
 from ..utils import autocast, prepare_model, resolve_amp_dtype, to_input, write_text_atomic
 from ..utils.options import Range, check_output_path, option_ranges
 from ..utils.outputs import OutputPlan
@@ -39,6 +40,7 @@ def evaluate_model(
         tta_flip: bool = False,
         workers: int = 0,
         progress: bool = False,
+        source: str = 'the model',
 ) -> Tuple[torch.Tensor, float]:
     """Confusion matrix and summed cross-entropy of ``model`` over ``dataset``, summed over all processes.
 
@@ -54,6 +56,11 @@ def evaluate_model(
         tta_flip: Average the softmax of each image with that of its horizontal flip.
         workers: Data loader worker processes.
         progress: Show a progress bar.
+        source: Where the weights came from (``checkpoint PATH``), for the error below.
+
+    Raises:
+        NonFiniteOutputError: an image got a NaN or infinite logit (counted per batch on the device, checked once at
+            the end), so the accuracy and loss would mean nothing.
     """
     model.eval()
     num_classes = len(dataset.classes)
@@ -62,6 +69,7 @@ def evaluate_model(
                         generator=torch.Generator())  # its own generator: the global one stays untouched
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=env.device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
+    nonfinite = torch.zeros((), dtype=torch.long, device=env.device)
     for images, targets in tqdm(loader, desc='eval', unit='batch', leave=False, disable=not progress):
         targets = targets.to(env.device, non_blocking=True)
         if tta_flip:
@@ -69,6 +77,7 @@ def evaluate_model(
         images = to_input(images, env.device, channels_last)
         with autocast(env.device, amp_dtype):
             logits = model(images)
+        nonfinite += (~torch.isfinite(logits).all(dim=-1)).view(-1, len(targets)).any(dim=0).sum()
         log_probs = logits.float().log_softmax(dim=-1)
         if tta_flip:
             log_probs = torch.logsumexp(torch.stack(log_probs.chunk(2)), dim=0) - math.log(2)
@@ -76,6 +85,12 @@ def evaluate_model(
         confusion += confusion_matrix(targets, log_probs.argmax(dim=-1), num_classes)
     all_reduce_sum(confusion)
     all_reduce_sum(loss_sum)
+    all_reduce_sum(nonfinite)
+    if nonfinite.item():
+        raise NonFiniteOutputError(
+            f'{source} gives NaN or infinite logits for {nonfinite.item()} of {len(dataset)} images: its weights '
+            f'overflow in the forward pass (or are damaged), so no accuracy or loss is reported; use the checkpoint '
+            f'of a run whose loss stayed finite, or --amp none.')
     return confusion.cpu(), loss_sum.item()
 
 
@@ -191,11 +206,13 @@ def evaluate_checkpoint(
     fer_model, _ = load_model(model, saved, num_classes=len(data.classes), model_kwargs=kwargs,
                               default_model='transfer_fer_ir50')
     model_name = model or saved.model_name or fer_model.pretrained_cfg['architecture']
-    data.transform = create_fer_transform(resolve_fer_data_config(fer_model, kwargs.get('img_size')))
+    data_config = resolve_fer_data_config(fer_model, kwargs.get('img_size'))
+    data.transform = create_fer_transform(data_config)
+    check_finite_outputs(fer_model, data_config['input_size'], f'checkpoint {checkpoint}')
     fer_model = prepare_model(fer_model, env.device, channels_last, compile_model)
     confusion, loss_sum = evaluate_model(
         fer_model, data, env, batch_size, amp_dtype=resolve_amp_dtype(amp, env.device), channels_last=channels_last,
-        tta_flip=tta_flip, workers=workers, progress=env.is_main)
+        tta_flip=tta_flip, workers=workers, progress=env.is_main, source=f'checkpoint {checkpoint}')
     report = ClassificationReport.from_confusion(confusion, data.classes)
     what = f'{model_name} on {data.display_name} {split}' + (' with flip TTA' if tta_flip else '')
     result = EvaluationResult(report, describe_report(report, what))

@@ -20,18 +20,20 @@ from timm.models._builder import resolve_pretrained_cfg
 from torch import nn
 
 from ..constants import DEFAULT_FACE_TEMPLATE, DEFAULT_MODEL, PAPER_INIT_TAG, TAG_FACE_TEMPLATES
-from ..errors import CheckpointMismatchError, ConfigError, PretrainedWeightsError
+from ..errors import CheckpointMismatchError, ConfigError, NonFiniteOutputError, PretrainedWeightsError
 from ..models import registered_models
 from ..models._pretrained import no_weights_reason, tagged_name
 from ..utils import first_conv_channels
 from .checkpoint import Checkpoint, read_checkpoint
 
-__all__ = ['DEFAULT_MODEL', 'PAPER_INIT_TAG', 'RANDOM_WEIGHTS', 'check_pretrained_tag', 'create_fer_model',
-           'create_named_model',
-           'load_model', 'resolve_face_template', 'resolve_fer_data_config']
+__all__ = ['DEFAULT_MODEL', 'PAPER_INIT_TAG', 'PROBE_BATCH_SIZE', 'RANDOM_WEIGHTS', 'check_finite_outputs',
+           'check_pretrained_tag', 'create_fer_model', 'create_named_model', 'load_model', 'resolve_face_template',
+           'resolve_fer_data_config']
 
 RANDOM_WEIGHTS = 'random (the predictions are meaningless: a demo of the pipeline only)'
 """What :func:`load_model` reports as the weights' source when it went on with random weights."""
+PROBE_BATCH_SIZE = 2
+"""Random faces that :func:`check_finite_outputs` runs through a model once it is loaded."""
 
 _logger = logging.getLogger(__name__)
 
@@ -343,3 +345,28 @@ def resolve_fer_data_config(model: nn.Module, img_size: Optional[int] = None) ->
         config['std'] = (sum(config['std']) / len(config['std']),) * channels
     config['face_template'] = resolve_face_template(model)
     return config
+
+
+def check_finite_outputs(model: nn.Module, input_size: Sequence[int], source: str) -> None:
+    """Run a probe batch of :data:`PROBE_BATCH_SIZE` random normalised faces through ``model`` (in eval mode, on its
+    device) and refuse NaN or infinite logits: weights that are finite but overflow in the forward pass give them for
+    every face, and a prediction or a score made of them means nothing.
+
+    Args:
+        model: The loaded model.
+        input_size: (channels, height, width) of its input (:func:`resolve_fer_data_config`).
+        source: Where the weights came from (``checkpoint PATH``, ``pretrained NAME``), for the message.
+
+    Raises:
+        NonFiniteOutputError: the probe batch gave a logit that is not finite.
+    """
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device('cpu')
+    faces = torch.randn(PROBE_BATCH_SIZE, *input_size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        logits = model(faces.to(device))
+    if not bool(torch.isfinite(logits).all()):
+        raise NonFiniteOutputError(
+            f'the weights of {source} give NaN or infinite logits on a probe batch of {PROBE_BATCH_SIZE} random '
+            f'faces: they overflow in the forward pass (or are damaged), so no prediction can be made with them; '
+            f'use the checkpoint of a run whose loss stayed finite.')

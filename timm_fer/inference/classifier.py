@@ -16,9 +16,10 @@ from PIL import Image
 from torch import nn
 
 from ..data.transforms import create_fer_transform
-from ..errors import ConfigError, FerError
+from ..errors import ConfigError, FerError, NonFiniteOutputError
 from ..faces import DetectedFace, FaceDetector, RetinaFaceDetector, align_face, face_template, pillow_resample
 from ..hub import RANDOM_WEIGHTS, load_model, resolve_fer_data_config
+from ..hub.loading import check_finite_outputs
 from ..models import tagged_name
 from ..utils.options import Range, check_fields
 from ..utils.outputs import FaceNames
@@ -285,10 +286,16 @@ class FaceClassifier:
                 if self.tta_flip:
                     with torch.inference_mode():
                         logits = torch.cat([logits.detach(), self.model(images.flip(-1))])
+            finite = torch.isfinite(logits).all()  # read after the copy below, which waits for the device anyway
             probabilities = logits.float().softmax(dim=-1)
             if self.tta_flip:
                 probabilities = probabilities.view(2, len(crops), -1).mean(dim=0)
             probabilities = probabilities.cpu().tolist()  # one conversion, not one per face
+        if not finite:
+            raise NonFiniteOutputError(
+                f'{self.model_name} with the weights of {self.weights} gave NaN or infinite logits for a batch of '
+                f'{len(crops)} faces: the weights overflow in the forward pass (or are damaged) and no row is made '
+                f'of them; use the checkpoint of a run whose loss stayed finite, or --amp none.')
         predictions = []
         for i, (crop, probs) in enumerate(zip(crops, probabilities)):
             top = max(range(len(probs)), key=probs.__getitem__)  # the first of equal maxima, as argmax
@@ -361,6 +368,8 @@ def load_classifier(options: Optional[ClassifierOptions] = None, log: Callable[[
     threads = resolve_threads(options.threads, device)
     labels = list(fer_model.pretrained_cfg.get('label_names') or [f'class {i}' for i in range(fer_model.num_classes)])
     data_config = resolve_fer_data_config(fer_model)
+    if not isinstance(model, nn.Module):  # a model passed in is checked batch by batch only
+        check_finite_outputs(fer_model, data_config['input_size'], weights)
     if backend == 'onnxruntime':
         with tempfile.TemporaryDirectory() as folder:  # the session holds the graph: a file not cached can go
             path = cached_onnx(fer_model, model_name, options.int8, cache_dir=None if cacheable else Path(folder),
