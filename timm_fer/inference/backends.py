@@ -5,17 +5,21 @@ torch under bf16 autocast is the fastest; elsewhere, in fp32 on the CPU, ONNX Ru
 is. The ONNX file is exported once per model and weights (:func:`~timm_fer.inference.export.export_checked`, with
 its parity check against the eager model) and cached under :func:`onnx_cache_dir`: written atomically with a
 SHA-256 beside it, checked on every read, and exported again when damaged (a full disk or a kill can cut a file).
+Before a cached file is used, the metadata inside it (:func:`~timm_fer.inference.export.export_metadata`: model,
+labels, input size, preprocessing, the weights' digest) must be the request's: a file swapped for another model's
+(its SHA-256 rewritten to match) is exported again, and said so.
 ``int8`` quantises the Linear layers (the encoder's and the head's) dynamically to int8: torch's dynamic
 quantisation, or ONNX Runtime's on the graph's MatMuls; faster, but no longer equal to fp32 (the README gives the
 top-1 agreement).
 """
 import hashlib
+import json
 import os
 import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from torch import nn
@@ -23,10 +27,18 @@ from torch import nn
 from ..constants import BACKENDS
 from ..errors import ConfigError, ExportUnavailableError
 from ..utils.atomic import write_atomic, write_text_atomic
-from .export import export_checked
+from .export import (
+    METADATA_KEY,
+    ONNX_RUNTIME_ERRORS_ONLY,
+    export_checked,
+    export_metadata,
+    quiet_onnx,
+    read_onnx_metadata,
+    weights_digest,
+)
 
-__all__ = ['BACKENDS', 'OnnxRuntimeModel', 'cache_dir_problem', 'cached_file_problem', 'cached_onnx', 'note',
-           'onnx_cache_dir', 'quantize_linear', 'resolve_backend', 'weights_digest']
+__all__ = ['BACKENDS', 'OnnxRuntimeModel', 'cache_dir_problem', 'cached_file_problem', 'cached_onnx',
+           'metadata_mismatch', 'note', 'onnx_cache_dir', 'quantize_linear', 'resolve_backend', 'weights_digest']
 
 _INSTALL_HINT = 'pip install "timm-fer[export]" (onnxruntime, onnx and onnxscript)'
 
@@ -79,15 +91,6 @@ def resolve_backend(backend: str, device: torch.device, amp_dtype: Optional[torc
     return backend
 
 
-def weights_digest(model: nn.Module) -> str:
-    """A short SHA-256 of the model's parameters and buffers, names and values: the key of its cached files."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def onnx_cache_dir() -> Path:
     """Folder of the exported files: ``$TIMM_FER_CACHE/onnx``, else ``$XDG_CACHE_HOME/timm_fer/onnx``, else
     ``~/.cache/timm_fer/onnx``."""
@@ -134,22 +137,55 @@ def cached_file_problem(path: Path) -> Optional[str]:
             return None
         return 'its SHA-256 is not the one written when it was cached'
     import onnxruntime
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = ONNX_RUNTIME_ERRORS_ONLY
     try:
-        onnxruntime.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+        onnxruntime.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
     except Exception as e:  # onnxruntime's errors (InvalidProtobuf, Fail, InvalidGraph) share no base but Exception
         return f'ONNX Runtime cannot load it: {type(e).__name__}'
     write_text_atomic(str(digest_file), _sha256(path))
     return None
 
 
-def _cache(path: Path, write: Callable[[], object], again: str, log: Callable[[str], None]) -> None:
-    """Make ``path`` a sound cached file: kept when :func:`cached_file_problem` finds none, else (missing or
-    damaged) written by ``write()`` (which moves a whole file into place, or none) with its SHA-256 beside it."""
+def metadata_mismatch(path: Path, expected: Dict[str, Any]) -> Optional[str]:
+    """How the metadata inside the ONNX file ``path`` differs from ``expected`` (what the request would export), or
+    None when it is the same. A file that is no ONNX model at all is left to its SHA-256 and ONNX Runtime to refuse.
+    """
+    try:
+        metadata = read_onnx_metadata(path)
+    except (OSError, ValueError):
+        return None
+    if METADATA_KEY not in metadata:
+        return f'it has no {METADATA_KEY} metadata'
+    try:
+        stored = json.loads(metadata[METADATA_KEY])
+    except ValueError:
+        return f'its {METADATA_KEY} metadata is not JSON'
+    wanted = json.loads(json.dumps(expected))  # as the file would hold it: lists, not tuples
+    if not isinstance(stored, dict):
+        return f'its {METADATA_KEY} metadata is not a JSON object'
+    differing = sorted(key for key in wanted.keys() | stored.keys() if wanted.get(key) != stored.get(key))
+    if not differing:
+        return None
+    shown = ', '.join(f'{key} {stored.get(key)!r}, not {wanted.get(key)!r}' for key in differing
+                      if key in ('model', 'weights_digest', 'input_size'))
+    return f'its metadata differs in {", ".join(differing)}' + (f': {shown}' if shown else '')
+
+
+def _cache(path: Path, write: Callable[[], object], again: str, log: Callable[[str], None],
+           expected: Optional[Dict[str, Any]] = None) -> None:
+    """Make ``path`` a sound cached file: kept when :func:`cached_file_problem` finds none and its metadata is
+    ``expected`` (:func:`metadata_mismatch`), else (missing, damaged or another model's) written by ``write()``
+    (which moves a whole file into place, or none) with its SHA-256 beside it."""
     if path.exists():
         problem = cached_file_problem(path)
-        if problem is None:
+        mismatch = metadata_mismatch(path, expected) if problem is None and expected is not None else None
+        if problem is None and mismatch is None:
             return
-        log(f'the cached ONNX file {path} was damaged ({problem}), {again}')
+        if problem is not None:
+            log(f'the cached ONNX file {path} was damaged ({problem}), {again}')
+        else:
+            log(f'the cached ONNX file {path} is not the one this run asks for ({mismatch}), {again}')
     _digest_file(path).unlink(missing_ok=True)  # a digest of an older file never vouches for the new one
     write()
     write_text_atomic(str(_digest_file(path)), _sha256(path))
@@ -160,26 +196,35 @@ def cached_onnx(model: nn.Module, name: str, int8: bool = False, cache_dir: Opti
     """The ONNX file of ``model`` (fp32, or with int8 MatMuls), exported and checked the first time only.
 
     Each file is written atomically (a run killed or a disk filled while it is written leaves no file) with its
-    SHA-256 beside it, and checked against it on every later call: a damaged file is made again, and ``log`` says so.
+    SHA-256 beside it, and checked against it on every later call, and its embedded metadata against the request
+    (model, labels, input size, preprocessing, :func:`weights_digest`): a damaged file, or another model's, is made
+    again, and ``log`` says so.
 
     Args:
         model: The eager fp32 model, on the CPU.
         name: Model name, part of the file name.
         int8: Quantise the graph's MatMuls (the Linear layers) dynamically to int8 with ONNX Runtime.
         cache_dir: Where the files live; default :func:`onnx_cache_dir`.
-        log: Says when a damaged file was made again (default: a 'note:' line on standard error).
+        log: Says when a damaged file, or another model's, was made again (default: a 'note:' line on standard
+            error).
     """
     folder = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
-    stem = f"{name.replace('/', '_')}-{weights_digest(model)}"
+    digest = weights_digest(model)
+    stem = f"{name.replace('/', '_')}-{digest}"
     path = folder / f'{stem}.onnx'
+    expected = export_metadata(model, digest)  # what the exported file holds; the quantiser keeps it
     # export_checked writes beside the file and moves it into place once it matches the eager model
-    _cache(path, lambda: export_checked(model.cpu().eval(), path, 'onnx'), 'exported again', log)
+    _cache(path, lambda: export_checked(model.cpu().eval(), path, 'onnx'), 'exported again', log, expected)
     if not int8:
         return path
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    def quantize(staging: str) -> None:
+        with quiet_onnx():
+            quantize_dynamic(path, staging, op_types_to_quantize=['MatMul'], weight_type=QuantType.QInt8)
+
     quantized = folder / f'{stem}-int8.onnx'
-    _cache(quantized, lambda: write_atomic(str(quantized), lambda staging: quantize_dynamic(
-        path, staging, op_types_to_quantize=['MatMul'], weight_type=QuantType.QInt8)), 'quantised again', log)
+    _cache(quantized, lambda: write_atomic(str(quantized), quantize), 'quantised again', log, expected)
     return quantized
 
 
@@ -197,6 +242,7 @@ class OnnxRuntimeModel:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.log_severity_level = ONNX_RUNTIME_ERRORS_ONLY
         self.path = Path(path)
         self.threads = threads
         self.session = onnxruntime.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
