@@ -7,7 +7,6 @@ cfg takes no such field); :func:`~timm_fer.hub.read_checkpoint` reads it back.
 """
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -19,6 +18,7 @@ from ..constants import HF_HUB_ORG
 from ..errors import ConfigError
 from ..models import tagged_name
 from ..utils import count_macs, count_params
+from ..utils.atomic import staging_folder
 from .loading import resolve_face_template
 
 __all__ = ['HUB_FOLDER_FILES', 'check_hub_folder', 'default_repo_id', 'hub_folder_files', 'make_model_card',
@@ -134,8 +134,7 @@ def write_hub_folder(model: nn.Module, out_dir: Path, model_card: str, overwrite
     _refuse_unsafe_target(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ConfigError(f'{out_dir} already exists: choose another --out or pass --overwrite.')
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.', dir=out_dir.parent))
+    staging = Path(staging_folder(str(out_dir)))
     retired = None
     try:
         save_for_hf(model, staging, model_config=dict(face_template=resolve_face_template(model)),
