@@ -73,10 +73,18 @@ class RetinaFaceDetector:
         self._detect_faces = detect_faces
 
     def __call__(self, image: Image.Image) -> List[DetectedFace]:
-        """Detect the faces of an RGB image, most confident first."""
+        """Detect the faces of an RGB image, most confident first.
+
+        Raises:
+            ValueError: the image is so thin that, shrunk to ``max_side``, it would have no pixel across.
+        """
         scale = min(1., self.max_side / max(image.size))
         if scale < 1.:
-            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BOX)
+            size = (round(image.width * scale), round(image.height * scale))
+            if min(size) < 1:  # shrunk to max_side, its shorter side would vanish
+                raise ValueError(f'the image is {image.width}x{image.height} pixels: too thin to hold a face; crop it '
+                                 f'to the part with the face')
+            image = image.resize(size, Image.Resampling.BOX)
         faces = self._detect_faces(np.asarray(image.convert('RGB')), score_threshold=self.score_threshold)
 
         def to_original(points: np.ndarray) -> np.ndarray:

@@ -69,6 +69,14 @@ _SPECIAL_KINDS = ((stat.S_ISFIFO, 'a FIFO'), (stat.S_ISSOCK, 'a socket'), (stat.
                   (stat.S_ISBLK, 'a device'))
 
 
+def _not_regular(path: Path) -> str:
+    """Why the special file ``path`` (a FIFO, socket or device) is not read, and what to give instead."""
+    mode = path.stat().st_mode
+    kind_name = next((name for test, name in _SPECIAL_KINDS if test(mode)), 'a special file')
+    return (f'{kind_name}, not a regular file: only image and video files are read; save what it gives to a file, '
+            f'or pipe a video stream into - (standard input)')
+
+
 def _link_kind(path: Path, real_root: str, wanted: Callable[[Path], bool]) -> Optional[str]:
     """Why the symbolic link ``path`` (inside the folder ``real_root``, resolved) is worth a note: it leads out of
     the folder, loops or is broken; None when it leads to what the search reaches anyway, or to no wanted file."""
@@ -216,6 +224,9 @@ def find_images(
             found = [path]
         elif glob.has_magic(item):
             found = _glob_files(item, left_out)
+        elif path.exists():  # a FIFO, socket or device: never opened, a FIFO would wait for its writer
+            problems.append((item, _not_regular(path)))
+            continue
         else:
             problems.append((item, 'no such file or folder: check the path'))
             continue
@@ -272,9 +283,13 @@ def read_image(path: Path) -> Image.Image:
     """Read an image file as upright 8-bit RGB (EXIF orientation applied, see :func:`to_rgb` for colour modes).
 
     Raises:
-        ImageReadError: the file does not exist, is not an image, is larger than :data:`MAX_PHOTO_PIXELS` (refused
-            before decoding), or is truncated or damaged.
+        ImageReadError: the file does not exist, is a FIFO, socket or device (never opened: a FIFO would wait for
+            its writer), is not an image, is larger than :data:`MAX_PHOTO_PIXELS` (refused before decoding), or is
+            truncated or damaged.
     """
+    if isinstance(path, (str, os.PathLike)) and os.path.exists(path) and not (os.path.isfile(path) or
+                                                                            os.path.isdir(path)):
+        raise ImageReadError(Path(path), _not_regular(Path(path)) + '.')
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', Image.DecompressionBombWarning)  # refused below, with a clearer message

@@ -347,7 +347,8 @@ class LiveReader(VideoReader):
     It reads as :class:`VideoReader` does, and :attr:`info` says what the source declares (a live stream declares no
     length). A source that declares no length is :attr:`endless`: it never ends by itself, so when a camera or a
     network stream stops giving frames, or gives no data for ``timeout`` seconds, :attr:`dropped_out` says why
-    (standard input ends when its writer is done). A URL to a file of declared length reads as a file.
+    (standard input ends when its writer is done). A URL to a file of declared length (a duration, or a size in bytes
+    as HTTP's Content-Length gives, whose early end FFmpeg reports as an error) reads as a file.
 
     Args:
         source: ``camera:N`` or N (``/dev/videoN``), a URL, or ``-``.
@@ -371,7 +372,7 @@ class LiveReader(VideoReader):
                                                    f'{present}); check the number, and that it is plugged in.')
         self._open(self.source.target, self.source.name, self.source.container_format, self.source.options,
                    (timeout, timeout))
-        self.endless = self.source.kind != 'url' or self.info.duration is None
+        self.endless = self.source.kind != 'url' or (self.info.duration is None and self._container.size <= 0)
         if self.endless:  # frame threads hold back a frame each: slices only, for frames as they come
             self._stream.thread_type = 'SLICE'
 

@@ -563,7 +563,8 @@ def predict_stream(
     summary.frames_decoded = frames.frames_decoded
     summary.frames_sampled = frames.frames_sampled - frames.frames_dropped
     summary.frames_dropped = frames.frames_dropped
-    summary.problem = frames.problem
+    # finish_source says how many rows its tracks keep; with ``output``, every row was written, short tracks' too
+    summary.problem = frames.problem if output is None else None
     report.skipped.extend(skipped[:MAX_SKIPPED])
     if len(skipped) > MAX_SKIPPED:
         report.skipped.append(SkippedInput(frames.source, f'and {len(skipped) - MAX_SKIPPED} more skipped faces or '
@@ -572,4 +573,8 @@ def predict_stream(
                           frames.dropouts)
     finish_source(report, summary, rows, timeline_path,
                   f'{frames.source}: {classifier.model_name}{classifier.title_suffix}')
+    if output is not None and frames.problem:
+        summary.problem = frames.problem
+        report.skipped.append(SkippedInput(frames.source, f'{frames.problem}; kept the {len(rows)} rows of the frames '
+                                                          f'before in {output}'))
     return report
