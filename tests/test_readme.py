@@ -21,6 +21,10 @@ MODEL_CARD = 'timm_fer/weights/transfer_fer_compact.ferplus/README.md'
 SKIP = re.compile(r'<!-- readme-test: skip, (?P<reason>[^>]+?) -->\n$')
 FENCE = re.compile(r'^```(?P<language>\w+)\n(?P<code>.*?)^```', re.S | re.M)
 SNIPPET = re.compile(r'^--8<-- "(?P<path>[^":]+)(?::(?P<start>\d+))?"$', re.M)
+NEEDS_TIMM = '<!-- readme-test: needs timm\'s train.py -->\n'
+"""The marker of a block that runs timm's train.py from a clone of timm (``TIMM_REPO``, tests/README.md), linked into
+the block's folder as ``pytorch-image-models``; without the clone the block is skipped and says why."""
+TIMM_REPO = os.environ.get('TIMM_REPO')
 
 
 class Block(NamedTuple):
@@ -30,6 +34,7 @@ class Block(NamedTuple):
     language: str
     code: str
     skip_reason: Optional[str]
+    needs_timm: bool = False
 
     @property
     def name(self) -> str:
@@ -49,7 +54,9 @@ def code_blocks(path: Path) -> List[Block]:
     for match in FENCE.finditer(text):
         skip = SKIP.search(text, 0, match.start())
         reason = skip['reason'] if skip and skip.end() == match.start() else None
-        blocks.append(Block(file, text.count('\n', 0, match.start()) + 1, match['language'], match['code'], reason))
+        needs_timm = text.endswith(NEEDS_TIMM, 0, match.start())
+        blocks.append(Block(file, text.count('\n', 0, match.start()) + 1, match['language'], match['code'], reason,
+                            needs_timm))
     return blocks
 
 
@@ -191,6 +198,11 @@ def doc_folders(tmp_path_factory) -> Dict[str, Path]:
 @pytest.mark.parametrize('block', RUNNABLE, ids=lambda b: b.name)
 def test_doc_block_runs(block, doc_folders, monkeypatch):
     monkeypatch.chdir(doc_folders[block.file])
+    if block.needs_timm:
+        if not (TIMM_REPO and (Path(TIMM_REPO) / 'train.py').is_file()):
+            pytest.skip("needs timm's train.py: set TIMM_REPO to a clone of huggingface/pytorch-image-models")
+        if not Path('pytorch-image-models').exists():
+            Path('pytorch-image-models').symlink_to(Path(TIMM_REPO).resolve())
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     if block.language == 'python':
         with contextlib.redirect_stdout(io.StringIO()):
