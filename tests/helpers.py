@@ -11,6 +11,9 @@ import pytest
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+REAL_FERPLUS = Path(os.environ.get('TIMM_FER_FERPLUS_DIR') or REPO_ROOT.parent / 'shared' / 'datasets' / 'ferplus')
+"""The real FERPlus data (tests/README.md): ``TIMM_FER_FERPLUS_DIR``, else ``../shared/datasets/ferplus`` beside the
+repository; the tests that need it are skipped when it is not there."""
 TOY_COLOURS = {'blue': (40, 60, 200), 'green': (50, 190, 60), 'red': (210, 50, 40)}
 TINY_TRANSFER = ['--model', 'transfer_fer_ir50', '--img-size', '32', '--model-kwargs', 'stem_layers=(1, 1, 1)',
                  'stem_channels=(16, 16, 32)', 'embed_dim=32', 'depth=1', 'num_heads=2']

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import REAL_FERPLUS
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -24,7 +25,6 @@ from timm_fer.data import (
 )
 from timm_fer.errors import ConfigError
 
-REAL_FERPLUS = Path(__file__).resolve().parents[2] / 'shared' / 'datasets' / 'ferplus'
 VOTE_HEADER = 'neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF'
 DATA_CONFIG = {'input_size': (3, 32, 32), 'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
                'interpolation': 'bilinear'}
@@ -505,7 +505,7 @@ class TestOriginalLabels:
 
 
 @pytest.mark.skipif(not (REAL_FERPLUS / 'fer2013_original_labels.csv').is_file(), reason='needs the real FERPlus data '
-                    'with fer2013_original_labels.csv (see ../shared/datasets)')
+                    f'with fer2013_original_labels.csv at {REAL_FERPLUS} (TIMM_FER_FERPLUS_DIR, tests/README.md)')
 def test_real_original_labels_join_every_valid_face():
     valid = FerPlus(str(REAL_FERPLUS), 'valid', original_labels=str(REAL_FERPLUS / 'fer2013_original_labels.csv'))
     assert min(valid.original_targets) >= 0 and len(valid.original_targets) == len(valid)

@@ -1,12 +1,12 @@
 """The FERPlus weights of transfer_fer_compact that ship inside the package: file, Hub folder, offline loading and
 predictions on generated and (where the data is present) real faces."""
 import json
-from pathlib import Path
 
 import pytest
 import safetensors.torch
 import timm
 import torch
+from helpers import REAL_FERPLUS
 from PIL import Image, ImageDraw
 from source_layouts import make_hub_cache
 
@@ -19,7 +19,6 @@ from timm_fer.inference.predict import SAMPLE_IMAGE
 from timm_fer.models._pretrained import shipped_weights
 from timm_fer.models.transfer import LUMA_WEIGHTS
 
-REAL_FERPLUS = Path(__file__).resolve().parents[2] / 'shared' / 'datasets' / 'ferplus'
 TAG = 'transfer_fer_compact.ferplus'
 COMPACT_FERPLUS_WEIGHTS = shipped_weights(TAG)
 FOLDER = COMPACT_FERPLUS_WEIGHTS.parent
