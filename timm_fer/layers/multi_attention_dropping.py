@@ -74,7 +74,11 @@ def _drop_branches(x: torch.Tensor, drop_prob: float, dim: int, training: bool) 
 
 @register_notrace_module  # a leaf for FX: its checks depend on the input's shape
 class MultiAttentionDropping(nn.Module):
-    """Drop-in module form of :func:`multi_attention_dropping`.
+    """Multi-Attention Dropping as a layer: in training, each sample loses one of its branches with some probability.
+
+    For every sample independently, with probability ``drop_prob``, one uniformly chosen branch of axis ``dim`` is
+    set to zero; what is kept is never rescaled, dropped branches pass no gradient, and in eval the layer is the
+    identity. The function ``multi_attention_dropping`` does the same without a module.
 
     Args:
         drop_prob: Probability that a sample has one branch dropped in training.
