@@ -42,6 +42,10 @@ def _predict(args: argparse.Namespace) -> int:
     live = [source for source in args.images if is_live_source(source)]
     if live or args.camera is not None:
         return _predict_live(args, live + ([f'camera:{args.camera}'] if args.camera is not None else []))
+    if args.engine == 'ray':
+        return _predict_ray(args)
+    if args.resume or args.ray_address is not None or args.ray_actors is not None:
+        raise ConfigError('--resume, --ray-address and --ray-actors apply to --engine ray; add it, or leave them out.')
     if args.output is not None and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise ConfigError(f'--output must end in .json or .csv, got {args.output}.')
     _check_options(args)
@@ -103,6 +107,43 @@ def _plan_outputs(args: argparse.Namespace, images: List[Path], videos: List[Pat
 def _video_rows(output: Path) -> Path:
     """Where a run over photos and videos writes the videos' rows: ``--output`` with ``_video`` after its stem."""
     return output.with_name(f'{output.stem}_video{output.suffix}')
+
+
+def _predict_ray(args: argparse.Namespace) -> int:
+    """The run on a Ray cluster: every option checked, then rows to --output by a pool of actors; 1 when no face
+    was found."""
+    from ..inference.classifier import ClassifierOptions
+    from ..inference.predict import predict
+    from ..inference.ray_batch import predict_on_ray, require_ray
+    from ..inference.video import predict_video
+    from ..utils.options import check_options
+
+    require_ray()
+    given = [flag for flag, value in (('--save-viz', args.save_viz), ('--save-crops', args.save_crops),
+                                      ('--save-annotated', args.save_annotated), ('--timeline', args.timeline),
+                                      ('--top-k', args.top_k), ('--duration', args.duration))
+             if value is not None] + (['--reconnect'] if args.reconnect else [])
+    if given:
+        raise ConfigError(f'{", ".join(given)} apply to the local run, not to --engine ray (it writes rows only); '
+                          f'leave them out, or run without --engine ray.')
+    if args.output is None:
+        raise ConfigError('--engine ray writes its rows to --output: give rows.parquet, rows.csv, rows.jsonl or a '
+                          'folder for Parquet parts.')
+    check_options(predict, batch_size=args.batch_size, min_face_size=args.min_face_size)
+    check_options(predict_video, fps=args.fps, min_track=args.min_track)
+    check_options(predict_on_ray, actors=args.ray_actors)
+    summary = predict_on_ray(
+        args.images, args.output, resume=args.resume, overwrite=args.overwrite, address=args.ray_address,
+        actors=args.ray_actors, classifier_options=ClassifierOptions(
+            model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights, device=args.device,
+            amp=args.amp, channels_last=args.channels_last, compile_model=args.compile, backend=args.backend,
+            int8=args.int8, threads=args.threads, tta_flip=args.tta_flip, label_names=label_names_of(args),
+            use_ema=args.ema),
+        aligned=args.aligned, face_threshold=args.face_threshold, min_face_size=args.min_face_size,
+        batch_size=args.batch_size, fps=None if args.every_frame else args.fps or DEFAULT_FPS,
+        min_track=args.min_track)
+    print(summary)
+    return 0 if summary.faces or summary.new_inputs < summary.inputs else 1
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -299,3 +340,15 @@ def add_predict_parser(subparsers: argparse._SubParsersAction) -> None:
                            f'(default: {DEFAULT_STALL_TIMEOUT:g} s)')
     add_runtime_arguments(parser)
     add_backend_arguments(parser)
+    scale = parser.add_argument_group('at scale (Ray)')
+    scale.add_argument('--engine', choices=('local', 'ray'), default='local',
+                       help='local: this process (default); ray: a pool of Ray actors, each loading the model once, '
+                            'writing rows to --output (.parquet, .csv, .jsonl, or a folder of Parquet parts); needs '
+                            'pip install "timm-fer[ray]"')
+    scale.add_argument('--ray-address', metavar='ADDRESS',
+                       help='the Ray cluster to run on (ray start --head prints it; default: a local one with this '
+                            "machine's cores)")
+    scale.add_argument('--ray-actors', type=int, metavar='N',
+                       help='actors of --engine ray, one CPU each (default: one per CPU of the cluster)')
+    scale.add_argument('--resume', action='store_true',
+                       help='with --engine ray: add the rows of the inputs not in --output yet')
