@@ -9,19 +9,24 @@ Three proxies on the FERPlus validation faces (majority vote), and the calibrati
   the votes for emotions), as posed faces look; accuracy, mean class recall and how often they are called neutral;
 - non-neutral recall: of the faces whose majority is not neutral, how many the model calls neutral;
 - calibration: expected calibration error (15 bins) as the model is, and after the temperature that fits the
-  validation faces (what ``timm-fer push --temperature`` folds into the classifier).
+  validation faces (what ``timm-fer push --temperature`` folds into the classifier);
+- intended expressions (with ``--original-labels``): the same faces scored against FER2013's original labels, the
+  expression each face was collected as, beside the FERPlus majority: accuracy and mean class recall under every
+  shift, each class's recall, and how often a face meant as an expression is called neutral.
 
 The model is a run checkpoint (``RUN/last.pth``), a Hub model folder, or a tag (``transfer_fer_compact.ferplus``,
 the shipped weights); fp32, one view unless ``--tta-flip`` averages each face with its mirror image::
 
     python benchmarks/robustness_proxies.py transfer_fer_compact.ferplus path/to/ferplus
     python benchmarks/robustness_proxies.py runs/ferplus-transfer_fer_compact/last.pth path/to/ferplus --tta-flip
+    python benchmarks/robustness_proxies.py transfer_fer_compact.ferplus path/to/ferplus \
+        --original-labels path/to/ferplus/fer2013_original_labels.csv
 """
 import argparse
 import io
 import os
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +39,7 @@ from timm_fer.engine import (
     expected_calibration_error,
     fit_temperature,
 )
+from timm_fer.engine.evaluate import describe_intended
 from timm_fer.hub import load_model, resolve_fer_data_config
 
 Shift = Callable[[torch.Tensor], torch.Tensor]
@@ -97,12 +103,15 @@ SHIFTS: Dict[str, Shift] = {
 """The shift suite, each a function of a gray float batch in 0..1."""
 
 
-def load_faces(root: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, List[str]]:
-    """The FERPlus validation faces as gray floats in 0..1 (N, 1, 48, 48), majority labels, votes and classes."""
-    valid = FerPlus(root, 'valid')
+def load_faces(root: str, original_labels: Optional[str] = None
+               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, List[str], Optional[torch.Tensor]]:
+    """The FERPlus validation faces as gray floats in 0..1 (N, 1, 48, 48), majority labels, votes, classes, and the
+    original labels (-1 where a face has none) when ``original_labels`` names FER2013's file."""
+    valid = FerPlus(root, 'valid', original_labels=original_labels)
     faces = torch.stack([torch.frombuffer(bytearray(valid.load_image(index).convert('L').tobytes()),
                                           dtype=torch.uint8).view(48, 48) for index in range(len(valid))])
-    return faces[:, None].float() / 255, torch.tensor(valid.targets), valid.soft_targets, list(valid.classes)
+    original = torch.tensor(valid.original_targets) if valid.original_targets is not None else None
+    return faces[:, None].float() / 255, torch.tensor(valid.targets), valid.soft_targets, list(valid.classes), original
 
 
 def model_logits(model: torch.nn.Module, faces: torch.Tensor, tta_flip: bool, batch_size: int = 512) -> torch.Tensor:
@@ -123,8 +132,10 @@ def model_logits(model: torch.nn.Module, faces: torch.Tensor, tta_flip: bool, ba
 
 
 def report(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> ClassificationReport:
+    """Scores of the faces whose label is a class (faces without an original label, -1, are left out)."""
+    keep = labels >= 0
     return ClassificationReport.from_confusion(
-        confusion_matrix(labels, logits.argmax(dim=1), len(classes)), classes)
+        confusion_matrix(labels[keep], logits[keep].argmax(dim=1), len(classes)), classes)
 
 
 def intensity_rows(logits: torch.Tensor, labels: torch.Tensor, votes: torch.Tensor,
@@ -153,6 +164,9 @@ def main() -> None:
     parser.add_argument('--logit-adjustment', type=float, default=0., metavar='TAU',
                         help='subtract TAU x log(FERPlus training prior) from the logits, as push folds it (a negative '
                              'TAU takes a folded adjustment back out)')
+    parser.add_argument('--original-labels', default=None, metavar='CSV',
+                        help="FER2013's original labels (fer2013_original_labels.csv): score the intended expressions "
+                             'too')
     args = parser.parse_args()
     torch.manual_seed(0)
     if os.path.exists(args.model):
@@ -160,7 +174,7 @@ def main() -> None:
     else:
         model, source = load_model(args.model)
     model = model.float().eval()
-    faces, labels, votes, classes = load_faces(args.root)
+    faces, labels, votes, classes, original = load_faces(args.root, args.original_labels)
     adjustment = torch.zeros(len(classes))
     if args.logit_adjustment:
         counts = torch.tensor(FerPlus(args.root, 'train').class_counts, dtype=torch.float)
@@ -168,7 +182,9 @@ def main() -> None:
     print(f'{source}: {len(labels)} FERPlus validation faces, fp32, {"flip TTA" if args.tta_flip else "one view"}, '
           f'{torch.get_num_threads()} threads, logit adjustment tau {args.logit_adjustment:g}\n')
 
-    print('| shift | accuracy | mean class recall | called neutral (majority not neutral) |\n|---|---|---|---|')
+    intended_header = ' intended accuracy | intended mean class recall |' if original is not None else ''
+    print(f'| shift | accuracy | mean class recall | called neutral (majority not neutral) |{intended_header}\n'
+          f'|---|---|---|---|{"---|---|" if original is not None else ""}')
     results = {}
     start = time.perf_counter()
     for name, shift in SHIFTS.items():
@@ -177,13 +193,23 @@ def main() -> None:
         r = report(logits, labels, classes)
         not_neutral = labels != classes.index('neutral')
         called = float((logits.argmax(1)[not_neutral] == classes.index('neutral')).float().mean())
-        print(f'| {name} | {100 * r.accuracy:.2f} | {100 * r.mean_class_accuracy:.2f} | {100 * called:.1f} |')
+        intended = ''
+        if original is not None:
+            r_intended = report(logits, original, classes)
+            intended = f' {100 * r_intended.accuracy:.2f} | {100 * r_intended.mean_class_accuracy:.2f} |'
+        print(f'| {name} | {100 * r.accuracy:.2f} | {100 * r.mean_class_accuracy:.2f} | {100 * called:.1f} |{intended}')
     shifted = {name: report(logits, labels, classes) for name, logits in results.items() if name != 'none'}
     worst_accuracy = min(shifted, key=lambda name: shifted[name].accuracy)
     worst_recall = min(shifted, key=lambda name: shifted[name].mean_class_accuracy)
     mean_accuracy = sum(r.accuracy for r in shifted.values()) / len(shifted)
     mean_recall = sum(r.mean_class_accuracy for r in shifted.values()) / len(shifted)
-    print(f'| **mean of the {len(shifted)} shifts** | {100 * mean_accuracy:.2f} | {100 * mean_recall:.2f} | |')
+    intended_means = ''
+    if original is not None:
+        shifted_intended = [report(logits, original, classes) for name, logits in results.items() if name != 'none']
+        intended_means = (f' {100 * sum(r.accuracy for r in shifted_intended) / len(shifted_intended):.2f} | '
+                          f'{100 * sum(r.mean_class_accuracy for r in shifted_intended) / len(shifted_intended):.2f} |')
+    print(f'| **mean of the {len(shifted)} shifts** | {100 * mean_accuracy:.2f} | {100 * mean_recall:.2f} | |'
+          f'{intended_means}')
     print(f'| **worst** | {100 * shifted[worst_accuracy].accuracy:.2f} ({worst_accuracy}) | '
           f'{100 * shifted[worst_recall].mean_class_accuracy:.2f} ({worst_recall}) | |')
     print(f'\n({len(SHIFTS)} passes in {time.perf_counter() - start:.0f} s)\n')
@@ -196,6 +222,9 @@ def main() -> None:
     r = report(logits, labels, classes)
     print('\nper class, no shift: ' + ', '.join(
         f'{name} {100 * recall:.1f}' for name, recall in zip(classes, r.per_class_accuracy)))
+
+    if original is not None:
+        print('\n' + describe_intended(report(logits, original, classes)))
 
     temperature = fit_temperature(logits, labels)
     before = expected_calibration_error(logits.softmax(1), labels)

@@ -31,7 +31,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(
         args.checkpoint, args.data_dir, dataset=args.dataset, split=args.split,
         classes=args.classes.split(',') if args.classes else None, skip_missing_images=args.skip_missing_images,
-        model=args.model, model_kwargs=parse_model_kwargs(args.model_kwargs), img_size=args.img_size,
+        original_labels=args.original_labels, model=args.model, model_kwargs=parse_model_kwargs(args.model_kwargs),
+        img_size=args.img_size,
         batch_size=args.batch_size, tta_flip=args.tta_flip, amp=args.amp, channels_last=args.channels_last,
         compile_model=args.compile, device=args.device, workers=args.workers, output=args.output,
         overwrite=args.overwrite)
@@ -71,6 +72,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                              "checkpoint's)")
     parser.add_argument('--skip-missing-images', action='store_true',
                         help='FERPlus: skip images that have votes but no file, instead of failing')
+    parser.add_argument('--original-labels', default=None, metavar='CSV',
+                        help="FERPlus: FER2013's original labels (fer2013_original_labels.csv), to score the intended "
+                             'expressions too (accuracy, per-class recall, expressive faces called neutral)')
     parser.add_argument('--model', default=None,
                         help="timm model name (default: the checkpoint's, else transfer_fer_ir50)")
     add_model_arguments(parser)

@@ -8,11 +8,11 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from ..data import DATASET_NAMES, EVAL_SPLITS, FerDataset, create_fer_dataset, create_fer_transform
@@ -26,7 +26,40 @@ from .distributed import DistributedEnv, all_reduce_sum, init_distributed
 from .metrics import ClassificationReport, confusion_matrix
 from .plot import draw_confusion_matrix
 
-__all__ = ['EvaluationResult', 'describe_report', 'evaluate_checkpoint', 'evaluate_model', 'write_eval_report']
+__all__ = ['Evaluation', 'EvaluationResult', 'describe_intended', 'describe_report', 'evaluate_checkpoint',
+           'evaluate_model', 'intended_dict', 'write_eval_report']
+
+
+class Evaluation(NamedTuple):
+    """What :func:`evaluate_model` counts over a dataset, summed over all processes."""
+    confusion: torch.Tensor
+    """(classes, classes) counts against the dataset's labels; row = true class, column = predicted class."""
+    loss_sum: float
+    """Summed cross-entropy against the dataset's labels."""
+    original_confusion: Optional[torch.Tensor]
+    """The same counts against the dataset's second labels (FERPlus: FER2013's original, intended expressions), over
+    the images that have one; None for a dataset without them."""
+
+
+class _WithOriginalTargets(Dataset):
+    """A dataset's (image, label) samples with each image's second label."""
+
+    def __init__(self, dataset: FerDataset) -> None:
+        self.dataset = dataset
+        self.original_targets = torch.as_tensor(dataset.original_targets)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Tuple[Any, int, torch.Tensor]:
+        image, target = self.dataset[index]
+        return image, target, self.original_targets[index]
+
+
+def _counts(targets: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Confusion counts of the images whose target is a class (>= 0); the others (-1) are left out, without a sync."""
+    flat = torch.where(targets >= 0, targets.long() * num_classes + predictions.long(), num_classes ** 2)
+    return torch.bincount(flat, minlength=num_classes ** 2 + 1)[:num_classes ** 2].reshape(num_classes, num_classes)
 
 
 @torch.inference_mode()
@@ -41,8 +74,9 @@ def evaluate_model(
         workers: int = 0,
         progress: bool = False,
         source: str = 'the model',
-) -> Tuple[torch.Tensor, float]:
-    """Confusion matrix and summed cross-entropy of ``model`` over ``dataset``, summed over all processes.
+) -> Evaluation:
+    """Confusion matrix and summed cross-entropy of ``model`` over ``dataset``, summed over all processes, and the
+    confusion matrix against the dataset's second labels where it has them (``original_targets``).
 
     Each process takes every ``world_size``-th image from its rank on, so the shards cover the dataset once.
 
@@ -64,13 +98,17 @@ def evaluate_model(
     """
     model.eval()
     num_classes = len(dataset.classes)
-    shard = Subset(dataset, range(env.rank, len(dataset), env.world_size))
+    with_original = getattr(dataset, 'original_targets', None) is not None
+    shard = Subset(_WithOriginalTargets(dataset) if with_original else dataset,
+                   range(env.rank, len(dataset), env.world_size))
     loader = DataLoader(shard, batch_size=batch_size, num_workers=workers, pin_memory=env.device.type == 'cuda',
                         generator=torch.Generator())  # its own generator: the global one stays untouched
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=env.device)
+    original_confusion = torch.zeros_like(confusion) if with_original else None
     loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
     nonfinite = torch.zeros((), dtype=torch.long, device=env.device)
-    for images, targets in tqdm(loader, desc='eval', unit='batch', leave=False, disable=not progress):
+    for batch in tqdm(loader, desc='eval', unit='batch', leave=False, disable=not progress):
+        images, targets = batch[:2]
         targets = targets.to(env.device, non_blocking=True)
         if tta_flip:
             images = torch.cat([images, images.flip(-1)])
@@ -82,7 +120,10 @@ def evaluate_model(
         if tta_flip:
             log_probs = torch.logsumexp(torch.stack(log_probs.chunk(2)), dim=0) - math.log(2)
         loss_sum += F.nll_loss(log_probs, targets, reduction='sum').double()
-        confusion += confusion_matrix(targets, log_probs.argmax(dim=-1), num_classes)
+        predictions = log_probs.argmax(dim=-1)
+        confusion += confusion_matrix(targets, predictions, num_classes)
+        if original_confusion is not None:
+            original_confusion += _counts(batch[2].to(env.device, non_blocking=True), predictions, num_classes)
     all_reduce_sum(confusion)
     all_reduce_sum(loss_sum)
     all_reduce_sum(nonfinite)
@@ -91,7 +132,10 @@ def evaluate_model(
             f'{source} gives NaN or infinite logits for {nonfinite.item()} of {len(dataset)} images: its weights '
             f'overflow in the forward pass (or are damaged), so no accuracy or loss is reported; use the checkpoint '
             f'of a run whose loss stayed finite, or --amp none.')
-    return confusion.cpu(), loss_sum.item()
+    if original_confusion is not None:
+        all_reduce_sum(original_confusion)
+        original_confusion = original_confusion.cpu()
+    return Evaluation(confusion.cpu(), loss_sum.item(), original_confusion)
 
 
 def write_eval_report(
@@ -113,12 +157,31 @@ def describe_report(report: ClassificationReport, what: str) -> str:
             f'{100 * report.mean_class_accuracy:.2f}% ({report.num_images} images)')
 
 
+def describe_intended(report: ClassificationReport) -> str:
+    """One line of the scores against FER2013's original labels: accuracy, mean class recall, each class's recall
+    and how often a face whose intended expression is not neutral is called neutral."""
+    recalls = ', '.join(f'{name} {100 * recall:.1f}' for name, recall in zip(report.classes, report.per_class_accuracy)
+                        if recall is not None)
+    called_neutral = f', expressive faces called neutral {100 * report.share_called("neutral"):.1f}%' \
+        if 'neutral' in report.classes else ''
+    return (f'intended expression (original labels): accuracy {100 * report.accuracy:.2f}%, mean class recall '
+            f'{100 * report.mean_class_accuracy:.2f}% ({recalls}){called_neutral} ({report.num_images} images)')
+
+
+def intended_dict(report: ClassificationReport) -> Dict[str, Any]:
+    """JSON-ready scores against the original labels: the report's, and the share of expressive faces called
+    neutral."""
+    return {**report.to_dict(), 'expressive_called_neutral': report.share_called('neutral')}
+
+
 @dataclass
 class EvaluationResult:
     """What :func:`evaluate_checkpoint` measured, and the files it wrote (on the main process only)."""
     report: ClassificationReport
     summary: str
     written: List[str] = field(default_factory=list)
+    intended: Optional[ClassificationReport] = None
+    """Scores against FER2013's original labels, when ``original_labels`` were given."""
 
 
 @option_ranges(batch_size=Range(1, integer=True), workers=Range(0, integer=True),
@@ -130,6 +193,7 @@ def evaluate_checkpoint(
         split: Optional[str] = None,
         classes: Optional[Sequence[str]] = None,
         skip_missing_images: bool = False,
+        original_labels: Optional[str] = None,
         model: Optional[str] = None,
         model_kwargs: Optional[Dict[str, Any]] = None,
         img_size: Optional[int] = None,
@@ -156,6 +220,8 @@ def evaluate_checkpoint(
         split: Split to evaluate (default: the one each dataset reports).
         classes: Class folders in label order, for the 'folder' layout (default: the checkpoint's).
         skip_missing_images: FERPlus: skip images that have votes but no file.
+        original_labels: FERPlus: FER2013's original labels (``fer2013_original_labels.csv``): also score the
+            intended expressions (:func:`describe_intended`), beside the FERPlus majority.
         model: Model name (default: the checkpoint's, else ``transfer_fer_ir50``).
         model_kwargs: Constructor arguments over the checkpoint's.
         img_size: Square input size (default: the checkpoint's).
@@ -192,12 +258,13 @@ def evaluate_checkpoint(
     split = split or EVAL_SPLITS[dataset_name]
     name = f'eval-{dataset_name}-{split}' + ('-flip' if tta_flip else '')
     if env.is_main:
-        plan = OutputPlan([checkpoint, data_dir], overwrite=overwrite)
+        plan = OutputPlan([checkpoint, data_dir, original_labels], overwrite=overwrite)
         for suffix in ('.json', '.png'):
             plan.file(os.path.join(output_dir, name + suffix), '--output', 'choose another --output folder')
     if classes is None and dataset_name == 'folder':
         classes = saved.labels
-    data = create_fer_dataset(dataset_name, data_dir, split, classes=classes, skip_missing=skip_missing_images)
+    data = create_fer_dataset(dataset_name, data_dir, split, classes=classes, skip_missing=skip_missing_images,
+                              original_labels=original_labels)
     log(data.summary())
     if saved.labels is not None and tuple(saved.labels) != data.classes:
         raise ConfigError(
@@ -210,14 +277,18 @@ def evaluate_checkpoint(
     data.transform = create_fer_transform(data_config)
     check_finite_outputs(fer_model, data_config['input_size'], f'checkpoint {checkpoint}')
     fer_model = prepare_model(fer_model, env.device, channels_last, compile_model)
-    confusion, loss_sum = evaluate_model(
+    confusion, loss_sum, original_confusion = evaluate_model(
         fer_model, data, env, batch_size, amp_dtype=resolve_amp_dtype(amp, env.device), channels_last=channels_last,
         tta_flip=tta_flip, workers=workers, progress=env.is_main, source=f'checkpoint {checkpoint}')
     report = ClassificationReport.from_confusion(confusion, data.classes)
     what = f'{model_name} on {data.display_name} {split}' + (' with flip TTA' if tta_flip else '')
     result = EvaluationResult(report, describe_report(report, what))
+    if original_confusion is not None:
+        result.intended = ClassificationReport.from_confusion(original_confusion, data.classes)
+        result.summary += '\n' + describe_intended(result.intended)
     if env.is_main:
         extra = dict(checkpoint=os.path.abspath(checkpoint), model=model_name, dataset=dataset_name, split=split,
-                     tta_flip=tta_flip, loss=loss_sum / report.num_images, skipped=data.skipped)
+                     tta_flip=tta_flip, loss=loss_sum / report.num_images, skipped=data.skipped,
+                     **({'intended': intended_dict(result.intended)} if result.intended is not None else {}))
         result.written = write_eval_report(report, output_dir, name, result.summary, extra)
     return result

@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, List, Union
 
 import torch
 
-from ..data import create_fer_dataset
+from ..data import create_fer_dataset, mix_original_labels
 from ..errors import CheckpointMismatchError, ConfigError, FerError
 from ..hub import Checkpoint, read_checkpoint
 from ..utils import write_text_atomic
@@ -52,7 +52,8 @@ def read_run_checkpoint(path: str) -> Checkpoint:
 
 
 def training_class_prior(checkpoint: Union[str, Path]) -> List[float]:
-    """Share of each class among the training images of the run that wrote ``checkpoint`` (read from its dataset).
+    """Share of each class among the training images of the run that wrote ``checkpoint`` (read from its dataset);
+    for a run that mixed in the original labels, each class's share of its majority-and-original targets.
 
     Raises:
         ConfigError: ``checkpoint`` is not a checkpoint of ``timm-fer train`` (it names no dataset).
@@ -62,9 +63,16 @@ def training_class_prior(checkpoint: Union[str, Path]) -> List[float]:
     if config is None:
         raise ConfigError(f'{checkpoint} is not a checkpoint of timm-fer train, so it names no training set to take '
                           f'the class prior from; use a run checkpoint (last.pth or best.pth).')
-    counts = create_fer_dataset(config['dataset'], config['data_dir'], 'train', classes=config.get('classes')
-                                if config['dataset'] == 'folder' else None,
-                                skip_missing=config.get('skip_missing_images', False)).class_counts
+    weight = config.get('original_label_weight', 0.)
+    train_set = create_fer_dataset(config['dataset'], config['data_dir'], 'train', classes=config.get('classes')
+                                   if config['dataset'] == 'folder' else None,
+                                   skip_missing=config.get('skip_missing_images', False),
+                                   original_labels=config.get('original_labels') if weight else None)
+    if weight:  # the run's targets mixed the original labels in: the prior is their mean
+        labels = torch.nn.functional.one_hot(torch.as_tensor(train_set.targets), len(train_set.classes)).float()
+        mixed = mix_original_labels(labels, torch.as_tensor(train_set.original_targets), train_set.classes, weight)
+        return mixed.mean(dim=0).tolist()
+    counts = train_set.class_counts
     return [count / sum(counts) for count in counts]
 
 
