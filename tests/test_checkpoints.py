@@ -25,7 +25,7 @@ MODEL = 'transfer_fer_compact'
 TIMM_REPO = os.environ.get('TIMM_REPO')
 """A clone of huggingface/pytorch-image-models, whose train.py the slow round trip runs (tests/README.md)."""
 
-pytestmark = pytest.mark.usefixtures('offline_hub')
+pytestmark = pytest.mark.usefixtures('offline_hub', 'one_torch_thread')
 
 
 def write_faces(root: Path, per_class: int = 2) -> Path:
