@@ -1,16 +1,22 @@
 """``timm-fer serve``: one process with the model loaded once, answering a REST API, a live WebSocket and a web page."""
 import argparse
 import os
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from ..errors import ConfigError
 from . import COMMANDS
 from .common import add_backend_arguments, add_command, add_runtime_arguments, add_weights_arguments, label_names_of
 
+if TYPE_CHECKING:
+    from ..inference.classifier import ClassifierOptions
+    from ..serve.app import ServeLimits
+
 __all__ = ['add_serve_parser']
 
 API_KEY_VARIABLE = 'TIMM_FER_API_KEY'
 """The environment variable that gives ``--api-key`` its default (a key on the command line shows in process lists)."""
+QUEUE_TIMEOUT_S = 30.
+"""``--queue-timeout-s``'s default."""
 
 
 def _api_key(given: Optional[str]) -> Optional[str]:
@@ -30,6 +36,8 @@ def _api_key(given: Optional[str]) -> Optional[str]:
 
 def _serve(args: argparse.Namespace) -> int:
     api_key = _api_key(args.api_key)  # the numeric options were checked before this body ran
+    if args.replicas is None and args.ray_address is not None:
+        raise ConfigError('--ray-address applies to --replicas: add --replicas N, or leave --ray-address out.')
     from ..serve.extra import require_serve_extra
     require_serve_extra()
     from ..faces import RetinaFaceDetector
@@ -41,16 +49,35 @@ def _serve(args: argparse.Namespace) -> int:
                          max_video_seconds=args.max_video_seconds,
                          max_in_flight=args.max_in_flight, queue_size=args.queue_size,
                          queue_timeout_s=args.queue_timeout_s)
-    detector = None if args.aligned else RetinaFaceDetector(score_threshold=args.face_threshold)
-    classifier = load_classifier(ClassifierOptions(
+    options = ClassifierOptions(
         model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights, device=args.device,
         amp=args.amp, channels_last=args.channels_last, compile_model=args.compile, backend=args.backend,
         int8=args.int8, threads=args.threads, explain=args.explain, label_names=label_names_of(args),
-        use_ema=args.ema))
+        use_ema=args.ema)
+    if args.replicas is not None:
+        return _serve_replicas(args, options, limits, api_key)
+    detector = None if args.aligned else RetinaFaceDetector(score_threshold=args.face_threshold)
+    classifier = load_classifier(options)
     serve(args.host, args.port, classifier, explain=args.explain, detector=detector, aligned=args.aligned,
           min_face_size=args.min_face_size, limits=limits, api_key=api_key,
           cors_origins=args.cors_origin, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
           log_level=args.log_level)
+    return 0
+
+
+def _serve_replicas(args: argparse.Namespace, options: 'ClassifierOptions', limits: 'ServeLimits',
+                    api_key: Optional[str]) -> int:
+    """``timm-fer serve --replicas N``: the same application as N replicas on a Ray cluster, until interrupted."""
+    from ..serve.replicas import ReplicaSettings, serve_replicas
+
+    if limits.queue_timeout_s != QUEUE_TIMEOUT_S:
+        raise ConfigError("--queue-timeout-s applies to one process: with --replicas, requests wait in Ray Serve's "
+                          "queue (at most --queue-size) until a replica is free; leave it out.")
+    settings = ReplicaSettings(options, face_threshold=args.face_threshold, aligned=args.aligned,
+                               min_face_size=args.min_face_size, limits=limits, api_key=api_key,
+                               cors_origins=tuple(args.cors_origin), max_batch=args.max_batch,
+                               max_wait_ms=args.max_wait_ms)
+    serve_replicas(args.host, args.port, settings, replicas=args.replicas, address=args.ray_address)
     return 0
 
 
@@ -63,7 +90,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
                     'docs at /docs.\nNeeds the serve extra: pip install "timm-fer[serve]".',
         examples=('timm-fer serve   (then open http://127.0.0.1:8000/)',
                   'curl -F file=@photo.jpg -F top_k=3 http://127.0.0.1:8000/v1/predict',
-                  f'{API_KEY_VARIABLE}=long-random-key timm-fer serve --host 0.0.0.0 --port 8080'))
+                  f'{API_KEY_VARIABLE}=long-random-key timm-fer serve --host 0.0.0.0 --port 8080',
+                  'timm-fer serve --replicas 2   (two replicas on a local Ray cluster, one address)'))
     parser.add_argument('--host', default='127.0.0.1',
                         help='address to listen on (default: 127.0.0.1, this machine only; any other address is '
                              'warned about)')
@@ -98,7 +126,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     safety.add_argument('--queue-size', type=int, default=256,
                         help='most upload requests waiting for their turn, first come first served; one more is '
                              'answered 429 with Retry-After; 0: no queue (default: 256)')
-    safety.add_argument('--queue-timeout-s', type=float, default=30.,
+    safety.add_argument('--queue-timeout-s', type=float, default=QUEUE_TIMEOUT_S,
                         help='most seconds a request waits in the queue before it is answered 429 (default: 30)')
     batching = parser.add_argument_group('micro-batching')
     batching.add_argument('--max-batch', type=int, default=32,
@@ -106,6 +134,14 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     batching.add_argument('--max-wait-ms', type=float, default=5.,
                           help='most milliseconds a batch waits for the faces of other requests being worked on; '
                                'a lone request never waits (default: 5)')
+    scale = parser.add_argument_group('at scale (Ray)')
+    scale.add_argument('--replicas', type=int, metavar='N',
+                       help='run the server as N replicas on a Ray cluster behind one address, each loading the '
+                            'model once on one CPU; needs the ray extra: pip install "timm-fer[ray]" (default: one '
+                            'process, no Ray)')
+    scale.add_argument('--ray-address', metavar='ADDRESS',
+                       help="with --replicas: the Ray cluster to join (ray start --head prints it; default: a local "
+                            "one with this machine's cores)")
     runtime = parser.add_argument_group('runtime')
     add_backend_arguments(runtime)
     add_runtime_arguments(runtime)
