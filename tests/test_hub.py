@@ -40,7 +40,8 @@ UNPUBLISHED = ('ir_50.ms1m', 'transfer_fer_ir50.ms1m_in1k', 'transfer_fer_ir50.r
 
 
 def test_only_tags_whose_weights_load_are_listed_as_pretrained():
-    assert timm.list_pretrained('*fer*') + timm.list_pretrained('ir_*') == ['transfer_fer_compact.ferplus']
+    assert timm.list_pretrained('*fer*') + timm.list_pretrained('ir_*') == [
+        'transfer_fer_compact.fer2013', 'transfer_fer_compact.ferplus']
     assert PUBLISHED_ON_HUB == frozenset()  # published tags get their repo, under one organisation
     for name in UNPUBLISHED:
         cfg = timm.models.get_pretrained_cfg(name)
@@ -146,7 +147,7 @@ def test_unpublished_weights_fail_at_once_naming_the_tags_that_load(monkeypatch)
             timm.create_model(name, pretrained=True)
         message = str(error.value)
         assert message.startswith(f'no weights have been published for {tagged} yet; the tags whose weights load '
-                                  f'are transfer_fer_compact.ferplus. ')
+                                  f'are transfer_fer_compact.fer2013, transfer_fer_compact.ferplus. ')
         assert f"timm.create_model('{tagged}', pretrained=True, pretrained_cfg_overlay=dict(file=" in message
     with pytest.raises(PretrainedWeightsError, match='^no checkpoint file at missing.pth: check the path.$'):
         timm.create_model('transfer_fer_ir50', pretrained=True, pretrained_cfg_overlay=dict(file='missing.pth'))

@@ -63,7 +63,7 @@ FACE_TEMPLATES: Dict[str, Tuple[np.ndarray, Tuple[int, int]]] = {
 DEFAULT_FACE_TEMPLATE = 'arcface'
 """The face template of models whose tag or checkpoint names none."""
 
-TAG_FACE_TEMPLATES = {'transfer_fer_compact.ferplus': 'fer2013'}
+TAG_FACE_TEMPLATES = {'transfer_fer_compact.ferplus': 'fer2013', 'transfer_fer_compact.fer2013': 'fer2013'}
 """The face template each pretrained tag's training faces were framed with, where not the default; timm's pretrained
 cfgs have no field for it."""
 

@@ -290,5 +290,5 @@ def evaluate_checkpoint(
         extra = dict(checkpoint=os.path.abspath(checkpoint), model=model_name, dataset=dataset_name, split=split,
                      tta_flip=tta_flip, loss=loss_sum / report.num_images, skipped=data.skipped,
                      **({'intended': intended_dict(result.intended)} if result.intended is not None else {}))
-        result.written = write_eval_report(report, output_dir, name, result.summary, extra)
+        result.written = write_eval_report(report, output_dir, name, describe_report(report, what), extra)
     return result

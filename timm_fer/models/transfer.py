@@ -457,6 +457,22 @@ default_cfgs = generate_default_cfgs({
                     'transforms, and in_chans=1 gives back the grayscale conv.',
         notes=('dataset terms: FERPlus labels are MIT-licensed; FER2013 images are for non-commercial research only',),
     ),
+    'transfer_fer_compact.fer2013': _cfg(
+        FERPLUS_LABELS,
+        hf_hub_id=published_hub_id('transfer_fer_compact.fer2013'),
+        file=str(shipped_weights('transfer_fer_compact.fer2013')),
+        input_size=(3, 48, 48),
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        license='cc-by-nc-4.0',
+        description='Compact TransFER for the intended expression: transfer_fer_compact.ferplus fine-tuned on '
+                    "FER2013's original labels (the expression each face was collected as; contempt from the FERPlus "
+                    'votes), with a logit adjustment and a temperature folded into the classifier; the weights ship '
+                    'inside the package. Same classes and input as transfer_fer_compact.ferplus, which reads the '
+                    'perceived expression (what ten annotators saw).',
+        notes=("dataset terms: FERPlus labels are MIT-licensed; FER2013's images and labels are for non-commercial "
+               'research only',),
+    ),
 })
 
 
