@@ -15,7 +15,7 @@ from torch.optim.lr_scheduler import MultiStepLR
 from timm_fer.cli import main as cli_main
 from timm_fer.cli.train import _add_arguments, config_from_args
 from timm_fer.cli.train import main as train_main
-from timm_fer.engine import TrainConfig, evaluate_checkpoint, train
+from timm_fer.engine import TrainConfig, evaluate_checkpoint, train, training_class_prior
 from timm_fer.engine.scheduler import create_lr_scheduler
 from timm_fer.errors import ConfigError
 from timm_fer.hub import create_fer_model, read_checkpoint
@@ -174,6 +174,9 @@ def test_original_labels_mix_into_the_target_and_are_scored(tmp_path, capsys):
     # shifted by one class, the intended labels agree with the majority on no face
     assert losses['a1']['eval_intended_accuracy'] + losses['a1']['eval_accuracy'] <= 1 + 1e-9
     assert 'mixed with the original labels x1' in capsys.readouterr().out
+    # the logit adjustment's prior of such a run: its targets' mean, here the shifted classes' shares
+    prior = training_class_prior(tmp_path / 'a1' / 'last.pth')
+    assert prior[:3] == pytest.approx([10 / 27, 8 / 27, 9 / 27]) and sum(prior) == pytest.approx(1)
     with pytest.raises(ConfigError, match='add --original-labels'):
         TrainConfig.from_recipe('ferplus', str(data), original_label_weight=0.5)
     with pytest.raises(ConfigError, match='add --original-labels'):
