@@ -1,9 +1,9 @@
 """``timm-fer serve --replicas N`` and :mod:`timm_fer.serve.replicas`: the server's application as replicas on Ray
 Serve, on a local Ray cluster of 2 CPUs.
 
-The slow tests share one server: ``timm-fer serve --replicas 2`` in a process of its own, joining this module's
-cluster with ``--ray-address`` (the cluster, then each replica loading the model, take a minute or more on two busy
-cores). The tests of the options, of the application's settings and of a machine without Ray start no cluster.
+The slow tests share one cluster and one server: ``timm-fer serve --replicas 2`` in a process of its own, joining
+the cluster with ``--ray-address`` (the cluster, then each replica loading the model, take minutes on two busy cores).
+The tests of the options, of the application's settings and of a machine without Ray start no cluster, and come first.
 """
 import io
 import os
@@ -72,39 +72,114 @@ class Server:
 
 
 @pytest.fixture(scope='module')
-def replicas_server(tmp_path_factory) -> Iterator[Server]:
-    """Two replicas of the shipped model (torch backend, one thread each), at most ``MAX_IN_FLIGHT`` requests each,
-    behind ``http://127.0.0.1:PORT``; stopped (SIGINT, then SIGKILL) after the module's tests."""
+def ray_cluster(tmp_path_factory):
+    """The module's local Ray cluster of 2 CPUs, whose workers look for no weights on the network."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv('HF_HUB_OFFLINE', '1')  # the cluster's workers, the replicas among them, inherit it
         patch.setenv('HF_HUB_CACHE', str(tmp_path_factory.mktemp('hub-cache')))
         ray = start_ray()
-        process = None
         try:
-            port = free_port()
-            stderr = tmp_path_factory.mktemp('server') / 'stderr.txt'
-            command = [sys.executable, '-m', 'timm_fer', 'serve', '--replicas', '2', '--port', str(port),
-                       '--ray-address', ray.get_runtime_context().gcs_address,
-                       '--max-in-flight', str(MAX_IN_FLIGHT), '--backend', 'torch', '--threads', '1']
-            with stderr.open('w') as errors:
-                process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
-            server = Server(process, f'http://127.0.0.1:{port}', stderr)
-            lines: 'queue.Queue[str]' = queue.Queue()
-            threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
-            try:
-                line = lines.get(timeout=START_S)
-            except queue.Empty:
-                line = ''
-            assert line.startswith(f'serving on {server.url}/ with 2 replicas'), server.log()
-            yield server
+            yield ray
         finally:
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(timeout=120)
-                except subprocess.TimeoutExpired:
-                    process.kill()
             ray.shutdown()
+
+
+def serve_command(ray, port: int, *flags: str) -> List[str]:
+    """``timm-fer serve --replicas`` on the module's cluster, at most ``MAX_IN_FLIGHT`` requests per replica, the
+    torch backend on one thread per replica."""
+    return [sys.executable, '-m', 'timm_fer', 'serve', '--port', str(port), '--ray-address',
+            ray.get_runtime_context().gcs_address, '--max-in-flight', str(MAX_IN_FLIGHT), '--backend', 'torch',
+            '--threads', '1', *flags]
+
+
+@pytest.fixture(scope='module')
+def replicas_server(ray_cluster, tmp_path_factory) -> Iterator[Server]:
+    """Two replicas of the shipped model behind ``http://127.0.0.1:PORT``; stopped (SIGINT, then SIGKILL) after the
+    module's tests."""
+    port = free_port()
+    stderr = tmp_path_factory.mktemp('server') / 'stderr.txt'
+    with stderr.open('w') as errors:
+        process = subprocess.Popen(serve_command(ray_cluster, port, '--replicas', '2'), stdout=subprocess.PIPE,
+                                   stderr=errors, text=True)
+    server = Server(process, f'http://127.0.0.1:{port}', stderr)
+    lines: 'queue.Queue[str]' = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    try:
+        try:
+            line = lines.get(timeout=START_S)
+        except queue.Empty:
+            line = ''
+        assert line.startswith(f'serving on {server.url}/ with 2 replicas'), server.log()
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def test_the_options_of_replicas_are_checked_before_ray_starts(capsys):
+    for flags, message in (
+            (['--replicas', '0'], '--replicas must be an integer in [1, 1024], got 0.'),
+            (['--ray-address', '127.0.0.1:6379'],
+             '--ray-address applies to --replicas: add --replicas N, or leave --ray-address out.'),
+            (['--replicas', '2', '--port', '0'], '--port must be an integer in [1, 65535], got 0.'),
+            (['--replicas', '2', '--queue-size', '0'],
+             '--queue-size 0 has no counterpart with --replicas (Ray Serve queues at least one request): give '
+             '--queue-size 1 or more.'),
+            (['--replicas', '2', '--queue-timeout-s', '5'],
+             "--queue-timeout-s applies to one process: with --replicas, requests wait in Ray Serve's queue (at most "
+             "--queue-size) until a replica is free; leave it out.")):
+        assert main(['serve', *flags]) == 2
+        assert capsys.readouterr().err.strip() == f'timm-fer serve: error: {message}'
+
+
+def test_a_taken_port_is_refused_before_a_local_cluster_starts(capsys, monkeypatch):
+    ray = pytest.importorskip('ray', reason='the ray extra is not installed: pip install -e ".[ray]"')
+    pytest.importorskip('ray.serve', reason='the ray extra (Ray Serve) is not installed: pip install -e ".[ray]"')
+    monkeypatch.delenv('RAY_ADDRESS', raising=False)  # a new local cluster, the one whose port is checked first
+    assert not ray.is_initialized()  # this test comes before the module's cluster starts
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(['serve', '--replicas', '2', '--port', str(port)]) == 2
+    assert capsys.readouterr().err.strip() == (f'timm-fer serve: error: cannot listen on 127.0.0.1:{port} (Address '
+                                               f'already in use): choose another --port or --host.')
+    assert not ray.is_initialized()
+
+
+def test_the_serve_run_builder_makes_the_application_of_its_arguments():
+    pytest.importorskip('ray.serve', reason='the ray extra (Ray Serve) is not installed: pip install -e ".[ray]"')
+    from timm_fer.serve.replicas import app
+
+    application = app({'replicas': '3', 'max_in_flight': '4', 'queue_size': '64', 'backend': 'torch',
+                       'aligned': 'true', 'cors_origins': 'https://a.example,https://b.example'})
+    deployment = application._bound_deployment  # what `serve run` deploys
+    assert (deployment.name, deployment.num_replicas, deployment.ray_actor_options) == ('timm-fer', 3, {'num_cpus': 1})
+    # a replica takes the requests it works on at once; the others wait in Ray Serve's queue, then get 429
+    assert (deployment.max_ongoing_requests, deployment.max_queued_requests) == (4, 64)
+    backpressure = deployment._deployment_config.backpressure_config
+    assert (backpressure.status_code, backpressure.retry_after_s) == (429, 1)
+    with pytest.raises(ConfigError, match="^serve run timm_fer.serve.replicas:app takes no argument 'replica': give "):
+        app({'replica': '2'})
+    with pytest.raises(ConfigError, match=r'^--max-in-flight must be an integer in \[1, 1024\], got 0.$'):
+        app({'max_in_flight': '0'})
+
+
+def test_the_package_imports_without_ray_and_replicas_say_how_to_install_it(tmp_path):
+    script = (
+        "import sys\n"
+        "sys.modules['ray'] = None\n"
+        "import timm_fer, timm_fer.serve, timm_fer.serve.replicas\n"
+        "from timm_fer.cli import main\n"
+        "sys.exit(main(['serve', '--replicas', '2']))\n")
+    done = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        'timm-fer serve: error: --replicas needs Ray Serve (ray missing): pip install "timm-fer[ray]"']
 
 
 def blank_png() -> bytes:
@@ -209,48 +284,12 @@ def test_ctrl_c_stops_the_server_and_removes_its_application(replicas_server):
     assert 'timm-fer' not in serve.status().applications
 
 
-def test_the_options_of_replicas_are_checked_before_ray_starts(capsys):
-    for flags, message in (
-            (['--replicas', '0'], '--replicas must be an integer in [1, 1024], got 0.'),
-            (['--ray-address', '127.0.0.1:6379'],
-             '--ray-address applies to --replicas: add --replicas N, or leave --ray-address out.'),
-            (['--replicas', '2', '--port', '0'], '--port must be an integer in [1, 65535], got 0.'),
-            (['--replicas', '2', '--queue-size', '0'],
-             '--queue-size 0 has no counterpart with --replicas (Ray Serve queues at least one request): give '
-             '--queue-size 1 or more.'),
-            (['--replicas', '2', '--queue-timeout-s', '5'],
-             "--queue-timeout-s applies to one process: with --replicas, requests wait in Ray Serve's queue (at most "
-             "--queue-size) until a replica is free; leave it out.")):
-        assert main(['serve', *flags]) == 2
-        assert capsys.readouterr().err.strip() == f'timm-fer serve: error: {message}'
-
-
-def test_the_serve_run_builder_makes_the_application_of_its_arguments():
-    pytest.importorskip('ray.serve', reason='the ray extra (Ray Serve) is not installed: pip install -e ".[ray]"')
-    from timm_fer.serve.replicas import app
-
-    application = app({'replicas': '3', 'max_in_flight': '4', 'queue_size': '64', 'backend': 'torch',
-                       'aligned': 'true', 'cors_origins': 'https://a.example,https://b.example'})
-    deployment = application._bound_deployment  # what `serve run` deploys
-    assert (deployment.name, deployment.num_replicas, deployment.ray_actor_options) == ('timm-fer', 3, {'num_cpus': 1})
-    # a replica takes the requests it works on at once; the others wait in Ray Serve's queue, then get 429
-    assert (deployment.max_ongoing_requests, deployment.max_queued_requests) == (4, 64)
-    backpressure = deployment._deployment_config.backpressure_config
-    assert (backpressure.status_code, backpressure.retry_after_s) == (429, 1)
-    with pytest.raises(ConfigError, match="^serve run timm_fer.serve.replicas:app takes no argument 'replica': give "):
-        app({'replica': '2'})
-    with pytest.raises(ConfigError, match=r'^--max-in-flight must be an integer in \[1, 1024\], got 0.$'):
-        app({'max_in_flight': '0'})
-
-
-def test_the_package_imports_without_ray_and_replicas_say_how_to_install_it(tmp_path):
-    script = (
-        "import sys\n"
-        "sys.modules['ray'] = None\n"
-        "import timm_fer, timm_fer.serve, timm_fer.serve.replicas\n"
-        "from timm_fer.cli import main\n"
-        "sys.exit(main(['serve', '--replicas', '2']))\n")
-    done = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+@pytest.mark.slow
+def test_a_model_the_replicas_cannot_load_stops_the_command_in_one_line(ray_cluster, tmp_path):
+    missing = tmp_path / 'missing.pth'
+    done = subprocess.run(serve_command(ray_cluster, free_port(), '--replicas', '1', '--checkpoint', str(missing)),
+                          capture_output=True, text=True, timeout=START_S)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.strip().splitlines() == [
-        'timm-fer serve: error: --replicas needs Ray Serve (ray missing): pip install "timm-fer[ray]"']
+    assert done.stderr.strip().splitlines()[-1] == (f'timm-fer serve: error: the replicas could not start: checkpoint '
+                                                    f'not found: no file at {missing}; check the path.')
+    assert 'serving on' not in done.stdout

@@ -14,7 +14,9 @@ while Ray Serve starts a new one.
 Needs the ``ray`` extra (``pip install "timm-fer[ray]"``): Ray Serve is imported only when a function here runs.
 """
 import ast
+import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -56,7 +58,7 @@ def require_ray_serve() -> None:
 
 @dataclass(frozen=True)
 class ReplicaSettings:
-    """What each replica builds its application from (sent to the replicas, so only plain values).
+    """What each replica builds its application from; Ray sends it to the replicas, pickled.
 
     Attributes:
         classifier_options: The model and how it runs (``threads`` default: the replica's CPUs).
@@ -103,7 +105,7 @@ def replica_application(settings: Optional[ReplicaSettings] = None, replicas: in
     """The Ray Serve application of ``timm-fer serve --replicas``, for ``ray.serve.run``.
 
     Args:
-        settings: What each replica loads and how it answers; default :class:`ReplicaSettings`'.
+        settings: What each replica loads and how it answers; default: :class:`ReplicaSettings`' defaults.
         replicas: Replicas, each with the model loaded once.
         num_cpus: CPUs each replica holds.
 
@@ -119,7 +121,6 @@ def replica_application(settings: Optional[ReplicaSettings] = None, replicas: in
     require_ray_serve()
     from ray import serve
     from ray.serve.config import BackpressureConfig
-
 
     def build() -> FastAPI:  # run by Ray Serve on each replica, once
         return build_replica_app(settings, num_cpus)
@@ -181,6 +182,20 @@ def _check_port_free(host: str, port: int) -> None:
             raise ConfigError(f'cannot listen on {host}:{port} ({e.strerror}): choose another --port or --host.') from e
 
 
+def _start_failure(error: RuntimeError) -> str:
+    """Why the replicas failed to start, in one line: the message of the replicas' error, the last line of the
+    traceback that the deployment's status holds, else of ``error``."""
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        message = serve.status().applications[APP_NAME].deployments[APP_NAME].message
+    except (KeyError, RayServeException):  # no status to read: the error says what there is
+        message = ''
+    lines = [line.strip() for line in (message or str(error)).splitlines() if line.strip()]
+    return re.sub(r'^(\w+\.)*\w+(Error|Exception): ', '', lines[-1]) if lines else type(error).__name__
+
+
 @option_ranges(port=Range(1, 65535, integer=True))
 def serve_replicas(
         host: str = '127.0.0.1',
@@ -227,6 +242,7 @@ def serve_replicas(
               file=sys.stderr)
     if not connected:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    logging.getLogger('ray.serve').setLevel(logging.WARNING)  # the line below says where it listens, and when
     deploying = False
     try:
         cpus = ray.cluster_resources().get('CPU', 0)
@@ -238,9 +254,8 @@ def serve_replicas(
         deploying = True
         try:
             serve.run(application, name=APP_NAME, route_prefix='/')
-        except RuntimeError as e:  # a replica failed to start: the last line of its error names the problem
-            reason = [line for line in str(e).splitlines() if line.strip()][-1].strip()
-            raise ConfigError(f'the replicas could not start: {reason}') from e
+        except RuntimeError as e:  # the replicas failed to start
+            raise ConfigError(f'the replicas could not start: {_start_failure(e)}') from e
         print(f'serving on http://{host}:{port}/ with {replicas} replicas on Ray; Ctrl-C stops', flush=True)
         (stop or threading.Event()).wait()
     finally:
