@@ -422,6 +422,21 @@ def _finetuned_cfg(name: str, label_names: Sequence[str], dataset: str, paper_ac
     )
 
 
+def _compact_cfg(name: str, description: str, terms: str) -> Dict[str, Any]:
+    """The cfg of a compact tag whose weights ship inside the package: 8 FERPlus classes, 48x48 faces."""
+    return _cfg(
+        FERPLUS_LABELS,
+        hf_hub_id=published_hub_id(name),
+        file=str(shipped_weights(name)),
+        input_size=(3, 48, 48),
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        license='cc-by-nc-4.0',
+        description=description,
+        notes=(terms,),
+    )
+
+
 default_cfgs = generate_default_cfgs({
     'transfer_fer_ir50.rafdb': _finetuned_cfg(
         'transfer_fer_ir50.rafdb', RAFDB_LABELS, 'RAF-DB basic (7 classes)',
@@ -441,37 +456,23 @@ default_cfgs = generate_default_cfgs({
         'transfer_fer_ir50_b4.affectnet7', AFFECTNET7_LABELS, 'AffectNet (7 classes)',
         'AffectNet-7 validation, mean class accuracy 66.23 %'),
     'vit_fer_ir50': _cfg(RAFDB_LABELS, description='ViT-FER baseline; paper: RAF-DB 89.93 %, AffectNet-7 65.63 %'),
-    'transfer_fer_compact.ferplus': _cfg(
-        FERPLUS_LABELS,
-        hf_hub_id=published_hub_id('transfer_fer_compact.ferplus'),
-        file=str(shipped_weights('transfer_fer_compact.ferplus')),
-        input_size=(3, 48, 48),
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        license='cc-by-nc-4.0',
-        description='Compact TransFER trained from scratch on FERPlus with timm-fer train, then fine-tuned toward '
-                    'other framings, cameras and posed faces (a weight-space ensemble with the from-scratch weights), '
-                    'with a logit adjustment and a temperature folded into the classifier; the weights ship inside '
-                    'the package, so pretrained=True needs no network. Trained on grayscale faces; its first conv '
-                    'folds the RGB-to-gray conversion in (ITU-R 601 luma), so it takes RGB faces through timm\'s own '
-                    'transforms, and in_chans=1 gives back the grayscale conv.',
-        notes=('dataset terms: FERPlus labels are MIT-licensed; FER2013 images are for non-commercial research only',),
+    'transfer_fer_compact.ferplus': _compact_cfg(
+        'transfer_fer_compact.ferplus',
+        'Compact TransFER trained from scratch on FERPlus with timm-fer train, then fine-tuned toward other framings, '
+        'cameras and posed faces (a weight-space ensemble with the from-scratch weights), with a logit adjustment and '
+        'a temperature folded into the classifier; the weights ship inside the package, so pretrained=True needs no '
+        'network. Trained on grayscale faces; its first conv folds the RGB-to-gray conversion in (ITU-R 601 luma), '
+        'so it takes RGB faces through timm\'s own transforms, and in_chans=1 gives back the grayscale conv.',
+        'dataset terms: FERPlus labels are MIT-licensed; FER2013 images are for non-commercial research only',
     ),
-    'transfer_fer_compact.fer2013': _cfg(
-        FERPLUS_LABELS,
-        hf_hub_id=published_hub_id('transfer_fer_compact.fer2013'),
-        file=str(shipped_weights('transfer_fer_compact.fer2013')),
-        input_size=(3, 48, 48),
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        license='cc-by-nc-4.0',
-        description='Compact TransFER for the intended expression: transfer_fer_compact.ferplus fine-tuned on '
-                    "FER2013's original labels (the expression each face was collected as; contempt from the FERPlus "
-                    'votes), with a logit adjustment and a temperature folded into the classifier; the weights ship '
-                    'inside the package. Same classes and input as transfer_fer_compact.ferplus, which reads the '
-                    'perceived expression (what ten annotators saw).',
-        notes=("dataset terms: FERPlus labels are MIT-licensed; FER2013's images and labels are for non-commercial "
-               'research only',),
+    'transfer_fer_compact.fer2013': _compact_cfg(
+        'transfer_fer_compact.fer2013',
+        'Compact TransFER for the intended expression: transfer_fer_compact.ferplus fine-tuned on FER2013\'s original '
+        'labels (the expression each face was collected as; contempt from the FERPlus votes), with a logit adjustment '
+        'folded into the classifier; the weights ship inside the package. Same classes and input as '
+        'transfer_fer_compact.ferplus, which reads the perceived expression (what ten annotators saw).',
+        "dataset terms: FERPlus labels are MIT-licensed; FER2013's images and labels are for non-commercial research "
+        'only',
     ),
 })
 
