@@ -182,6 +182,18 @@ def test_the_package_imports_without_ray_and_replicas_say_how_to_install_it(tmp_
         'timm-fer serve: error: --replicas needs Ray Serve (ray missing): pip install "timm-fer[ray]"']
 
 
+def test_a_ray_serve_too_old_for_429_answers_says_how_to_upgrade_it(monkeypatch, capsys):
+    pytest.importorskip('ray.serve', reason='the ray extra (Ray Serve) is not installed: pip install -e ".[ray]"')
+    import ray.serve.config
+
+    monkeypatch.delattr(ray.serve.config, 'BackpressureConfig')  # as in the Ray Serve releases before it
+    assert main(['serve', '--replicas', '2']) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("timm-fer serve: error: --replicas needs a newer Ray Serve (cannot import name "
+                            "'BackpressureConfig' from 'ray.serve.config'") and '\n' not in error
+    assert error.endswith('): pip install -U "ray[serve]"')
+
+
 def blank_png() -> bytes:
     buffer = io.BytesIO()
     Image.new('RGB', (160, 160), 'white').save(buffer, format='PNG')

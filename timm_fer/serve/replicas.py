@@ -47,13 +47,17 @@ APP_NAME = 'timm-fer'
 
 def require_ray_serve() -> None:
     """Raise :class:`~timm_fer.inference.ray_batch.RayUnavailableError`, naming the install command, unless Ray Serve
-    is installed."""
+    is installed, in a version whose full queue can answer 429 (``ray.serve.config.BackpressureConfig``)."""
     if find_spec('ray') is None:
         raise RayUnavailableError(f'--replicas needs Ray Serve (ray missing): {RAY_INSTALL}')
     try:
         import ray.serve  # noqa: F401
     except ImportError as e:  # Ray without its serve extra
         raise RayUnavailableError(f'--replicas needs Ray Serve ({e}): {RAY_INSTALL}') from e
+    try:
+        from ray.serve.config import BackpressureConfig  # noqa: F401
+    except ImportError as e:  # a Ray Serve older than its 429 answers to a full queue
+        raise RayUnavailableError(f'--replicas needs a newer Ray Serve ({e}): pip install -U "ray[serve]"') from e
 
 
 @dataclass(frozen=True)
