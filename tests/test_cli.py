@@ -61,7 +61,8 @@ def test_models_command_lists_every_model_with_size_and_prediction(capsys):
     label = rows['transfer_fer_ir50'][5]
     assert label in ('surprise', 'fear', 'disgust', 'happiness', 'sadness', 'anger', 'neutral')
     assert lines[0].endswith('weights (pretrained tags)')
-    assert next(line for line in lines if line.startswith('transfer_fer_compact ')).endswith('ferplus (shipped)')
+    assert next(line for line in lines if line.startswith('transfer_fer_compact ')).endswith(
+        'ferplus (shipped), fer2013 (shipped)')
     assert next(line for line in lines if line.startswith('transfer_fer_ir50 ')).endswith(
         'rafdb (not published), ferplus (not published), ms1m_in1k (not published)')
 

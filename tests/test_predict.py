@@ -187,7 +187,8 @@ def test_cli_without_weights_fails_in_one_line_naming_the_tags_that_load_and_che
     error = capsys.readouterr().err.strip()
     assert error.count('\n') == 0
     assert error.startswith('timm-fer predict: error: no weights have been published for transfer_fer_ir50.rafdb yet; '
-                            'the tags whose weights load are transfer_fer_compact.ferplus;')
+                            'the tags whose weights load are transfer_fer_compact.fer2013, '
+                            'transfer_fer_compact.ferplus;')
     assert '--checkpoint' in error and '--random-weights' in error and 'timm.create_model' not in error
 
 
