@@ -290,8 +290,13 @@ def test_a_killed_replica_fails_only_the_requests_it_held_and_the_other_goes_on(
 def test_ctrl_c_stops_the_server_and_removes_its_application(replicas_server):
     from ray import serve
 
+    # a replica killed by an earlier test is started again by Ray Serve: interrupt a service whose replicas all run
+    deadline = time.monotonic() + START_S
+    while time.monotonic() < deadline and serve.status().applications['timm-fer'].deployments[
+            'timm-fer'].replica_states != {'RUNNING': 2}:
+        time.sleep(1)
     replicas_server.process.send_signal(signal.SIGINT)
-    assert replicas_server.process.wait(timeout=120) == 130, replicas_server.log()
+    assert replicas_server.process.wait(timeout=300) == 130, replicas_server.log()
     assert replicas_server.log().strip().splitlines()[-1] == 'timm-fer serve: interrupted'
     assert 'timm-fer' not in serve.status().applications
 
