@@ -54,6 +54,11 @@ def start_ray():
     raise AssertionError('unreachable')
 
 
+def default_sigint() -> None:
+    """In a child before it runs: the default Ctrl-C, whatever this process does with it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(('127.0.0.1', 0))
@@ -99,8 +104,9 @@ def replicas_server(ray_cluster, tmp_path_factory) -> Iterator[Server]:
     port = free_port()
     stderr = tmp_path_factory.mktemp('server') / 'stderr.txt'
     with stderr.open('w') as errors:
+        # Ctrl-C reaches the server even where Ray left this process ignoring it (children inherit SIG_IGN)
         process = subprocess.Popen(serve_command(ray_cluster, port, '--replicas', '2'), stdout=subprocess.PIPE,
-                                   stderr=errors, text=True)
+                                   stderr=errors, text=True, preexec_fn=default_sigint)
     server = Server(process, f'http://127.0.0.1:{port}', stderr)
     lines: 'queue.Queue[str]' = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()

@@ -390,7 +390,9 @@ def test_cli_ctrl_c_ends_a_live_run_with_the_summary_and_a_kill_loses_no_row_wri
     rows = tmp_path / 'rows.csv'
     with ClipServer(ts_clip(FRAMES * 4), frames=FRAMES * 4) as server:  # long enough to outlast a slow start
         command = [sys.executable, '-m', 'timm_fer', 'predict', server.url, '--aligned', '--output', str(rows)]
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+        # the default Ctrl-C in the child, even where an earlier test (Ray) left this process ignoring it
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             assert wait_for(lambda: rows.exists() and len(rows.read_text().splitlines()) >= 3, 90), \
                 process.stderr.read1().decode() if process.poll() is not None else 'no rows'
