@@ -16,6 +16,7 @@ from ..constants import OUTPUT_SUFFIXES
 from ..errors import ConfigError
 from ..hub import RANDOM_WEIGHTS
 from ..utils.options import check_output_path
+from ..utils.outputs import create_output_folder
 
 __all__ = ['FORMULA_PREFIXES', 'OUTPUT_SUFFIXES', 'ROW_SUFFIXES', 'Report', 'RowWriter', 'SkippedInput', 'UniqueNames',
            'check_row_file', 'csv_cell', 'label_columns']
@@ -49,11 +50,7 @@ class UniqueNames:
         self.folder = folder
         self.suffix = suffix
         self.counts: Dict[str, int] = {}
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f'cannot create the output folder {folder} ({e.strerror or type(e).__name__}); choose '
-                              f'a writable location.') from e
+        create_output_folder(folder)
 
     def __call__(self, stem: str) -> Path:
         count = self.counts.get(stem, 0)

@@ -24,7 +24,7 @@ from typing import Dict, Iterable, List, Optional, Set, Tuple, Union
 from ..errors import ConfigError
 from .options import check_output_path
 
-__all__ = ['PACKAGE_FOLDER', 'FaceNames', 'OutputPlan', 'output_name']
+__all__ = ['PACKAGE_FOLDER', 'FaceNames', 'OutputPlan', 'create_output_folder', 'output_name']
 
 PathLike = Union[str, os.PathLike]
 
@@ -46,6 +46,19 @@ def _real(path: PathLike) -> str:
 def _face_parses(name: str) -> List[Tuple[str, str]]:
     """Every way to read the file name ``name`` as ``STEM_faceN`` and an ending (``.KIND.SUFFIX``)."""
     return [(name[:m.start()], name[m.end():]) for m in re.finditer(r'_face\d+(?=\.)', name)]
+
+
+def create_output_folder(folder: Path) -> None:
+    """Create ``folder`` and its parents, if missing.
+
+    Raises:
+        ConfigError: it cannot be created; the message names it and says to choose a writable location.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f'cannot create the output folder {folder} ({e.strerror or type(e).__name__}); choose a '
+                          f'writable location.') from e
 
 
 class OutputPlan:
@@ -193,11 +206,7 @@ class OutputPlan:
             ConfigError: a folder cannot be created.
         """
         for folder in self.folders.values():
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise ConfigError(f'cannot create the output folder {folder} ({e.strerror or type(e).__name__}); '
-                                  f'choose a writable location.') from e
+            create_output_folder(folder)
 
     def is_input(self, path: PathLike) -> bool:
         """Whether ``path`` is one of the run's inputs (or a file in an input folder, or a link to an input)."""
