@@ -459,3 +459,33 @@ def test_ir_shortcut_subsample_equals_face_evolve_max_pool():
     expected_grad = torch.zeros_like(x)
     expected_grad[:, :, ::2, ::2] = 1
     assert torch.equal(x.grad, expected_grad)
+
+
+@pytest.mark.usefixtures('one_torch_thread')
+@given(shallow=st.integers(1, 3), extra=st.integers(1, 3), seed=st.integers(0, 2 ** 16))
+def test_a_shallower_encoder_grows_into_a_deeper_one_that_computes_the_same(shallow, extra, seed, tmp_path_factory):
+    """Loading the weights of a ``depth``-block encoder into a deeper model appends identity blocks: the same outputs
+    in eval mode, and in training every new block's output projections get a gradient (so the blocks can learn)."""
+    torch.manual_seed(seed)
+    kwargs = dict(TINY, depth=shallow)
+    small = timm.create_model('transfer_fer_ir50', **kwargs).eval()
+    path = tmp_path_factory.mktemp('grow') / 'shallow.pth'
+    torch.save(small.state_dict(), path)
+    deep = timm.create_model('transfer_fer_ir50', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
+                             **dict(kwargs, depth=shallow + extra)).eval()
+    assert len(deep.blocks) == shallow + extra
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        torch.testing.assert_close(deep(x), small(x))
+    grown = deep.blocks[shallow:]
+    assert all(torch.count_nonzero(block.attn.qkv.weight) > 0 for block in grown)
+    deep.train()
+    deep(x).square().sum().backward()
+    assert all(torch.count_nonzero(block.mlp.fc2.weight.grad) > 0 for block in grown)
+
+
+def test_a_deeper_checkpoint_does_not_load_into_a_shallower_encoder(tmp_path):
+    torch.save(timm.create_model('transfer_fer_ir50', **dict(TINY, depth=3)).state_dict(), tmp_path / 'deep.pth')
+    with pytest.raises(Exception, match='unexpected keys: blocks.2'):
+        timm.create_model('transfer_fer_ir50', pretrained=True,
+                          pretrained_cfg_overlay=dict(file=str(tmp_path / 'deep.pth')), **TINY)

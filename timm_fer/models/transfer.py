@@ -347,6 +347,31 @@ def fold_grayscale_input(state_dict: Dict[str, torch.Tensor], model: nn.Module) 
     return {**state_dict, key: weight * weight.new_tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)}
 
 
+_BLOCK_OUTPUTS = ('attn.proj.weight', 'attn.proj.bias', 'mlp.fc2.weight', 'mlp.fc2.bias')
+"""The weights through which an encoder block adds to its residual stream: zero, and the block is the identity."""
+
+
+def grow_encoder_depth(state_dict: Dict[str, torch.Tensor], model: 'TransFER') -> Dict[str, torch.Tensor]:
+    """Fit the weights of a shallower encoder to ``model``'s deeper one by appending identity blocks.
+
+    Blocks the state dict lacks take ``model``'s initialisation with their attention and MLP output projections
+    zeroed, so each adds nothing to the residual stream: the grown model computes what the checkpoint did, and
+    training it (``--initial-checkpoint`` with ``--model-kwargs depth=N``) starts from there rather than from an
+    untrained tail. State dicts with no encoder blocks, or as many as ``model``, pass unchanged.
+    """
+    have = {int(k.split('.')[1]) for k in state_dict if k.startswith('blocks.')}
+    depth = len(model.blocks)
+    if not have or len(have) >= depth or have != set(range(len(have))):
+        return state_dict
+    grown = dict(state_dict)
+    for key, value in model.state_dict().items():
+        if key.startswith('blocks.') and int(key.split('.')[1]) >= len(have):
+            grown[key] = torch.zeros_like(value) if key.endswith(_BLOCK_OUTPUTS) else value.clone()
+    _logger.info(f'Grew the encoder from {len(have)} to {depth} blocks: blocks {len(have)}-{depth - 1} start as the '
+                 f'identity (zero output projections).')
+    return grown
+
+
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: 'TransFER') -> Dict[str, torch.Tensor]:
     """Accept TransFER checkpoints, and the paper's initialisation sources converted on the fly.
 
@@ -368,7 +393,7 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: 'TransFER') -> Dict[
         converted.update(encoder)
         sources.append('timm ViT encoder')
     if not sources:
-        state_dict = fold_grayscale_input(state_dict, model)
+        state_dict = grow_encoder_depth(fold_grayscale_input(state_dict, model), model)
         check_state_dict_fits(state_dict, model, 'checkpoint', adaptable=adaptable_prefixes(model))
         return state_dict
     source = ' + '.join(sources)
