@@ -27,7 +27,7 @@ from timm_fer.faces import RetinaFaceDetector, read_image
 from timm_fer.inference.classifier import ClassifierOptions, load_classifier
 from timm_fer.inference.predict import SAMPLE_IMAGE, predict
 from timm_fer.inference.ray_batch import file_batches, predict_dataset
-from timm_fer.utils.runtime import cpu_capability
+from timm_fer.utils.runtime import cpu_capability, num_threads
 
 OPTIONS = ClassifierOptions(backend='torch', threads=1)
 """The model of every run: the shipped model, torch backend, one thread (the single-threaded actor's)."""
@@ -50,14 +50,15 @@ def write_photos(folder: Path, count: int) -> List[Path]:
     return paths
 
 
-def local_rate(files: List[Path]) -> float:
-    """Photos per second of the local run, the model loaded and warmed up first."""
-    classifier = load_classifier(OPTIONS)
-    detector = RetinaFaceDetector()
-    predict(files[:4], classifier, detector=detector)
-    start = time.perf_counter()
-    report = predict(files, classifier, detector=detector)
-    wall = time.perf_counter() - start
+def local_rate(files: List[Path], threads: int) -> float:
+    """Photos per second of the local run with ``threads`` torch threads (detector and model), warmed up first."""
+    classifier = load_classifier(OPTIONS, threads=threads)
+    detector = RetinaFaceDetector(threads=threads)
+    with num_threads(threads):
+        predict(files[:4], classifier, detector=detector)
+        start = time.perf_counter()
+        report = predict(files, classifier, detector=detector)
+        wall = time.perf_counter() - start
     assert len(report.faces) == len(files), report.skipped[:3]
     return len(files) / wall
 
@@ -130,16 +131,18 @@ def main() -> None:
           f'average {os.getloadavg()[0]:.1f} at the start; {args.photos} photos, torch backend, one thread per run')
     with tempfile.TemporaryDirectory(prefix='benchmark-ray-') as folder:
         files = write_photos(Path(folder), args.photos)
-        local = local_rate(files)
-        print(f'{"run":<18} {"photos/s":>9} {"steady":>9} {"x local":>8}')
-        print(f'{"local, 1 process":<18} {local:>9.1f} {local:>9.1f} {1:>8.2f}')
+        local = local_rate(files, threads=1)
+        machine = local_rate(files, threads=args.cpus)
+        print(f'{"run":<24} {"photos/s":>9} {"steady":>9} {"x local":>8}')
+        print(f'{"local, 1 thread":<24} {local:>9.1f} {local:>9.1f} {1:>8.2f}')
+        print(f'{f"local, {args.cpus} threads":<24} {machine:>9.1f} {machine:>9.1f} {machine / local:>8.2f}')
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         try:
             rates = {}
             for actors in (1, 2):
                 rates[actors] = ray_rates(files, actors)
                 rate, steady = rates[actors]
-                print(f'{f"ray, {actors} actor" + "s" * (actors > 1):<18} {rate:>9.1f} {steady:>9.1f} '
+                print(f'{f"ray, {actors} actor" + "s" * (actors > 1):<24} {rate:>9.1f} {steady:>9.1f} '
                       f'{steady / local:>8.2f}')
         finally:
             ray.shutdown()

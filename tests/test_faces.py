@@ -1,4 +1,5 @@
 """Face template, similarity transform, alignment, robust image reading and the RetinaFace detector."""
+import os
 import sys
 
 import numpy as np
@@ -22,6 +23,7 @@ from timm_fer.faces import (
     read_image,
     warp_affine,
 )
+from timm_fer.errors import ConfigError
 from timm_fer.inference.predict import SAMPLE_IMAGE
 
 
@@ -197,3 +199,25 @@ def test_retinaface_shrinks_large_images_and_reports_original_coordinates(detect
     reference = detector(image)[0]
     np.testing.assert_allclose(faces[0].landmarks / 4, reference.landmarks, atol=2.)
     np.testing.assert_allclose(np.array(faces[0].box) / 4, reference.box, atol=3.)
+
+
+def test_a_single_threaded_detector_starts_no_thread_and_finds_the_same_faces(detector):
+    """``threads=1`` (a Ray actor's, ``--threads 1``): ONNX Runtime runs on the caller's thread, with no pool of its own
+    competing for the other cores, and the faces are those of the default detector."""
+    def threads_of_this_process() -> int:
+        return len(os.listdir('/proc/self/task'))
+
+    pytest.importorskip('retinaface')
+    before = threads_of_this_process()
+    single = RetinaFaceDetector(threads=1)
+    image = read_image(SAMPLE_IMAGE)
+    found = single(image)
+    assert threads_of_this_process() == before
+    assert [(f.box, f.score) for f in found] == [(f.box, f.score) for f in detector(image)]
+    np.testing.assert_array_equal(found[0].landmarks, detector(image)[0].landmarks)
+
+
+@pytest.mark.parametrize('threads', [0, -1, 1.5])
+def test_detector_threads_below_one_are_refused(threads):
+    with pytest.raises(ConfigError, match='threads'):
+        RetinaFaceDetector(threads=threads)

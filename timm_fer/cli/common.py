@@ -152,4 +152,5 @@ def add_backend_arguments(parser: argparse._ActionsContainer) -> None:
                         help='run the Linear layers in int8 (dynamic quantisation, CPU): faster, close to fp32; the '
                              'other layers run in fp32 (--amp auto means fp32 with --int8)')
     parser.add_argument('--threads', type=int, metavar='N',
-                        help='intra-op threads (default: one per core that no other process keeps busy)')
+                        help='intra-op threads of the model (default: one per core that no other process keeps busy) '
+                             'and of the face detector (default: one per core)')

