@@ -28,6 +28,7 @@ from fastapi import WebSocketDisconnect  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from timm_fer.cli import main  # noqa: E402
+from timm_fer.constants import SERVED_MODELS  # noqa: E402
 from timm_fer.errors import ConfigError  # noqa: E402
 from timm_fer.inference.classifier import load_classifier  # noqa: E402
 from timm_fer.serve import API_KEY_HEADER, BatchingClassifier, ServeLimits, create_app  # noqa: E402
@@ -85,7 +86,7 @@ def test_health_models_docs_and_page(client, classifier):
     assert client.get('/healthz').json() == {'status': 'ok'}
     assert client.get('/v1/models').json() == {'models': [{
         'name': classifier.model_name, 'labels': classifier.labels, 'input_size': [3, 112, 112],
-        'weights': classifier.weights, 'backend': 'torch'}]}
+        'weights': classifier.weights, 'backend': 'torch'}], 'default': classifier.model_name}
     assert '/v1/predict' in client.get('/openapi.json').json()['paths']
     docs = client.get('/docs')
     sources = re.findall(r'(?:src|href)="([^"]+)"', docs.text) + re.findall(r"url: '([^']+)'", docs.text)
@@ -396,13 +397,14 @@ def frame_message(frame_id: int, image: bytes) -> bytes:
     return frame_id.to_bytes(4, 'big') + image
 
 
-def test_live_answers_each_frame_with_stable_tracks_and_errors_for_bad_messages(client):
+def test_live_answers_each_frame_with_stable_tracks_and_errors_for_bad_messages(client, classifier):
     with client.websocket_connect('/v1/live') as live:
         tracks = []
         for frame_id in (7, 8, 9):
             live.send_bytes(frame_message(frame_id, photo(2, frame_id, 'JPEG')))
             answer = live.receive_json()
-            assert (answer['id'], answer['width'], answer['height'], answer['dropped']) == (frame_id, 270, 140, 0)
+            assert (answer['id'], answer['model'], answer['width'], answer['height'], answer['dropped']) == (
+                frame_id, classifier.model_name, 270, 140, 0)
             assert answer['server_ms'] > 0 and all(f['expression'] in f['probabilities'] for f in answer['faces'])
             tracks.append([(f['track'], f['box']) for f in answer['faces']])
         assert tracks == [[(0, [10, 10, 122, 122]), (1, [140, 10, 252, 122])]] * 3
@@ -452,7 +454,7 @@ def test_live_client_that_leaves_while_its_frame_is_answered_ends_the_session_qu
             raise WebSocketDisconnect(1001)
 
     client = GoneClient()
-    session = LiveSession(client, tracker=None, max_pixels=1, max_bytes=1)
+    session = LiveSession(client, tracker=None, max_pixels=1, max_bytes=1, model='m')
     session.pending.extend([(1, b'', 0.), (2, b'', 0.)])  # frame 1 is answered as skipped: the client has gone
     session.arrived.set()
     asyncio.run(asyncio.wait_for(session._answer(), 5))  # neither raises (an error log per Stop) nor hangs
@@ -519,6 +521,8 @@ def test_the_command_serves_on_loopback_until_stopped(tmp_path):
         answer = httpx.post(f'http://127.0.0.1:{port}/v1/predict', files={'file': ('face.png', face.getvalue())},
                             timeout=60).json()
         assert answer['model'] == 'transfer_fer_compact.ferplus' and len(answer['images'][0]['faces']) == 1
+        models = httpx.get(f'http://127.0.0.1:{port}/v1/models', timeout=10).json()  # both shipped tags by default
+        assert [m['name'] for m in models['models']] == list(SERVED_MODELS) and models['default'] == SERVED_MODELS[0]
     finally:
         os.killpg(process.pid, signal.SIGINT)
         try:

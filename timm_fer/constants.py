@@ -21,6 +21,12 @@ AFFECTNET8_LABELS = AFFECTNET7_LABELS + ('contempt',)
 
 DEFAULT_MODEL = 'transfer_fer_compact.ferplus'
 """Model of ``predict`` and ``export`` when none is named: its weights ship with timm-fer, so it runs offline."""
+INTENDED_MODEL = 'transfer_fer_compact.fer2013'
+"""The shipped tag that reads the expression a face was meant to show (FER2013's original labels: posed faces, faces
+pulled at a camera), where :data:`DEFAULT_MODEL` reads the expression people perceive in it."""
+SERVED_MODELS = (DEFAULT_MODEL, INTENDED_MODEL)
+"""Models ``serve`` loads when none is named: both shipped tags, the default first, so that its page offers the
+choice."""
 PAPER_INIT_TAG = 'ms1m_in1k'
 """Pretrained tag of the paper's initialisation: IR-50 stem trained on MS-Celeb-1M, encoder from ImageNet ViT-S."""
 

@@ -95,12 +95,24 @@ def add_overwrite_argument(parser: argparse._ActionsContainer) -> None:
                              'such a file stops the command before any work')
 
 
-def add_weights_arguments(parser: argparse._ActionsContainer) -> None:
+def add_weights_arguments(parser: argparse._ActionsContainer, several: Optional[str] = None) -> None:
     """``--model``, ``--checkpoint`` and ``--random-weights`` (with :func:`add_checkpoint_arguments`): which model
-    answers, for ``predict`` and ``serve``."""
-    parser.add_argument('--model', default=None,
-                        help='model and tag; the tag sets labels and preprocessing (default: the model a checkpoint '
-                             f'names, else {DEFAULT_MODEL})')
+    answers, for ``predict`` and ``serve``.
+
+    Args:
+        parser: The command's parser.
+        several: The default of a ``--model`` that takes several models (a list, the first the default), for a
+            command that loads several; None: ``--model`` names one.
+    """
+    if several is None:
+        parser.add_argument('--model', default=None,
+                            help='model and tag; the tag sets labels and preprocessing (default: the model a '
+                                 f'checkpoint names, else {DEFAULT_MODEL})')
+    else:
+        parser.add_argument('--model', nargs='+', action='extend', default=None, metavar='MODEL',
+                            help='model and tag; the tag sets labels and preprocessing. Several (--model A B, or '
+                                 '--model A --model B) are each loaded once and chosen per request; the first is the '
+                                 f'default (default: the model a checkpoint names, else {several})')
     parser.add_argument('--checkpoint', type=Path,
                         help=CHECKPOINT_HELP)
     parser.add_argument('--random-weights', action='store_true',

@@ -1,8 +1,10 @@
-"""``timm-fer serve``: one process with the model loaded once, answering a REST API, a live WebSocket and a web page."""
+"""``timm-fer serve``: one process with its models loaded once, answering a REST API, a live WebSocket and a web
+page."""
 import argparse
 import os
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Tuple
 
+from ..constants import SERVED_MODELS
 from ..errors import ConfigError
 from . import COMMANDS
 from .common import add_backend_arguments, add_command, add_runtime_arguments, add_weights_arguments, label_names_of
@@ -11,7 +13,7 @@ if TYPE_CHECKING:
     from ..inference.classifier import ClassifierOptions
     from ..serve.app import ServeLimits
 
-__all__ = ['add_serve_parser']
+__all__ = ['add_serve_parser', 'served_models']
 
 API_KEY_VARIABLE = 'TIMM_FER_API_KEY'
 """The environment variable that gives ``--api-key`` its default (a key on the command line shows in process lists)."""
@@ -34,6 +36,14 @@ def _api_key(given: Optional[str]) -> Optional[str]:
     return key
 
 
+def served_models(args: argparse.Namespace) -> Tuple[str, ...]:
+    """The models ``timm-fer serve`` loads, by name, the default first: those ``--model`` gives, else none (the one a
+    ``--checkpoint`` names), else :data:`~timm_fer.constants.SERVED_MODELS`, both shipped tags."""
+    if args.model:
+        return tuple(args.model)
+    return () if args.checkpoint is not None else SERVED_MODELS
+
+
 def _serve(args: argparse.Namespace) -> int:
     api_key = _api_key(args.api_key)  # the numeric options were checked before this body ran
     if args.replicas is None and args.ray_address is not None:
@@ -41,8 +51,8 @@ def _serve(args: argparse.Namespace) -> int:
     from ..serve.extra import require_serve_extra
     require_serve_extra()
     from ..faces import RetinaFaceDetector
-    from ..inference.classifier import ClassifierOptions, load_classifier
-    from ..serve.app import ServeLimits, serve
+    from ..inference.classifier import ClassifierOptions
+    from ..serve.app import ServeLimits, load_classifiers, serve
 
     limits = ServeLimits(max_upload_mb=args.max_upload_mb, max_files=args.max_files,
                          max_megapixels=args.max_megapixels,
@@ -50,15 +60,15 @@ def _serve(args: argparse.Namespace) -> int:
                          max_in_flight=args.max_in_flight, queue_size=args.queue_size,
                          queue_timeout_s=args.queue_timeout_s)
     options = ClassifierOptions(
-        model=args.model, checkpoint=args.checkpoint, random_weights=args.random_weights, device=args.device,
+        checkpoint=args.checkpoint, random_weights=args.random_weights, device=args.device,
         amp=args.amp, channels_last=args.channels_last, compile_model=args.compile, backend=args.backend,
         int8=args.int8, threads=args.threads, explain=args.explain, label_names=label_names_of(args),
         use_ema=args.ema)
     if args.replicas is not None:
         return _serve_replicas(args, options, limits, api_key)
     detector = None if args.aligned else RetinaFaceDetector(score_threshold=args.face_threshold)
-    classifier = load_classifier(options)
-    serve(args.host, args.port, classifier, explain=args.explain, detector=detector, aligned=args.aligned,
+    classifiers = load_classifiers(options, served_models(args))
+    serve(args.host, args.port, classifiers, explain=args.explain, detector=detector, aligned=args.aligned,
           min_face_size=args.min_face_size, limits=limits, api_key=api_key,
           cors_origins=args.cors_origin, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
           log_level=args.log_level)
@@ -76,7 +86,7 @@ def _serve_replicas(args: argparse.Namespace, options: 'ClassifierOptions', limi
     settings = ReplicaSettings(options, face_threshold=args.face_threshold, aligned=args.aligned,
                                min_face_size=args.min_face_size, limits=limits, api_key=api_key,
                                cors_origins=tuple(args.cors_origin), max_batch=args.max_batch,
-                               max_wait_ms=args.max_wait_ms)
+                               max_wait_ms=args.max_wait_ms, models=served_models(args))
     serve_replicas(args.host, args.port, settings, replicas=args.replicas, address=args.ray_address)
     return 0
 
@@ -85,18 +95,24 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``timm-fer serve``."""
     parser = add_command(
         subparsers, 'serve', _serve, COMMANDS['serve'].help,
-        description='Load the model once and answer POST /v1/predict (photos), POST /v1/predict/video (clips), '
+        description='Load the models once and answer POST /v1/predict (photos), POST /v1/predict/video (clips), '
                     'GET /v1/models,\nthe live WebSocket /v1/live and GET /healthz; the web page is at /, the API '
-                    'docs at /docs.\nNeeds the serve extra: pip install "timm-fer[serve]".',
+                    'docs at /docs.\nWithout --model or --checkpoint it serves both shipped tags: '
+                    f'{SERVED_MODELS[0]} (the default, the\nperceived expression) and {SERVED_MODELS[1]} (the '
+                    'intended expression: posed faces, faces pulled at a\ncamera); each request chooses with '
+                    'the form field model (WebSocket: ?model=), the page with its selector.\nNeeds the serve '
+                    'extra: pip install "timm-fer[serve]".',
         examples=('timm-fer serve   (then open http://127.0.0.1:8000/)',
                   'curl -F file=@photo.jpg -F top_k=3 http://127.0.0.1:8000/v1/predict',
+                  f'curl -F file=@photo.jpg -F model={SERVED_MODELS[1]} http://127.0.0.1:8000/v1/predict',
+                  f'timm-fer serve --model {SERVED_MODELS[1]}   (that model alone)',
                   f'{API_KEY_VARIABLE}=long-random-key timm-fer serve --host 0.0.0.0 --port 8080',
                   'timm-fer serve --replicas 2   (two replicas on a local Ray cluster, one address)'))
     parser.add_argument('--host', default='127.0.0.1',
                         help='address to listen on (default: 127.0.0.1, this machine only; any other address is '
                              'warned about)')
     parser.add_argument('--port', type=int, default=8000, help='port to listen on (default: 8000)')
-    add_weights_arguments(parser)
+    add_weights_arguments(parser, several=' '.join(SERVED_MODELS))
     parser.add_argument('--device', help='torch device (default: cuda when available, else cpu)')
     parser.add_argument('--explain', action='store_true',
                         help='load the eager fp32 model, so that requests can ask for explanation pictures '
@@ -137,7 +153,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     scale = parser.add_argument_group('at scale (Ray)')
     scale.add_argument('--replicas', type=int, metavar='N',
                        help='run the server as N replicas on a Ray cluster behind one address, each loading the '
-                            'model once on one CPU; needs the ray extra: pip install "timm-fer[ray]" (default: one '
+                            'models once on one CPU; needs the ray extra: pip install "timm-fer[ray]" (default: one '
                             'process, no Ray)')
     scale.add_argument('--ray-address', metavar='ADDRESS',
                        help="with --replicas: the Ray cluster to join (ray start --head prints it; default: a local "

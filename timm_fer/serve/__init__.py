@@ -1,4 +1,4 @@
-"""``timm-fer serve``: one process with the model loaded once, answering a REST API, a live WebSocket and a web page.
+"""``timm-fer serve``: one process with its models loaded once, answering a REST API, a live WebSocket and a web page.
 
 Needs the ``serve`` extra: ``pip install "timm-fer[serve]"`` (FastAPI, uvicorn, python-multipart, swagger-ui-bundle).
 The names below load on first use: without the extra, those of the web application raise
@@ -11,10 +11,11 @@ from typing import Any, List
 from .extra import ServeUnavailableError, require_serve_extra
 
 __all__ = ['API_KEY_HEADER', 'ApiError', 'BatchingClassifier', 'ReplicaSettings', 'ServeLimits',
-           'ServeUnavailableError', 'create_app', 'replica_application', 'require_serve_extra', 'serve',
-           'serve_replicas']
+           'ServeUnavailableError', 'create_app', 'load_classifiers', 'replica_application', 'require_serve_extra',
+           'serve', 'serve_replicas']
 
 _LAZY = {'API_KEY_HEADER': '.app', 'ApiError': '.app', 'ServeLimits': '.app', 'create_app': '.app', 'serve': '.app',
+         'load_classifiers': '.app',
          'BatchingClassifier': '.batching', 'ReplicaSettings': '.replicas', 'replica_application': '.replicas',
          'serve_replicas': '.replicas'}
 """Where the public names that need the extra live."""

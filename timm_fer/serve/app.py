@@ -1,10 +1,12 @@
-"""``timm-fer serve``'s web application: a REST API over one loaded model, its limits, and the web page.
+"""``timm-fer serve``'s web application: a REST API over one or more loaded models, its limits, and the web page.
 
-:func:`create_app` builds the FastAPI application around a :class:`~timm_fer.inference.classifier.FaceClassifier`
-(wrapped in a :class:`~timm_fer.serve.batching.BatchingClassifier`, so that the faces of concurrent requests share
-forward passes); :func:`serve` loads the model and runs the application with uvicorn. Photos go through the same
-steps as ``timm-fer predict`` (robust reading with EXIF rotation, detection, alignment, classification), clips
-through :func:`~timm_fer.inference.video.predict_video`.
+:func:`create_app` builds the FastAPI application around one or more
+:class:`~timm_fer.inference.classifier.FaceClassifier` (each wrapped in a
+:class:`~timm_fer.serve.batching.BatchingClassifier`, so that the faces of concurrent requests share forward passes);
+each request names the model it wants (the form field or query parameter ``model``), else gets the first, the
+default. :func:`load_classifiers` loads the models by name and :func:`serve` runs the application with uvicorn.
+Photos go through the same steps as ``timm-fer predict`` (robust reading with EXIF rotation, detection, alignment,
+classification), clips through :func:`~timm_fer.inference.video.predict_video`.
 
 Every upload is written to a temporary folder under a name the server makes up, and removed with the folder when
 its answer is ready: the client's file name is only echoed in the answer, never used as a path. Model work runs on
@@ -20,10 +22,10 @@ import sys
 import tempfile
 from collections import deque
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import (Any, AsyncIterator, Awaitable, Callable, Deque, Dict, List, MutableMapping, Optional, Sequence,
-                    Tuple)
+from typing import (Any, AsyncIterator, Awaitable, Callable, Deque, Dict, List, Mapping, MutableMapping, Optional,
+                    Sequence, Tuple, Union)
 from urllib.parse import urlsplit
 
 import swagger_ui_bundle
@@ -40,7 +42,8 @@ from ..errors import ConfigError, InputFileError
 from ..faces import MAX_PHOTO_PIXELS, FaceDetector, read_image
 from ..faces.video_io import VideoReader, require_video_decoder, video_suffixes
 from ..inference.annotate import LOSSY_QUALITY, annotate_image
-from ..inference.classifier import FaceClassifier, FacePrediction, classify_pairs, face_detector, resolve_classifier
+from ..inference.classifier import (ClassifierOptions, FaceClassifier, FacePrediction, classify_pairs, face_detector,
+                                   load_classifier, resolve_classifier)
 from ..inference.report import SkippedInput, UniqueNames
 from ..inference.stream import FrameTracker
 from ..inference.video import DEFAULT_FPS, predict_video
@@ -48,8 +51,8 @@ from ..utils.options import Range, check_fields, option_ranges
 from .batching import BatchingClassifier
 from .live import LiveSession
 
-__all__ = ['API_KEY_HEADER', 'STATIC_DIR', 'ApiError', 'RequestGate', 'ServeLimits', 'create_app', 'is_loopback',
-           'same_origin', 'serve']
+__all__ = ['API_KEY_HEADER', 'STATIC_DIR', 'ApiError', 'Classifiers', 'RequestGate', 'ServeLimits', 'create_app',
+           'check_served_models', 'is_loopback', 'load_classifiers', 'same_origin', 'serve']
 
 API_KEY_HEADER = 'X-API-Key'
 """The request header that carries the key of a server started with ``--api-key``."""
@@ -64,6 +67,9 @@ VIDEO_TYPES = ('video/', 'application/octet-stream')
 """Content types (prefixes) of the parts accepted as images and as clips; a part without one is accepted too."""
 MAX_FPS = 30.
 """Most frames per second a clip is sampled at."""
+Classifiers = Union[FaceClassifier, Sequence[FaceClassifier], Mapping[str, FaceClassifier]]
+"""The models a server answers with: one classifier, several (each named by its ``model_name``), or names mapped to
+classifiers (requests choose by these names); the first is the default."""
 
 
 @dataclass(frozen=True)
@@ -313,11 +319,13 @@ def _check_pixels(name: str, width: int, height: int, limits: ServeLimits) -> No
 
 
 class _Service:
-    """What the endpoints do, on worker threads: one classifier and detector for every request."""
+    """What the endpoints do, on worker threads: the loaded models, by name (the first is the default), and one
+    detector for every request."""
 
-    def __init__(self, classifier: BatchingClassifier, detector: Optional[FaceDetector], min_face_size: float,
-                 limits: ServeLimits, temp_dir: Optional[Path]) -> None:
-        self.classifier = classifier
+    def __init__(self, classifiers: Dict[str, BatchingClassifier], detector: Optional[FaceDetector],
+                 min_face_size: float, limits: ServeLimits, temp_dir: Optional[Path]) -> None:
+        self.classifiers = classifiers
+        self.default = next(iter(classifiers))
         self.detector = detector
         self.min_face_size = min_face_size
         self.limits = limits
@@ -327,23 +335,42 @@ class _Service:
         """A new temporary folder for one request's uploads, removed with everything in it when closed."""
         return tempfile.TemporaryDirectory(prefix='timm-fer-serve-', dir=self.temp_dir)
 
-    def model_info(self) -> Dict[str, Any]:
-        """The loaded model, as ``GET /v1/models`` lists it."""
-        c = self.classifier
-        return {'name': c.model_name, 'labels': list(c.labels),
-                'input_size': [1 if c.image_mode == 'L' else 3, *c.size], 'weights': c.weights, 'backend': c.backend}
+    def model(self, name: Optional[str]) -> Tuple[str, BatchingClassifier]:
+        """The name and classifier of the model a request asks for (None: the default).
 
-    def predict_images(self, uploads: List[UploadFile], top_k: Optional[int], annotate: bool,
+        Raises:
+            ApiError: 422, no model of that name is loaded.
+        """
+        if name is None:
+            return self.default, self.classifiers[self.default]
+        if name not in self.classifiers:
+            shown = name if len(name) <= 80 else name[:77] + '...'
+            raise ApiError(422, f"model {shown!r} is not loaded on this server, which serves "
+                                f"{', '.join(self.classifiers)} (default {self.default}); send one of these, or "
+                                f"leave model out for the default.")
+        return name, self.classifiers[name]
+
+    def models(self) -> Dict[str, Any]:
+        """The loaded models and the default, as ``GET /v1/models`` lists them."""
+        models = []
+        for name, c in self.classifiers.items():
+            models.append({'name': name, 'labels': list(c.labels),
+                           'input_size': [1 if c.image_mode == 'L' else 3, *c.size], 'weights': c.weights,
+                           'backend': c.backend})
+        return {'models': models, 'default': self.default}
+
+    def predict_images(self, model: str, uploads: List[UploadFile], top_k: Optional[int], annotate: bool,
                        explain: bool) -> Dict[str, Any]:
-        """The answer of ``POST /v1/predict``."""
-        with self.classifier.caller(), self.folder() as folder:  # a batch waits for this request's faces
+        """The answer of ``POST /v1/predict`` by the loaded model ``model``."""
+        classifier = self.classifiers[model]
+        with classifier.caller(), self.folder() as folder:  # a batch waits for this request's faces
             images, crops, skipped = [], [], []  # one decoded image at a time: annotation reads it again
             for index, upload in enumerate(uploads):
                 path = _save_upload(upload, Path(folder) / f'image-{index}')
                 image = self._read_image(path, upload.filename or f'file {index}')
                 try:
-                    image_crops, image_skipped = self.classifier.crop_faces(path, image, self.detector,
-                                                                            self.min_face_size)
+                    image_crops, image_skipped = classifier.crop_faces(path, image, self.detector,
+                                                                       self.min_face_size)
                 except Exception as e:  # one image that breaks the detector never breaks the request
                     image_crops, image_skipped = [], [SkippedInput(str(path), f'face detection or alignment failed '
                                                                               f'({type(e).__name__}: {e})')]
@@ -353,7 +380,7 @@ class _Service:
             viz_names = UniqueNames(Path(folder) / 'explanations') if explain else None
             everything = [crop for image_crops in crops for crop in image_crops]
             failed: List[SkippedInput] = []
-            pairs = classify_pairs(self.classifier, everything, failed, viz_names=viz_names)
+            pairs = classify_pairs(classifier, everything, failed, viz_names=viz_names)
             by_crop = {id(crop): prediction for crop, prediction in pairs}
             by_file: Dict[str, List[SkippedInput]] = {}
             for problem in failed:
@@ -364,9 +391,9 @@ class _Service:
                 problems = image_skipped + by_file.get(str(path), [])
                 answer = self._image_answer(name, size, found, problems, top_k)
                 if annotate:
-                    answer['annotated'] = self._annotated(path, found)
+                    answer['annotated'] = self._annotated(path, found, classifier.title_suffix)
                 answers.append(answer)
-        return {'model': self.classifier.model_name, 'labels': list(self.classifier.labels), 'images': answers}
+        return {'model': model, 'labels': list(classifier.labels), 'images': answers}
 
     def _read_image(self, path: Path, name: str) -> Image.Image:
         """The upload as an upright RGB image (:func:`~timm_fer.faces.read_image`), its pixels checked first."""
@@ -401,16 +428,16 @@ class _Service:
         return {'file': name, 'width': size[0], 'height': size[1], 'faces': faces,
                 'skipped': '; '.join(p.reason for p in problems) or None}
 
-    def _annotated(self, path: Path, found: List[FacePrediction]) -> str:
-        """The image with each face's box and top expression drawn, as a JPEG data URL."""
-        suffix = self.classifier.title_suffix
+    def _annotated(self, path: Path, found: List[FacePrediction], suffix: str) -> str:
+        """The image with each face's box and top expression drawn (``suffix`` after each label), as a JPEG data
+        URL."""
         labels = [(p.box, f'{p.expression} {p.probabilities[p.expression]:.2f}{suffix}') for p in found]
         buffer = io.BytesIO()
         annotate_image(read_image(path), labels).save(buffer, format='JPEG', quality=LOSSY_QUALITY)
         return _data_url(buffer.getvalue(), 'image/jpeg')
 
-    def predict_clip(self, upload: UploadFile, fps: float) -> Dict[str, Any]:
-        """The answer of ``POST /v1/predict/video``."""
+    def predict_clip(self, model: str, upload: UploadFile, fps: float) -> Dict[str, Any]:
+        """The answer of ``POST /v1/predict/video`` by the loaded model ``model``."""
         name = upload.filename or 'file'
         suffix = Path(name).suffix.lower()
         with self.folder() as folder:
@@ -425,13 +452,14 @@ class _Service:
             if info.duration is not None and info.duration > self.limits.max_video_seconds:
                 raise ApiError(413, f"'{name}' lasts {info.duration:.1f} s, longer than this server's "
                                     f"{self.limits.max_video_seconds:g} s; cut it shorter.")
-            report = predict_video([path], self.classifier, detector=self.detector, aligned=self.detector is None,
-                                   fps=fps, min_face_size=self.min_face_size, progress=False)
+            report = predict_video([path], self.classifiers[model], detector=self.detector,
+                                   aligned=self.detector is None, fps=fps, min_face_size=self.min_face_size,
+                                   progress=False)
         if not report.videos:
             raise ApiError(400, f"'{name}': " + '; '.join(s.reason for s in report.skipped))
         video = report.videos[0]
         return {
-            'model': report.model, 'labels': report.labels,
+            'model': model, 'labels': report.labels,
             'video': {'file': name, 'codec': video.codec, 'width': video.width, 'height': video.height,
                       'fps': video.fps, 'duration': video.duration, 'sampled_fps': fps,
                       'frames_decoded': video.frames_decoded, 'frames_sampled': video.frames_sampled,
@@ -470,8 +498,78 @@ def _validation_detail(error: RequestValidationError) -> str:
     return '; '.join(parts) + '.'
 
 
+def _named_classifiers(classifier: Classifiers) -> Dict[str, FaceClassifier]:
+    """The classifiers of :data:`Classifiers`, by the names requests choose them by, the default first.
+
+    Raises:
+        TypeError: Something that is no classifier.
+        ConfigError: No classifier, or two with one name.
+    """
+    if isinstance(classifier, FaceClassifier):
+        return {classifier.model_name: classifier}
+    pairs = list(classifier.items()) if isinstance(classifier, Mapping) else \
+        [(getattr(one, 'model_name', None), one) for one in classifier]
+    named: Dict[str, FaceClassifier] = {}
+    for name, one in pairs:
+        if not isinstance(one, FaceClassifier) or not isinstance(name, str):
+            raise TypeError(f'classifier is a FaceClassifier (from load_classifier), a sequence of them or a mapping '
+                            f'of names to them, got {type(one).__name__} named {name!r}.')
+        if name in named:
+            raise ConfigError(f'two classifiers are named {name}: pass a mapping of distinct names to classifiers.')
+        named[name] = one
+    if not named:
+        raise ConfigError('no classifier to serve: pass one (from load_classifier), or several.')
+    return named
+
+
+def check_served_models(models: Sequence[str], checkpoint: Optional[Union[str, Path]] = None) -> None:
+    """Check the model names a server is to load (:func:`load_classifiers`), before anything is loaded.
+
+    Raises:
+        ConfigError: A model given twice, or several models with one checkpoint.
+    """
+    repeated = [model for index, model in enumerate(models) if model in models[:index]]
+    if repeated:
+        raise ConfigError(f'--model {repeated[0]} is given twice: name each model once.')
+    if len(models) > 1 and checkpoint is not None:
+        raise ConfigError(f'--checkpoint holds the weights of one model, and {len(models)} --model are given: give one '
+                          f'--model with it, or leave --checkpoint out to serve several models.')
+
+
+def load_classifiers(options: Optional[ClassifierOptions] = None, models: Sequence[str] = (),
+                     **changes: Any) -> Dict[str, FaceClassifier]:
+    """The models a server answers with, each loaded once (:func:`~timm_fer.inference.classifier.load_classifier`),
+    by the name requests choose them by (its ``model_name``); the first is the default.
+
+    Args:
+        options: How every model runs and, without ``models``, which one to load.
+        models: Model names with their tags (``timm-fer serve --model``), each loaded with the other fields of
+            ``options``; none: the one model ``options`` names.
+        changes: :class:`~timm_fer.inference.classifier.ClassifierOptions` fields that replace those of ``options``.
+
+    Raises:
+        ConfigError: A model given twice or two names that load the same model, several models with one checkpoint,
+            or a model that does not load (the loading error).
+    """
+    options = replace(options or ClassifierOptions(), **changes)
+    check_served_models(models, options.checkpoint)
+    if not models:
+        classifier = load_classifier(options)
+        return {classifier.model_name: classifier}
+    classifiers: Dict[str, FaceClassifier] = {}
+    given: Dict[str, str] = {}
+    for model in models:
+        classifier = load_classifier(options, model=model)
+        if classifier.model_name in classifiers:
+            raise ConfigError(f'--model {given[classifier.model_name]} and --model {model} load the same model, '
+                              f'{classifier.model_name}: give it once.')
+        classifiers[classifier.model_name] = classifier
+        given[classifier.model_name] = model
+    return classifiers
+
+
 def create_app(
-        classifier: FaceClassifier,
+        classifier: Classifiers,
         *,
         detector: Optional[FaceDetector] = None,
         aligned: bool = False,
@@ -487,9 +585,11 @@ def create_app(
 
     Args:
         classifier: The loaded model (:func:`~timm_fer.inference.classifier.load_classifier`; with ``explain=True``
-            the API draws explanation pictures). Unless it already is a
-            :class:`~timm_fer.serve.batching.BatchingClassifier`, it is wrapped in one with ``max_batch`` and
-            ``max_wait_ms``, stopped when the application shuts down.
+            the API draws explanation pictures), or several (:data:`Classifiers`: a sequence, each named by its
+            ``model_name``, or a mapping of names to classifiers, as :func:`load_classifiers` gives). Requests choose
+            one by name (the form field or query parameter ``model``), else get the first, the default. Each that
+            is not already a :class:`~timm_fer.serve.batching.BatchingClassifier` is wrapped in one of its own with
+            ``max_batch`` and ``max_wait_ms``, stopped when the application shuts down.
         detector: Face detector; default :class:`~timm_fer.faces.RetinaFaceDetector` (the ``face`` extra).
         aligned: Uploads are aligned face crops: resize them, detect nothing.
         min_face_size: Faces whose box has a shorter side below this many pixels are skipped, with the reason.
@@ -506,15 +606,17 @@ def create_app(
     if api_key is not None and not api_key.strip():
         raise ConfigError('api_key is empty, which would leave the API open to anyone: give a key, or None to serve '
                           'without one.')
-    owned = not isinstance(classifier, BatchingClassifier)
-    batching = BatchingClassifier(classifier, max_batch, max_wait_ms) if owned else classifier
-    service = _Service(batching, face_detector(aligned, detector), min_face_size, limits, temp_dir)
+    named = _named_classifiers(classifier)
+    owned = [name for name, one in named.items() if not isinstance(one, BatchingClassifier)]
+    classifiers = {name: BatchingClassifier(one, max_batch, max_wait_ms) if name in owned else one
+                   for name, one in named.items()}
+    service = _Service(classifiers, face_detector(aligned, detector), min_face_size, limits, temp_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        if owned:
-            batching.close()
+        for name in owned:
+            classifiers[name].close()
 
     app = FastAPI(title='timm-fer', version='1', lifespan=lifespan, docs_url=None, redoc_url=None,
                   description='Facial expression recognition: faces, boxes and expression probabilities of photos '
@@ -538,13 +640,16 @@ def create_app(
     async def healthz() -> Dict[str, str]:
         return {'status': 'ok'}
 
-    @app.get('/v1/models', summary='The loaded model')
+    model_field = 'the loaded model to answer with, by name (GET /v1/models); default: the first'
+
+    @app.get('/v1/models', summary='The loaded models and the default')
     async def models() -> Dict[str, Any]:
-        return {'models': [service.model_info()]}
+        return service.models()
 
     @app.post('/v1/predict', summary='Faces and expressions of one or more photos')
     async def predict(
             file: List[UploadFile] = File(..., description='the images, one part each'),
+            model: Optional[str] = Form(None, description=model_field),
             top_k: Optional[int] = Form(None, description="each face's k most probable expressions"),
             annotate: Optional[str] = Form(None, description='"true": the image with the faces drawn, as JPEG'),
             explain: Optional[str] = Form(None, description='"true": a picture of where the model looked per face'),
@@ -552,21 +657,24 @@ def create_app(
         if len(file) > limits.max_files:
             raise ApiError(413, f'{len(file)} files in one request, above this server\'s {limits.max_files}; send '
                                 f'them in several requests.')
-        if top_k is not None and not 1 <= top_k <= len(batching.labels):
-            raise ApiError(422, f'top_k is between 1 and the {len(batching.labels)} labels, got {top_k}.')
+        name, chosen = service.model(model)
+        if top_k is not None and not 1 <= top_k <= len(chosen.labels):
+            raise ApiError(422, f'top_k is between 1 and the {len(chosen.labels)} labels, got {top_k}.')
         wants_explanation = _flag(explain, 'explain')
-        if wants_explanation and not batching.can_explain:
+        if wants_explanation and not chosen.can_explain:
             raise ApiError(400, 'explanations need the eager fp32 model: start the server with --explain.')
         for upload in file:
             _check_part(upload, IMAGE_TYPES, 'images')
-        return await run_in_threadpool(service.predict_images, file, top_k, _flag(annotate, 'annotate'),
+        return await run_in_threadpool(service.predict_images, name, file, top_k, _flag(annotate, 'annotate'),
                                        wants_explanation)
 
     @app.post('/v1/predict/video', summary='Face tracks and expressions over time of one clip')
     async def predict_video_clip(
             file: UploadFile = File(..., description='the clip'),
             fps: float = Form(DEFAULT_FPS, description=f'frames sampled per second (at most {MAX_FPS:g})'),
+            model: Optional[str] = Form(None, description=model_field),
     ) -> Dict[str, Any]:
+        name, _ = service.model(model)
         if not 0 < fps <= MAX_FPS:
             raise ApiError(422, f'fps is a number in (0, {MAX_FPS:g}], got {fps:g}.')
         _check_part(file, VIDEO_TYPES, 'a video')
@@ -574,17 +682,19 @@ def create_app(
             require_video_decoder()
         except ImportError as e:
             raise ApiError(501, f'this server cannot read videos: {e}') from e
-        return await run_in_threadpool(service.predict_clip, file, fps)
+        return await run_in_threadpool(service.predict_clip, name, file, fps)
 
     live_connections = 0
 
     @app.websocket('/v1/live')
-    async def live(websocket: WebSocket, key: Optional[str] = None) -> None:
-        """Frames in (4-byte big-endian id + JPEG), one JSON answer per frame out (see :mod:`timm_fer.serve.live`).
+    async def live(websocket: WebSocket, key: Optional[str] = None, model: Optional[str] = None) -> None:
+        """Frames in (4-byte big-endian id + JPEG), one JSON answer per frame out (see :mod:`timm_fer.serve.live`),
+        by the loaded model that the query parameter ``model`` names (default: the first).
 
         Refused before it opens, with a one-line reason: a page of another web origin than the server's own and the
         ``cors_origins`` (403; a client that sends no ``Origin``, not a browser, is let in), a missing or wrong key
-        (401), and more than ``max_in_flight`` live connections (429 with ``Retry-After``).
+        (401), a model that is not loaded (422), and more than ``max_in_flight`` live connections (429 with
+        ``Retry-After``).
         """
         nonlocal live_connections
         origin = websocket.headers.get('origin')
@@ -598,6 +708,11 @@ def create_app(
             await _refuse_websocket(websocket, 401, 'this server needs its API key as the query parameter ?key=; ask '
                                                     'whoever started it for the key.', 1008)
             return
+        try:
+            name, chosen = service.model(model)
+        except ApiError as e:
+            await _refuse_websocket(websocket, e.status, e.detail, 1008)
+            return
         if live_connections >= limits.max_in_flight:
             await _refuse_websocket(websocket, 429, f'{live_connections} live connections, this server\'s limit '
                                                     f'(--max-in-flight); retry after {limits.retry_after} s.', 1013,
@@ -606,9 +721,9 @@ def create_app(
         live_connections += 1
         try:
             await websocket.accept()
-            tracker = FrameTracker(batching, service.detector, aligned=service.detector is None,
+            tracker = FrameTracker(chosen, service.detector, aligned=service.detector is None,
                                    min_face_size=min_face_size, source='live')
-            await LiveSession(websocket, tracker, limits.max_pixels, limits.max_upload_bytes).run()
+            await LiveSession(websocket, tracker, limits.max_pixels, limits.max_upload_bytes, name).run()
         finally:
             live_connections -= 1
 
@@ -652,7 +767,7 @@ def _warn(message: str) -> None:
 def serve(
         host: str = '127.0.0.1',
         port: int = 8000,
-        classifier: Optional[FaceClassifier] = None,
+        classifier: Optional[Classifiers] = None,
         *,
         explain: bool = False,
         detector: Optional[FaceDetector] = None,
@@ -666,14 +781,15 @@ def serve(
         log_level: str = 'info',
         **options: Any,
 ) -> None:
-    """Load the model once and answer requests on ``host``:``port`` until interrupted (``timm-fer serve``).
+    """Load the model once (or take the models given) and answer requests on ``host``:``port`` until interrupted
+    (``timm-fer serve``).
 
     Args:
         host: The address to listen on; the default, loopback, lets only this machine in. Any other address is
             warned about: anyone who reaches it can use the API (set ``api_key``).
         port: The port (0: any free one).
-        classifier: The model, from :func:`~timm_fer.inference.classifier.load_classifier`; None loads one from
-            ``options``.
+        classifier: The model, from :func:`~timm_fer.inference.classifier.load_classifier`, or several, as for
+            :func:`create_app` (:func:`load_classifiers` loads them by name); None loads one from ``options``.
         explain: Load the eager fp32 model so that the API can draw explanation pictures (``explain=true``).
         detector, aligned, min_face_size, limits, api_key, cors_origins, max_batch, max_wait_ms: As for
             :func:`create_app`.
@@ -683,8 +799,12 @@ def serve(
     """
     import uvicorn
 
-    classifier = resolve_classifier(classifier, options, explain=explain)
-    app = create_app(classifier, detector=detector, aligned=aligned, min_face_size=min_face_size, limits=limits,
+    if classifier is None:
+        served: Classifiers = resolve_classifier(None, options, explain=explain)
+    else:
+        served = {name: resolve_classifier(one, options, explain=explain)
+                  for name, one in _named_classifiers(classifier).items()}
+    app = create_app(served, detector=detector, aligned=aligned, min_face_size=min_face_size, limits=limits,
                      api_key=api_key, cors_origins=cors_origins, max_batch=max_batch, max_wait_ms=max_wait_ms)
     if not is_loopback(host):
         _warn(f'listening on {host}: any machine that reaches this address can use the API'

@@ -1,9 +1,10 @@
 """The live WebSocket ``/v1/live``: a camera's frames in, each frame's tracked faces and expressions out.
 
 The client sends binary messages, each a 4-byte big-endian frame id followed by one JPEG-encoded frame, and gets one
-JSON text message per frame id. Every connection keeps its own
-:class:`~timm_fer.inference.stream.FrameTracker` (track ids stay with their faces across frames) over the server's
-shared :class:`~timm_fer.serve.batching.BatchingClassifier`, so the faces of all connections share forward passes.
+JSON text message per frame id; a classified frame's names the model that answered it (``model``). Every connection
+keeps its own :class:`~timm_fer.inference.stream.FrameTracker` (track ids stay with their faces across frames) over
+the shared :class:`~timm_fer.serve.batching.BatchingClassifier` of the model it chose (the query parameter ``model``,
+else the server's default), so the faces of all connections to one model share forward passes.
 When frames arrive faster than the model answers, the newest waiting frame is classified and the older ones are
 answered ``{"id": n, "dropped": total, "skipped": true}``, so that no client waits forever.
 
@@ -45,11 +46,14 @@ class LiveSession:
         tracker: The connection's own frame tracker; text messages set its smoothing window.
         max_pixels: Largest frame, in pixels, checked from its header before decoding.
         max_bytes: Largest message in bytes.
+        model: The name of the tracker's model, which every frame's answer gives.
     """
 
-    def __init__(self, websocket: WebSocket, tracker: FrameTracker, max_pixels: int, max_bytes: int) -> None:
+    def __init__(self, websocket: WebSocket, tracker: FrameTracker, max_pixels: int, max_bytes: int,
+                 model: str) -> None:
         self.websocket = websocket
         self.tracker = tracker
+        self.model = model
         self.max_pixels = max_pixels
         self.max_bytes = max_bytes
         self.pending: Deque[Tuple[int, bytes, float]] = deque()  # (frame id, JPEG, arrival) oldest first
@@ -164,5 +168,5 @@ class LiveSession:
         faces = [{'track': face.track, 'box': list(face.box), 'expression': face.expression,
                   'probabilities': face.probabilities, 'smoothed': frame.smoothed[face.track],
                   'smoothed_expression': frame.smoothed_expression(face.track)} for face in frame.faces]
-        return {'id': frame_id, 'width': image.width, 'height': image.height, 'faces': faces, 'smoothing': smoothing,
-                'server_ms': (time.perf_counter() - began) * 1000, 'dropped': self.dropped}
+        return {'id': frame_id, 'model': self.model, 'width': image.width, 'height': image.height, 'faces': faces,
+                'smoothing': smoothing, 'server_ms': (time.perf_counter() - began) * 1000, 'dropped': self.dropped}

@@ -1,6 +1,6 @@
 """``timm-fer serve --replicas N``: the application of ``timm-fer serve`` run as N replicas on a Ray cluster.
 
-Each replica is a Ray Serve replica (a Ray actor, one CPU) that loads the model and the face detector once and runs
+Each replica is a Ray Serve replica (a Ray actor, one CPU) that loads the models and the face detector once and runs
 :func:`~timm_fer.serve.app.create_app`'s application: the same REST API, live WebSocket, web page, limits and
 micro-batching as one ``timm-fer serve`` process. Ray Serve's proxy listens on ``host``:``port`` and hands each request
 to a replica with a free place; a replica holds at most ``max_in_flight`` requests at once. The others wait in Ray
@@ -28,10 +28,10 @@ from fastapi import FastAPI
 
 from ..errors import ConfigError
 from ..faces import RetinaFaceDetector
-from ..inference.classifier import ClassifierOptions, load_classifier
+from ..inference.classifier import ClassifierOptions
 from ..inference.ray_batch import RAY_INSTALL, RayUnavailableError
 from ..utils.options import Range, check_options, option_ranges
-from .app import ServeLimits, create_app, is_loopback
+from .app import ServeLimits, check_served_models, create_app, is_loopback, load_classifiers
 from .app import serve as serve_one_process
 from .batching import BatchingClassifier
 
@@ -69,6 +69,8 @@ class ReplicaSettings:
         face_threshold: Smallest face detector confidence.
         aligned, min_face_size, limits, api_key, cors_origins, max_batch, max_wait_ms: As for
             :func:`~timm_fer.serve.app.create_app`.
+        models: Models each replica loads, by name, the first the default (``timm-fer serve --model``), each with
+            the other fields of ``classifier_options``; none: the one ``classifier_options`` names.
     """
     classifier_options: ClassifierOptions = field(default_factory=ClassifierOptions)
     face_threshold: float = 0.9
@@ -79,26 +81,29 @@ class ReplicaSettings:
     cors_origins: Tuple[str, ...] = ()
     max_batch: int = 32
     max_wait_ms: float = 5.
+    models: Tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        """Check the numeric settings against the ranges of the functions that take them, before any replica starts."""
+        """Check the numeric settings against the ranges of the functions that take them, and the models given,
+        before any replica starts."""
         check_options(RetinaFaceDetector.__init__, score_threshold=self.face_threshold)
         check_options(serve_one_process, min_face_size=self.min_face_size)
         check_options(BatchingClassifier.__init__, max_batch=self.max_batch, max_wait_ms=self.max_wait_ms)
+        check_served_models(self.models, self.classifier_options.checkpoint)
 
 
 def build_replica_app(settings: ReplicaSettings, num_cpus: float = 1.) -> FastAPI:
-    """One replica's application: the model and the face detector loaded once, then
+    """One replica's application: the models and the face detector loaded once, then
     :func:`~timm_fer.serve.app.create_app`.
 
     Args:
         settings: What to load and how to answer.
-        num_cpus: The replica's CPUs: the model's threads unless ``settings.classifier_options`` sets them.
+        num_cpus: The replica's CPUs: the models' threads unless ``settings.classifier_options`` sets them.
     """
     options = settings.classifier_options
-    classifier = load_classifier(options, threads=options.threads or max(1, int(num_cpus)))
+    classifiers = load_classifiers(options, settings.models, threads=options.threads or max(1, int(num_cpus)))
     detector = None if settings.aligned else RetinaFaceDetector(score_threshold=settings.face_threshold)
-    return create_app(classifier, detector=detector, aligned=settings.aligned, min_face_size=settings.min_face_size,
+    return create_app(classifiers, detector=detector, aligned=settings.aligned, min_face_size=settings.min_face_size,
                       limits=settings.limits, api_key=settings.api_key, cors_origins=settings.cors_origins,
                       max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms)
 
@@ -110,7 +115,7 @@ def replica_application(settings: Optional[ReplicaSettings] = None, replicas: in
 
     Args:
         settings: What each replica loads and how it answers; default: :class:`ReplicaSettings`' defaults.
-        replicas: Replicas, each with the model loaded once.
+        replicas: Replicas, each with the models loaded once.
         num_cpus: CPUs each replica holds.
 
     Raises:
@@ -150,10 +155,11 @@ def app(args: Dict[str, str]) -> 'ray.serve.Application':
     """The application builder of ``serve run timm_fer.serve.replicas:app KEY=VALUE ...``.
 
     The keys are ``replicas`` and ``num_cpus`` (:func:`replica_application`), the fields of :class:`ReplicaSettings`
-    but ``classifier_options`` and ``limits``, those of :class:`~timm_fer.inference.classifier.ClassifierOptions`
-    (``model``, ``checkpoint``, ``backend``, ``threads``, ...) and those of :class:`~timm_fer.serve.app.ServeLimits`
-    (``max_in_flight``, ``queue_size``, ...); e.g. ``serve run timm_fer.serve.replicas:app replicas=4
-    max_in_flight=8``.
+    but ``classifier_options`` and ``limits`` (``models`` and ``cors_origins`` comma-separated), those of
+    :class:`~timm_fer.inference.classifier.ClassifierOptions` (``model``, ``checkpoint``, ``backend``, ``threads``,
+    ...) and those of :class:`~timm_fer.serve.app.ServeLimits` (``max_in_flight``, ``queue_size``, ...); e.g. ``serve
+    run timm_fer.serve.replicas:app replicas=4 max_in_flight=8``, or with
+    ``models=transfer_fer_compact.ferplus,transfer_fer_compact.fer2013`` both shipped tags, the first the default.
 
     Raises:
         ConfigError: A key that is none of these, or a value out of its range.
@@ -168,8 +174,9 @@ def app(args: Dict[str, str]) -> 'ray.serve.Application':
             raise ConfigError(f"serve run timm_fer.serve.replicas:app takes no argument '{key}': give some of "
                               f"{', '.join(sorted(set().union(*known.values())))}.")
         groups[group][key] = _value(str(text))
-    if 'cors_origins' in groups['settings']:
-        groups['settings']['cors_origins'] = tuple(str(groups['settings']['cors_origins']).split(','))
+    for listed in ('cors_origins', 'models'):  # comma-separated
+        if listed in groups['settings']:
+            groups['settings'][listed] = tuple(str(groups['settings'][listed]).split(','))
     settings = ReplicaSettings(classifier_options=ClassifierOptions(**groups['classifier']),
                                limits=ServeLimits(**groups['limits']), **groups['settings'])
     return replica_application(settings, **groups['application'])
@@ -219,7 +226,7 @@ def serve_replicas(
             address is warned about: anyone who reaches it can use the API (set ``settings.api_key``).
         port: The port.
         settings: What each replica loads and how it answers.
-        replicas: Replicas, each with the model loaded once.
+        replicas: Replicas, each with the models loaded once.
         address: The Ray cluster to join (``ray start --head`` prints it); default the one this process is connected
             to, else a new local one with this machine's cores. On a cluster joined, only this application is
             removed at the end; Ray Serve stays.
