@@ -1,6 +1,6 @@
 """The page of ``timm-fer serve`` in a real browser: headless Chromium whose fake camera plays the shipped portrait
-(a smiling face) draws a box labelled happiness and a frame rate in live mode, a chosen photo shows its table, and
-the page loads nothing from outside the server."""
+(a smiling face) draws a box labelled happiness and a frame rate in live mode, a chosen photo shows its table, the
+model chosen in the selector answers photos and the camera, and the page loads nothing from outside the server."""
 import re
 from pathlib import Path
 
@@ -9,6 +9,7 @@ import pytest
 from live_page import (browser_missing, camera_frame, choose_photo, chromium, serving, start_live, wait_for,
                        write_fake_camera)
 
+from timm_fer.constants import DEFAULT_MODEL, INTENDED_MODEL, SERVED_MODELS
 from timm_fer.inference.predict import SAMPLE_IMAGE
 
 STATIC = Path(__file__).resolve().parents[1] / 'timm_fer' / 'serve' / 'static'
@@ -33,6 +34,15 @@ def shipped_model_app():
 def page_url(shipped_model_app):
     """The server (torch backend, explanations on) on a loopback port, for the module's tests."""
     with serving(shipped_model_app(backend='torch', explain=True)) as url:
+        yield url
+
+
+@pytest.fixture(scope='module')
+def two_models_url(shipped_model_app):
+    """The server of both shipped tags (torch backend), as ``timm-fer serve`` with no --model serves them."""
+    from timm_fer.serve.app import create_app, load_classifiers
+
+    with serving(create_app(load_classifiers(models=SERVED_MODELS, threads=1, backend='torch'))) as url:
         yield url
 
 
@@ -137,3 +147,53 @@ def test_the_page_loads_nothing_from_elsewhere(page_url, browser):
     assert all(name.startswith(page_url + '/') for name in loaded), loaded
     for path in STATIC.iterdir():
         assert not re.search(r'(https?:)?//[\w-]+(\.[\w-]+)+', path.read_text()), f'{path.name} names another site'
+
+
+def model_selector(driver):
+    """The page's model selector once it lists the server's models, as a Selenium ``Select``."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+
+    wait_for(lambda: driver.find_element(By.ID, 'model-info').text.startswith('Model '), 15, "the model's description")
+    return Select(driver.find_element(By.ID, 'model'))
+
+
+@pytest.mark.slow
+def test_the_model_chosen_answers_photos_and_the_camera(two_models_url, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(two_models_url)
+    selector = model_selector(browser)
+    assert browser.find_element(By.ID, 'model').is_displayed()
+    assert browser.find_element(By.CSS_SELECTOR, 'label[for="model"]').text == 'Model'
+    assert [option.get_attribute('value') for option in selector.options] == list(SERVED_MODELS)
+    assert selector.first_selected_option.text == f'{DEFAULT_MODEL} (default)'
+    selector.select_by_value(INTENDED_MODEL)
+    assert browser.find_element(By.ID, 'model-info').text.startswith(f'Model {INTENDED_MODEL} (torch): ')
+    assert choose_photo(browser, SAMPLE_IMAGE) == ['happiness']
+    result = browser.find_element(By.CSS_SELECTOR, '#results article.result')
+    assert result.find_element(By.CSS_SELECTOR, '.model').text == f'Model {INTENDED_MODEL}'
+    assert result.get_attribute('data-model') == INTENDED_MODEL
+
+    def live_model() -> str:
+        return browser.find_element(By.ID, 'live-labels').get_attribute('data-model')
+
+    start_live(browser)
+    assert wait_for(live_model, 15, 'a frame answered') == INTENDED_MODEL
+    assert browser.find_element(By.ID, 'live-model').get_attribute('value') == INTENDED_MODEL
+    selector.select_by_value(DEFAULT_MODEL)  # the stream goes on, answered by the other model
+    wait_for(lambda: live_model() == DEFAULT_MODEL, 15, 'a frame answered by the model chosen next')
+    assert not browser.find_element(By.ID, 'message').is_displayed()
+    browser.find_element(By.ID, 'live-toggle').click()
+
+
+@pytest.mark.slow
+def test_one_model_shows_no_selector_and_answers_with_it(page_url, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(page_url)
+    selector = model_selector(browser)
+    assert [option.get_attribute('value') for option in selector.options] == [DEFAULT_MODEL]
+    assert not browser.find_element(By.ID, 'model').is_displayed()
+    assert choose_photo(browser, SAMPLE_IMAGE) == ['happiness']
+    assert browser.find_element(By.CSS_SELECTOR, '#results .model').text == f'Model {DEFAULT_MODEL}'

@@ -35,6 +35,11 @@ function apiKey() {
   return byId('api-key').value.trim();
 }
 
+// The model chosen in the selector ('' before the server listed its models: the server's default answers).
+function chosenModel() {
+  return byId('model').value;
+}
+
 function element(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
   for (const [name, value] of Object.entries(attributes)) {
@@ -64,16 +69,37 @@ async function postForm(path, form) {
   return response.json();
 }
 
-async function describeModel() {
-  const info = byId('model-info');
+let servedModels = new Map();        // name -> the model as GET /v1/models describes it
+
+// The chosen model's name, backend and labels, under the selector.
+function showModel() {
+  const model = servedModels.get(chosenModel());
+  if (model) byId('model-info').textContent = `Model ${model.name} (${model.backend}): ${model.labels.join(', ')}`;
+}
+
+// The selector filled with the server's models, the default chosen (a model chosen before stays chosen); shown only
+// when there is a choice.
+async function describeModels() {
+  const select = byId('model');
   try {
     const response = await fetch('/v1/models', {headers: apiKey() ? {'X-API-Key': apiKey()} : {}});
     if (!response.ok) throw new Error(await errorText(response));
-    const model = (await response.json()).models[0];
-    info.textContent = `Model ${model.name} (${model.backend}): ${model.labels.join(', ')}`;
+    const answer = await response.json();
+    const previous = chosenModel();
+    servedModels = new Map(answer.models.map((model) => [model.name, model]));
+    select.replaceChildren(...answer.models.map((model) => element(
+      'option', {value: model.name}, model.name === answer.default ? `${model.name} (default)` : model.name)));
+    select.value = servedModels.has(previous) ? previous : answer.default;
+    byId('model-choice').hidden = servedModels.size < 2;
+    showModel();
   } catch (error) {
-    info.textContent = `The model's description is unavailable: ${error.message}`;
+    byId('model-info').textContent = `The model's description is unavailable: ${error.message}`;
   }
+}
+
+// A line naming the model that answered.
+function modelLine(model) {
+  return element('p', {class: 'model'}, `Model ${model}`);
 }
 
 // ---- Photos and videos ------------------------------------------------------------------------------------------
@@ -97,8 +123,9 @@ function probabilityTable(caption, probabilities, expression) {
                  element('tbody', {}, ...rows));
 }
 
-function renderImage(image) {
-  const article = element('article', {class: 'result'}, element('h3', {}, image.file || 'photo'));
+function renderImage(image, model) {
+  const article = element('article', {class: 'result', 'data-model': model},
+                          element('h3', {}, image.file || 'photo'), modelLine(model));
   if (image.skipped) {
     article.append(element('p', {class: 'skipped'}, `Skipped: ${image.skipped}`));
     return article;
@@ -130,7 +157,8 @@ function renderImage(image) {
 function renderVideo(answer) {
   const video = answer.video;
   const duration = typeof video.duration === 'number' ? `${video.duration.toFixed(1)} s, ` : '';
-  const article = element('article', {class: 'result'}, element('h3', {}, video.file || 'video'),
+  const article = element('article', {class: 'result', 'data-model': answer.model},
+                          element('h3', {}, video.file || 'video'), modelLine(answer.model),
                           element('p', {}, `${duration}${video.frames_sampled} frames sampled, `
                                            + `${answer.tracks.length} face track(s)`));
   if (video.problem) {
@@ -160,13 +188,15 @@ async function predictFiles(files) {
       images.forEach((file) => form.append('file', file, file.name));
       form.append('annotate', 'true');
       if (byId('explain').checked) form.append('explain', 'true');
+      if (chosenModel()) form.append('model', chosenModel());
       const answer = await postForm('/v1/predict', form);
-      answer.images.forEach((image) => results.append(renderImage(image)));
+      answer.images.forEach((image) => results.append(renderImage(image, answer.model)));
     }
     for (const file of videos) {
       status.textContent = `Reading the video ${file.name}…`;
       const form = new FormData();
       form.append('file', file, file.name);
+      if (chosenModel()) form.append('model', chosenModel());
       results.append(renderVideo(await postForm('/v1/predict/video', form)));
     }
     status.textContent = `Done: ${files.length} file(s).`;
@@ -217,7 +247,8 @@ function cameraError(error) {
 // One live session: the camera's frames go to /v1/live as JPEG (4-byte big-endian frame id first), at most
 // FRAMES_IN_FLIGHT at a time; each answer is drawn over the video, and the time from capture to drawn box is measured.
 // The server smooths each track's probabilities over the seconds of the page's smoothing control, sent as a text
-// message {"smoothing": seconds} when the connection opens and whenever the control changes.
+// message {"smoothing": seconds} when the connection opens and whenever the control changes. The connection asks for
+// the model chosen in the selector; choosing another opens a new connection to it.
 class LiveSession {
   constructor() {
     this.video = byId('camera');
@@ -266,20 +297,38 @@ class LiveSession {
 
   openSocket() {
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const key = apiKey() ? `?key=${encodeURIComponent(apiKey())}` : '';
-    this.socket = new WebSocket(`${scheme}://${location.host}/v1/live${key}`);
-    this.socket.binaryType = 'arraybuffer';
-    this.socket.addEventListener('open', () => {
+    const query = new URLSearchParams();
+    if (apiKey()) query.set('key', apiKey());
+    if (chosenModel()) query.set('model', chosenModel());
+    const search = query.toString() ? `?${query}` : '';
+    const socket = new WebSocket(`${scheme}://${location.host}/v1/live${search}`);
+    socket.binaryType = 'arraybuffer';
+    this.socket = socket;
+    // A connection replaced by reconnect() is closed: its late answers and its close event are ignored.
+    socket.addEventListener('open', () => {
+      if (socket !== this.socket) return;
       this.sendSmoothing();
       this.pump();
     });
-    this.socket.addEventListener('message', (event) => this.receive(event.data));
-    this.socket.addEventListener('close', (event) => {
-      if (this.running) {
+    socket.addEventListener('message', (event) => {
+      if (socket === this.socket) this.receive(event.data);
+    });
+    socket.addEventListener('close', (event) => {
+      if (this.running && socket === this.socket) {
         showMessage(`The live connection closed (${event.code}${event.reason ? `: ${event.reason}` : ''}).`);
         stopLive();
       }
     });
+  }
+
+  // Go on with the model now chosen: a new connection (with its own face tracks), the old one closed.
+  reconnect() {
+    if (!this.running) return;
+    const old = this.socket;
+    this.inFlight.clear();
+    this.tracks.clear();
+    this.openSocket();
+    old.close();
   }
 
   // The smoothing control's seconds, for the server's next frames (a value it refuses comes back as an error).
@@ -392,6 +441,8 @@ class LiveSession {
     output.textContent = labels.length ? labels.join('; ') : 'no face';
     output.dataset.labels = labels.join('|');
     output.dataset.smoothing = reply.smoothing;
+    output.dataset.model = reply.model;
+    byId('live-model').value = reply.model;
     this.drawTimeline(now);
   }
 
@@ -491,11 +542,15 @@ async function toggleLive() {
 }
 
 document.addEventListener('DOMContentLoaded', () => {
-  describeModel();
+  describeModels();
   setUpDropZone();
   byId('live-toggle').addEventListener('click', toggleLive);
+  byId('model').addEventListener('change', () => {
+    showModel();
+    if (liveSession) liveSession.reconnect();
+  });
   byId('smoothing').addEventListener('change', () => {
     if (liveSession) liveSession.sendSmoothing();
   });
-  byId('api-key').addEventListener('change', describeModel);
+  byId('api-key').addEventListener('change', describeModels);
 });
