@@ -66,7 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
         use_ema=args.ema)
     if args.replicas is not None:
         return _serve_replicas(args, options, limits, api_key)
-    detector = None if args.aligned else RetinaFaceDetector(score_threshold=args.face_threshold)
+    detector = None if args.aligned else RetinaFaceDetector(score_threshold=args.face_threshold, threads=args.threads)
     classifiers = load_classifiers(options, served_models(args))
     serve(args.host, args.port, classifiers, explain=args.explain, detector=detector, aligned=args.aligned,
           min_face_size=args.min_face_size, limits=limits, api_key=api_key,

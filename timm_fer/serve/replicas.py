@@ -65,7 +65,8 @@ class ReplicaSettings:
     """What each replica builds its application from; Ray sends it to the replicas, pickled.
 
     Attributes:
-        classifier_options: The model and how it runs (``threads`` default: the replica's CPUs).
+        classifier_options: The model and how it runs (``threads``, the models' and the face detector's,
+            default: the replica's CPUs).
         face_threshold: Smallest face detector confidence.
         aligned, min_face_size, limits, api_key, cors_origins, max_batch, max_wait_ms: As for
             :func:`~timm_fer.serve.app.create_app`.
@@ -101,8 +102,10 @@ def build_replica_app(settings: ReplicaSettings, num_cpus: float = 1.) -> FastAP
         num_cpus: The replica's CPUs: the models' threads unless ``settings.classifier_options`` sets them.
     """
     options = settings.classifier_options
-    classifiers = load_classifiers(options, settings.models, threads=options.threads or max(1, int(num_cpus)))
-    detector = None if settings.aligned else RetinaFaceDetector(score_threshold=settings.face_threshold)
+    threads = options.threads or max(1, int(num_cpus))
+    classifiers = load_classifiers(options, settings.models, threads=threads)
+    detector = None if settings.aligned else RetinaFaceDetector(score_threshold=settings.face_threshold,
+                                                                threads=threads)
     return create_app(classifiers, detector=detector, aligned=settings.aligned, min_face_size=settings.min_face_size,
                       limits=settings.limits, api_key=settings.api_key, cors_origins=settings.cors_origins,
                       max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms)
