@@ -1,4 +1,5 @@
-"""End-to-end speed of ``predict --aligned`` on 48x48 face crops with ``transfer_fer_compact.ferplus``.
+"""End-to-end speed of ``predict --aligned`` on 48x48 face crops with ``transfer_fer_compact.ferplus`` (or ``--model``,
+``--checkpoint``: another tag, or a checkpoint of ``timm-fer train``, e.g. a grown architecture).
 
 Reads every crop from disk (EXIF, colour mode, resize, transform, batching, model, report), as
 ``timm-fer predict crops/ --aligned`` does, for each backend, on a quiet CPU and with one core kept busy by a
@@ -8,13 +9,14 @@ every variant is compared with the torch fp32 predictions.
 
     python benchmarks/benchmark_predict.py path/to/ferplus/FER2013Valid --limit 1000
     python benchmarks/benchmark_predict.py path/to/ferplus/FER2013Valid --variants auto 'auto, flip TTA'
+    python benchmarks/benchmark_predict.py path/to/ferplus/FER2013Valid --variants auto --checkpoint runs/x/last.pth
 """
 import argparse
 import multiprocessing
 import os
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
@@ -40,13 +42,14 @@ def busy_loop() -> None:
         pass
 
 
-def run(files: List[str], repeats: int, **kwargs) -> Dict:
-    """Best crops/s over ``repeats`` runs of :func:`predict`, and the last report's top-1 per file."""
-    predict(files, model=MODEL, aligned=True, progress=False, **kwargs)
+def run(files: List[str], repeats: int, weights: Dict[str, Optional[str]], **kwargs) -> Dict:
+    """Best crops/s over ``repeats`` runs of :func:`predict` with ``weights`` (``model``, ``checkpoint``), and the last
+    report's top-1 per file."""
+    predict(files, aligned=True, progress=False, **weights, **kwargs)
     best = 0.
     for _ in range(repeats):
         start = time.perf_counter()
-        report = predict(files, model=MODEL, aligned=True, progress=False, **kwargs)
+        report = predict(files, aligned=True, progress=False, **weights, **kwargs)
         best = max(best, len(report.faces) / (time.perf_counter() - start))
     return dict(rate=best, top1={f.file: f.expression for f in report.faces})
 
@@ -59,14 +62,17 @@ def main() -> None:
     parser.add_argument('--out', type=Path, default=Path('benchmarks/results'))
     parser.add_argument('--variants', nargs='+', choices=list(VARIANTS), default=list(VARIANTS),
                         help='the variants to run (default: all; torch fp32, the reference, always runs)')
+    parser.add_argument('--model', default=None, help=f'model and tag (default: {MODEL}, or the checkpoint\'s)')
+    parser.add_argument('--checkpoint', default=None, help='a checkpoint to time instead of a shipped tag')
     args = parser.parse_args()
+    weights = dict(model=args.model or (None if args.checkpoint else MODEL), checkpoint=args.checkpoint)
     variants = {name: VARIANTS[name] for name in VARIANTS if name in {*args.variants, 'torch, fp32'}}
     files = sorted(str(p) for p in args.folder.iterdir() if p.suffix.lower() in ('.png', '.jpg'))[:args.limit]
     env = ' '.join(f'{k}={os.environ[k]}' for k in ('ATEN_CPU_CAPABILITY', 'ONEDNN_MAX_CPU_ISA',
                                                    'FBGEMM_ENABLE_INSTRUCTIONS') if k in os.environ)
-    lines = [f'{MODEL}, {len(files)} aligned 48x48 crops end to end; CPU flags {", ".join(cpu_flags())}; torch '
-             f'{torch.__version__} cpu capability {cpu_capability()}{"; env " + env if env else ""}; '
-             f'{os.cpu_count()} cores; best of {args.repeats}', '',
+    lines = [f'{args.checkpoint or weights["model"]}, {len(files)} aligned 48x48 crops end to end; CPU flags '
+             f'{", ".join(cpu_flags())}; torch {torch.__version__} cpu capability {cpu_capability()}'
+             f'{"; env " + env if env else ""}; {os.cpu_count()} cores; best of {args.repeats}', '',
              '| variant | backend ran | quiet: crops/s | one core busy: crops/s | top-1 = torch fp32 |',
              '|---|---|---|---|---|']
     results = {}
@@ -78,7 +84,7 @@ def main() -> None:
             time.sleep(1.)
         try:
             for name, kwargs in variants.items():
-                results[name, load] = run(files, args.repeats, **kwargs)
+                results[name, load] = run(files, args.repeats, weights, **kwargs)
         finally:
             if hog is not None:
                 hog.terminate()
@@ -87,7 +93,7 @@ def main() -> None:
     reference = results['torch, fp32', 'quiet']['top1']
     for name, kwargs in variants.items():
         options = dict(dict(amp='auto', backend='auto', int8=False), **kwargs)
-        classifier = load_classifier(model=MODEL, amp=options['amp'], backend=options['backend'], int8=options['int8'])
+        classifier = load_classifier(**weights, amp=options['amp'], backend=options['backend'], int8=options['int8'])
         quiet, busy = results[name, 'quiet'], results[name, 'busy']
         agreement = sum(quiet['top1'][f] == reference[f] for f in reference) / len(reference)
         backend = f"{classifier.backend}{', bf16' if classifier.amp_dtype else ''}"
