@@ -86,7 +86,8 @@ def test_health_models_docs_and_page(client, classifier):
     assert client.get('/healthz').json() == {'status': 'ok'}
     assert client.get('/v1/models').json() == {'models': [{
         'name': classifier.model_name, 'labels': classifier.labels, 'input_size': [3, 112, 112],
-        'weights': classifier.weights, 'backend': 'torch'}], 'default': classifier.model_name}
+        'weights': classifier.weights, 'backend': 'torch', 'description': classifier.description}],
+        'default': classifier.model_name}
     assert '/v1/predict' in client.get('/openapi.json').json()['paths']
     docs = client.get('/docs')
     sources = re.findall(r'(?:src|href)="([^"]+)"', docs.text) + re.findall(r"url: '([^']+)'", docs.text)

@@ -4,6 +4,7 @@
 The two shipped tags are served as the command serves them, with the real face detector; their answers are compared
 with ``timm_fer.predict`` of the same tag.
 """
+import copy
 import io
 from pathlib import Path
 
@@ -14,6 +15,7 @@ pytest.importorskip('fastapi', reason='the serve extra (FastAPI) is not installe
 from fastapi.testclient import TestClient  # noqa: E402
 from starlette.testclient import WebSocketDenialResponse  # noqa: E402
 
+import timm  # noqa: E402
 import timm_fer  # noqa: E402
 from timm_fer.cli import COMMANDS, build_parser, main  # noqa: E402
 from timm_fer.cli.serve import served_models  # noqa: E402
@@ -77,7 +79,13 @@ def test_models_lists_every_loaded_model_and_the_default(client, shipped):
     for model in listed['models']:
         loaded = shipped[model['name']]
         assert model == {'name': loaded.model_name, 'labels': loaded.labels, 'input_size': [3, 48, 48],
-                         'weights': loaded.weights, 'backend': loaded.backend}
+                         'weights': loaded.weights, 'backend': loaded.backend,
+                         'description': timm.models.get_pretrained_cfg(model['name']).description}
+    readings = {model['name']: model['description'].split('. ')[0] for model in listed['models']}
+    assert readings == {DEFAULT_MODEL: 'Reads the perceived expression: what ten annotators saw on each face (the '
+                                       'FERPlus votes)',
+                        INTENDED_MODEL: 'Reads the intended expression: what each face was collected and labelled as '
+                                        "(FER2013's original labels)"}
 
 
 def test_an_unknown_model_is_a_422_naming_the_loaded_ones(client):
@@ -129,7 +137,12 @@ def test_a_clip_gets_the_answer_of_the_model_it_names(shipped, tmp_path):
 def test_create_app_takes_one_classifier_a_sequence_or_names_and_closes_the_batching_it_made(model):
     first, second = (load_classifier(model=model, threads=1) for _ in range(2))
     with TestClient(create_app(first)) as client:
-        assert client.get('/v1/models').json()['default'] == first.model_name == 'TransFER'
+        listed = client.get('/v1/models').json()
+        assert listed['default'] == first.model_name == 'TransFER'
+        assert listed['models'][0]['description'] == model.pretrained_cfg['description'] != ''
+    bare = copy.deepcopy(model)
+    bare.pretrained_cfg = {k: v for k, v in model.pretrained_cfg.items() if k != 'description'}
+    assert load_classifier(model=bare, threads=1).description == ''  # a cfg without one
     with pytest.raises(ConfigError, match='^two classifiers are named TransFER: pass a mapping of distinct names'):
         create_app([first, second])
     with pytest.raises(TypeError, match='^classifier is a FaceClassifier'):

@@ -168,8 +168,12 @@ def test_the_model_chosen_answers_photos_and_the_camera(two_models_url, browser)
     assert browser.find_element(By.CSS_SELECTOR, 'label[for="model"]').text == 'Model'
     assert [option.get_attribute('value') for option in selector.options] == list(SERVED_MODELS)
     assert selector.first_selected_option.text == f'{DEFAULT_MODEL} (default)'
+    description = browser.find_element(By.ID, 'model-description')
+    assert description.text.startswith('Reads the perceived expression: ')
     selector.select_by_value(INTENDED_MODEL)
     assert browser.find_element(By.ID, 'model-info').text.startswith(f'Model {INTENDED_MODEL} (torch): ')
+    assert description.text.startswith('Reads the intended expression: ') and description.text.endswith('labels).')
+    assert description.get_attribute('title').startswith(description.text + ' Compact TransFER')
     assert choose_photo(browser, SAMPLE_IMAGE) == ['happiness']
     result = browser.find_element(By.CSS_SELECTOR, '#results article.result')
     assert result.find_element(By.CSS_SELECTOR, '.model').text == f'Model {INTENDED_MODEL}'

@@ -218,6 +218,7 @@ class FaceClassifier:
     Attributes:
         model_name: The model's name with its tag (its class name for a model passed in).
         weights: Where its weights came from.
+        description: What the model is for, from its pretrained cfg ('' when it has none).
         labels: The label names, in the model's order.
         size: (height, width) of the model's input faces.
         can_explain: Whether it runs the eager fp32 model that explanation pictures need.
@@ -227,8 +228,9 @@ class FaceClassifier:
     def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], labels: List[str], data_config: Dict[str, Any],
                  device: torch.device, model_name: str, weights: str, amp_dtype: Optional[torch.dtype] = None,
                  channels_last: bool = False, backend: str = 'torch', threads: Optional[int] = None,
-                 can_explain: bool = True, tta_flip: bool = False) -> None:
+                 can_explain: bool = True, tta_flip: bool = False, description: str = '') -> None:
         self.model = model
+        self.description = description
         self.tta_flip = tta_flip
         self.model_name = model_name
         self.weights = weights
@@ -383,8 +385,9 @@ def load_classifier(options: Optional[ClassifierOptions] = None, log: Callable[[
         runner = prepare_model(fer_model, device, channels_last and not isinstance(model, nn.Module),
                                options.compile_model)
     can_explain = backend == 'torch' and not options.int8 and not options.compile_model
+    description = fer_model.pretrained_cfg.get('description') or ''
     return FaceClassifier(runner, labels, data_config, device, model_name, weights, amp_dtype, channels_last, backend,
-                          threads, can_explain, options.tta_flip)
+                          threads, can_explain, options.tta_flip, description)
 
 
 def resolve_classifier(classifier: Optional[FaceClassifier], options: Dict[str, Any],

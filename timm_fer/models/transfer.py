@@ -483,7 +483,8 @@ default_cfgs = generate_default_cfgs({
     'vit_fer_ir50': _cfg(RAFDB_LABELS, description='ViT-FER baseline; paper: RAF-DB 89.93 %, AffectNet-7 65.63 %'),
     'transfer_fer_compact.ferplus': _compact_cfg(
         'transfer_fer_compact.ferplus',
-        'Compact TransFER trained from scratch on FERPlus with timm-fer train, then fine-tuned toward other framings, '
+        'Reads the perceived expression: what ten annotators saw on each face (the FERPlus votes). Compact TransFER '
+        'trained from scratch on FERPlus with timm-fer train, then fine-tuned toward other framings, '
         'cameras and posed faces (a weight-space ensemble with the from-scratch weights), with a logit adjustment and '
         'a temperature folded into the classifier; the weights ship inside the package, so pretrained=True needs no '
         'network. Trained on grayscale faces; its first conv folds the RGB-to-gray conversion in (ITU-R 601 luma), '
@@ -492,10 +493,10 @@ default_cfgs = generate_default_cfgs({
     ),
     'transfer_fer_compact.fer2013': _compact_cfg(
         'transfer_fer_compact.fer2013',
-        'Compact TransFER for the intended expression: transfer_fer_compact.ferplus fine-tuned on FER2013\'s original '
-        'labels (the expression each face was collected as; contempt from the FERPlus votes), with a logit adjustment '
-        'folded into the classifier; the weights ship inside the package. Same classes and input as '
-        'transfer_fer_compact.ferplus, which reads the perceived expression (what ten annotators saw).',
+        'Reads the intended expression: what each face was collected and labelled as (FER2013\'s original labels). '
+        'Compact TransFER: transfer_fer_compact.ferplus fine-tuned on those labels (contempt from the FERPlus votes), '
+        'with a logit adjustment folded into the classifier; the weights ship inside the package. Same classes and '
+        'input as transfer_fer_compact.ferplus, which reads the perceived expression.',
         "dataset terms: FERPlus labels are MIT-licensed; FER2013's images and labels are for non-commercial research "
         'only',
     ),

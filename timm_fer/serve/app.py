@@ -356,7 +356,7 @@ class _Service:
         for name, c in self.classifiers.items():
             models.append({'name': name, 'labels': list(c.labels),
                            'input_size': [1 if c.image_mode == 'L' else 3, *c.size], 'weights': c.weights,
-                           'backend': c.backend})
+                           'backend': c.backend, 'description': c.description})
         return {'models': models, 'default': self.default}
 
     def predict_images(self, model: str, uploads: List[UploadFile], top_k: Optional[int], annotate: bool,

@@ -71,10 +71,15 @@ async function postForm(path, form) {
 
 let servedModels = new Map();        // name -> the model as GET /v1/models describes it
 
-// The chosen model's name, backend and labels, under the selector.
+// The chosen model's name, backend and labels, and the first sentence of its description (all of it on hover).
 function showModel() {
   const model = servedModels.get(chosenModel());
-  if (model) byId('model-info').textContent = `Model ${model.name} (${model.backend}): ${model.labels.join(', ')}`;
+  if (!model) return;
+  byId('model-info').textContent = `Model ${model.name} (${model.backend}): ${model.labels.join(', ')}`;
+  const description = byId('model-description');
+  description.textContent = (model.description || '').split(/(?<=\.)\s/)[0];
+  description.title = model.description || '';
+  description.hidden = !model.description;
 }
 
 // The selector filled with the server's models, the default chosen (a model chosen before stays chosen); shown only
