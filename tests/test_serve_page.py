@@ -1,6 +1,7 @@
 """The page of ``timm-fer serve`` in a real browser: headless Chromium whose fake camera plays the shipped portrait
 (a smiling face) draws a box labelled happiness and a frame rate in live mode, a chosen photo shows its table, the
-model chosen in the selector answers photos and the camera, and the page loads nothing from outside the server."""
+model chosen in the selector answers photos and the camera, a server with an API key answers once the key is given,
+and the page loads nothing from outside the server."""
 import re
 from pathlib import Path
 
@@ -201,3 +202,22 @@ def test_one_model_shows_no_selector_and_answers_with_it(page_url, browser):
     assert not browser.find_element(By.ID, 'model').is_displayed()
     assert choose_photo(browser, SAMPLE_IMAGE) == ['happiness']
     assert browser.find_element(By.CSS_SELECTOR, '#results .model').text == f'Model {DEFAULT_MODEL}'
+
+
+@pytest.mark.slow
+def test_a_server_with_a_key_answers_the_page_once_the_key_is_given(shipped_model_app, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from timm_fer.inference.classifier import load_classifier
+    from timm_fer.serve.app import create_app
+
+    with serving(create_app(load_classifier(threads=1, backend='torch'), api_key='page-key')) as url:
+        browser.get(url)
+        info = browser.find_element(By.ID, 'model-info')
+        wait_for(lambda: info.text.startswith("The model's description is unavailable: "), 15, 'the refusal')
+        assert 'API key' in info.text
+        browser.find_element(By.CSS_SELECTOR, '#key-settings summary').click()
+        browser.find_element(By.ID, 'api-key').send_keys('page-key', Keys.TAB)  # the change lists the models again
+        wait_for(lambda: info.text.startswith(f'Model {DEFAULT_MODEL} (torch): '), 15, 'the models, with the key')
+        assert choose_photo(browser, SAMPLE_IMAGE) == ['happiness']  # the form carries the key too

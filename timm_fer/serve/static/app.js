@@ -35,6 +35,11 @@ function apiKey() {
   return byId('api-key').value.trim();
 }
 
+// The headers of a request to the API: the key, when one is given.
+function keyHeaders() {
+  return apiKey() ? {'X-API-Key': apiKey()} : {};
+}
+
 // The model chosen in the selector ('' before the server listed its models: the server's default answers).
 function chosenModel() {
   return byId('model').value;
@@ -61,8 +66,7 @@ async function errorText(response) {
 }
 
 async function postForm(path, form) {
-  const headers = apiKey() ? {'X-API-Key': apiKey()} : {};
-  const response = await fetch(path, {method: 'POST', body: form, headers});
+  const response = await fetch(path, {method: 'POST', body: form, headers: keyHeaders()});
   if (!response.ok) {
     throw new Error(`${response.status}: ${await errorText(response)}`);
   }
@@ -87,7 +91,7 @@ function showModel() {
 async function describeModels() {
   const select = byId('model');
   try {
-    const response = await fetch('/v1/models', {headers: apiKey() ? {'X-API-Key': apiKey()} : {}});
+    const response = await fetch('/v1/models', {headers: keyHeaders()});
     if (!response.ok) throw new Error(await errorText(response));
     const answer = await response.json();
     const previous = chosenModel();
