@@ -6,6 +6,7 @@ import importlib.util
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -215,14 +216,20 @@ def test_doc_block_runs(block, doc_folders, monkeypatch):
 
 
 @pytest.mark.slow
-def test_main_job_prints_what_the_readme_shows(tmp_path):
+def test_main_job_prints_what_the_readme_shows():
     blocks = code_blocks(README)
     index = next(i for i, b in enumerate(blocks) if b.code.startswith('pip install -e ".[face]" && timm-fer predict'))
     main_job = blocks[index]
     shown = blocks[index + 1].code.splitlines()
     command = main_job.code.strip().split('&& ', 1)[1].split()
-    result = subprocess.run([sys.executable, '-m', 'timm_fer', *command[1:]], capture_output=True, text=True,
-                            timeout=600, cwd=README.parent, env=dict(os.environ, HF_HUB_OFFLINE='1'))
+    # Run where a reader runs it, the checkout (the printed paths are relative to it); the folder it writes goes after.
+    viz = README.parent / command[command.index('--save-viz') + 1]
+    assert not viz.exists(), f'{viz} is in the way of the README command: move it away and run the test again'
+    try:
+        result = subprocess.run([sys.executable, '-m', 'timm_fer', *command[1:]], capture_output=True, text=True,
+                                timeout=600, cwd=README.parent, env=dict(os.environ, HF_HUB_OFFLINE='1'))
+    finally:
+        shutil.rmtree(viz, ignore_errors=True)
     printed = result.stdout.splitlines()
     assert result.returncode == 0 and len(printed) == len(shown), result.stderr
     assert printed[0] == shown[0] and printed[1].split() == shown[1].split() and printed[-1] == shown[-1]
